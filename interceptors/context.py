@@ -1,0 +1,65 @@
+"""Per-call state shared by the interceptors and the handler.
+
+The sync gRPC server runs the interceptor chain and the handler in the same
+worker thread, so a ContextVar set by the outermost interceptor is visible to
+everything inside the call, and to nothing else.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+ROLE_USER = "USER"
+ROLE_ADMIN = "ADMIN"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling, from a verified access token."""
+
+    user_id: str
+    role: str  # ROLE_USER or ROLE_ADMIN
+    session_id: str  # the refresh-token family the access token was issued from
+    issued_at: int  # the token's `iat`, seconds since the epoch
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == ROLE_ADMIN
+
+
+@dataclass
+class CallState:
+    """What the chain learns about one call."""
+
+    method: str  # full gRPC method, "/taskapi.v1.TaskService/GetTask"
+    client_ip: str
+    request_id: str
+    caller: Caller | None = None
+    # Sent as initial metadata before the response (or the error): Envoy turns it
+    # into HTTP headers, which trailing metadata on an error never becomes.
+    response_metadata: list[tuple[str, str]] = field(default_factory=list)
+    # Redis reads done ahead of the handler in the rate limiter's pipeline, keyed by
+    # the command tuple; absent when not prefetched (then read on demand).
+    prefetched: dict[tuple[str, ...], Any] = field(default_factory=dict)
+
+
+_current: ContextVar[CallState | None] = ContextVar("taskapi_call_state", default=None)
+
+
+def current_call() -> CallState:
+    """The state of the call being served; raises outside a call."""
+    state = _current.get()
+    if state is None:
+        raise RuntimeError("no gRPC call in progress")
+    return state
+
+
+def bind_call(state: CallState) -> object:
+    """Bind `state` to this call; pass the returned token to `unbind_call`."""
+    return _current.set(state)
+
+
+def unbind_call(token: object) -> None:
+    _current.reset(token)  # type: ignore[arg-type]

@@ -1,0 +1,175 @@
+"""Settings: read once from the environment into one typed object.
+
+Nothing else in the code base touches os.environ. Every variable is listed in
+the README's configuration table; `Settings.from_env()` fails fast on a bad value.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+READ_PREFERENCES = ("primary", "primaryPreferred", "secondary", "secondaryPreferred", "nearest")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RateLimit:
+    """`requests` per `window_seconds`."""
+
+    requests: int
+    window_seconds: int
+
+    @property
+    def policy(self) -> str:
+        """The IETF RateLimit-Policy value, e.g. `100;w=900`."""
+        return f"{self.requests};w={self.window_seconds}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    # Serving
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = 50051
+    metrics_port: int = 9464  # 0: no metrics endpoint
+    workers: int = 16  # thread-pool size of the sync gRPC server
+    max_message_bytes: int = 1 << 20
+    shutdown_grace_seconds: float = 10.0
+    log_level: str = "INFO"
+    # Store: empty URI selects the embedded in-memory store (mongomock).
+    mongodb_uri: str = ""
+    mongodb_db: str = "taskapi"
+    mongodb_pool_size: int = 100
+    mongodb_timeout_ms: int = 2000
+    mongodb_read_preference: str = "primary"
+    # Redis: empty URL runs without it (per-process rate limits, no cache).
+    redis_url: str = ""
+    redis_timeout_ms: int = 250
+    cache_ttl_seconds: int = 300
+    # Auth
+    jwt_secret: str = field(default="", repr=False)
+    jwt_issuer: str = "taskapi"
+    jwt_audience: str = "taskapi"
+    access_token_ttl_seconds: int = 900
+    refresh_token_ttl_seconds: int = 7 * 24 * 3600
+    bcrypt_rounds: int = 12
+    bcrypt_concurrency: int = 2  # hashes at once, so bcrypt cannot starve other calls
+    # Rate limits (API.md defaults)
+    rate_limit_ip: RateLimit = RateLimit(requests=100, window_seconds=900)
+    rate_limit_user: RateLimit = RateLimit(requests=100, window_seconds=900)
+    rate_limit_auth: RateLimit = RateLimit(requests=10, window_seconds=900)  # Login/Register, per IP and per email
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
+        ipaddress.ip_network("127.0.0.0/8"),
+        ipaddress.ip_network("::1/128"),
+    )
+    ephemeral_secret: bool = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        reader = _Reader(env)
+        secret = env.get("JWT_SECRET", "")
+        ephemeral = not secret
+        if ephemeral:
+            secret = secrets.token_urlsafe(48)
+        elif len(secret) < 32:
+            raise ValueError("JWT_SECRET must be at least 32 characters")
+        settings = cls(
+            grpc_host=reader.str("TASKAPI_GRPC_HOST", cls.grpc_host),
+            grpc_port=reader.int("TASKAPI_GRPC_PORT", cls.grpc_port, minimum=0),
+            metrics_port=reader.int("TASKAPI_METRICS_PORT", cls.metrics_port, minimum=0),
+            workers=reader.int("TASKAPI_WORKERS", cls.workers, minimum=1),
+            max_message_bytes=reader.int("TASKAPI_MAX_MESSAGE_BYTES", cls.max_message_bytes, minimum=1024),
+            shutdown_grace_seconds=reader.float("TASKAPI_SHUTDOWN_GRACE_SECONDS", cls.shutdown_grace_seconds),
+            log_level=reader.str("LOG_LEVEL", cls.log_level).upper(),
+            mongodb_uri=reader.str("MONGODB_URI", ""),
+            mongodb_db=reader.str("MONGODB_DB", cls.mongodb_db),
+            mongodb_pool_size=reader.int("MONGODB_POOL_SIZE", cls.mongodb_pool_size, minimum=1),
+            mongodb_timeout_ms=reader.int("MONGODB_TIMEOUT_MS", cls.mongodb_timeout_ms, minimum=1),
+            mongodb_read_preference=reader.choice(
+                "MONGODB_READ_PREFERENCE", cls.mongodb_read_preference, READ_PREFERENCES
+            ),
+            redis_url=reader.str("REDIS_URL", ""),
+            redis_timeout_ms=reader.int("REDIS_TIMEOUT_MS", cls.redis_timeout_ms, minimum=1),
+            cache_ttl_seconds=reader.int("CACHE_TTL_SECONDS", cls.cache_ttl_seconds, minimum=1),
+            jwt_secret=secret,
+            jwt_issuer=reader.str("JWT_ISSUER", cls.jwt_issuer),
+            jwt_audience=reader.str("JWT_AUDIENCE", cls.jwt_audience),
+            access_token_ttl_seconds=reader.int("ACCESS_TOKEN_TTL_SECONDS", cls.access_token_ttl_seconds, minimum=1),
+            refresh_token_ttl_seconds=reader.int(
+                "REFRESH_TOKEN_TTL_SECONDS", cls.refresh_token_ttl_seconds, minimum=1
+            ),
+            bcrypt_rounds=reader.int("BCRYPT_ROUNDS", cls.bcrypt_rounds, minimum=4),
+            bcrypt_concurrency=reader.int("BCRYPT_CONCURRENCY", cls.bcrypt_concurrency, minimum=1),
+            rate_limit_ip=reader.rate("RATE_LIMIT_IP", cls.rate_limit_ip),
+            rate_limit_user=reader.rate("RATE_LIMIT_USER", cls.rate_limit_user),
+            rate_limit_auth=reader.rate("RATE_LIMIT_AUTH", cls.rate_limit_auth),
+            trusted_proxies=reader.networks("TRUSTED_PROXIES", cls.trusted_proxies),
+            ephemeral_secret=ephemeral,
+        )
+        if settings.ephemeral_secret:
+            log.warning(
+                "JWT_SECRET is not set: using an ephemeral random secret. Tokens die with this "
+                "process and replicas cannot verify each other's tokens. Set JWT_SECRET in production."
+            )
+        return settings
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def str(self, name: str, default: str) -> str:
+        return self._env.get(name, default)
+
+    def int(self, name: str, default: int, *, minimum: int | None = None) -> int:
+        raw = self._env.get(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+        if minimum is not None and value < minimum:
+            raise ValueError(f"{name} must be at least {minimum}, got {value}")
+        return value
+
+    def float(self, name: str, default: float) -> float:
+        raw = self._env.get(name)
+        try:
+            return default if raw is None else float(raw)
+        except ValueError:
+            raise ValueError(f"{name} must be a number, got {raw!r}") from None
+
+    def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
+        value = self._env.get(name, default)
+        if value not in allowed:
+            raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        return value
+
+    def rate(self, name: str, default: RateLimit) -> RateLimit:
+        """`REQUESTS/WINDOW_SECONDS`, e.g. `100/900`."""
+        raw = self._env.get(name)
+        if raw is None:
+            return default
+        try:
+            requests, window = (int(part) for part in raw.split("/"))
+        except ValueError:
+            raise ValueError(f"{name} must look like 100/900 (requests/seconds), got {raw!r}") from None
+        if requests < 1 or window < 1:
+            raise ValueError(f"{name} needs positive requests and seconds, got {raw!r}")
+        return RateLimit(requests=requests, window_seconds=window)
+
+    def networks(self, name: str, default: tuple) -> tuple:
+        raw = self._env.get(name)
+        if raw is None:
+            return default
+        try:
+            return tuple(ipaddress.ip_network(part.strip()) for part in raw.split(",") if part.strip())
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
