@@ -43,6 +43,13 @@ class CallState:
     # Redis reads done ahead of the handler in the rate limiter's pipeline, keyed by
     # the command tuple; absent when not prefetched (then read on demand).
     prefetched: dict[tuple[str, ...], Any] = field(default_factory=dict)
+    response_metadata_sent: bool = False
+
+    def send_response_metadata(self, context: Any) -> None:
+        """Send `response_metadata` as initial metadata, once (a second send is an error in grpc)."""
+        if not self.response_metadata_sent:
+            self.response_metadata_sent = True
+            context.send_initial_metadata(tuple(self.response_metadata))
 
 
 _current: ContextVar[CallState | None] = ContextVar("taskapi_call_state", default=None)

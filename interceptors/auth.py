@@ -1,0 +1,75 @@
+"""Authentication and the access policy, declared once in the protos.
+
+Each RPC carries a `(taskapi.v1.access)` method option: PUBLIC, USER or ADMIN.
+The table is read from the service descriptors at start-up, so adding an
+admin-only RPC is a one-line proto change, with no check in a handler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+import grpc
+from google.protobuf.descriptor import ServiceDescriptor
+from grpc_interceptor import ServerInterceptor
+
+from interceptors.context import Caller, current_call
+from interceptors.errors import PermissionDenied, Unauthenticated
+from taskapi.v1 import access_pb2
+
+PUBLIC, USER, ADMIN = access_pb2.ACCESS_LEVEL_PUBLIC, access_pb2.ACCESS_LEVEL_USER, access_pb2.ACCESS_LEVEL_ADMIN
+# Infrastructure services every probe and tool must reach without a token.
+OPEN_SERVICES = (
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1alpha.ServerReflection",
+    "grpc.reflection.v1.ServerReflection",
+)
+
+
+class Authenticator(Protocol):
+    def authenticate(self, token: str) -> Caller:
+        """The caller behind a bearer token; raises Unauthenticated."""
+
+
+def access_table(services: Iterable[ServiceDescriptor]) -> dict[str, int]:
+    """`/pkg.Service/Method` -> access level; an undeclared level means USER (safe default)."""
+    table = {}
+    for service in services:
+        for method in service.methods:
+            level = method.GetOptions().Extensions[access_pb2.access]
+            table[f"/{service.full_name}/{method.name}"] = level or USER
+    for service in OPEN_SERVICES:
+        table[f"/{service}/"] = PUBLIC
+    return table
+
+
+class AuthInterceptor(ServerInterceptor):
+    def __init__(self, authenticator: Authenticator, services: Iterable[ServiceDescriptor]) -> None:
+        self._authenticator = authenticator
+        self._table = access_table(services)
+
+    def level(self, method_name: str) -> int:
+        level = self._table.get(method_name)
+        if level is None:
+            level = self._table.get(method_name[: method_name.rfind("/") + 1], USER)
+        return level
+
+    def intercept(self, method: Callable, request: Any, context: grpc.ServicerContext, method_name: str) -> Any:
+        level = self.level(method_name)
+        if level != PUBLIC:
+            caller = self._authenticator.authenticate(_bearer_token(context))
+            current_call().caller = caller
+            if level == ADMIN and not caller.is_admin:
+                raise PermissionDenied("this method is for admins only", reason="ADMIN_ONLY")
+        return method(request, context)
+
+
+def _bearer_token(context: grpc.ServicerContext) -> str:
+    for key, value in context.invocation_metadata():
+        if key == "authorization":
+            scheme, _, token = value.partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+            break
+    raise Unauthenticated("a bearer token is required: send `authorization: Bearer <access token>`", reason="TOKEN_MISSING")

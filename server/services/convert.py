@@ -1,0 +1,100 @@
+"""Proto <-> domain conversion: the only place that knows both shapes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from google.protobuf import timestamp_pb2
+
+from server import store
+from server.tasks import TaskFilter, TaskValues, etag_of
+from taskapi.v1 import task_pb2, user_pb2
+
+_ROLE_TO_PROTO = {"USER": user_pb2.USER, "ADMIN": user_pb2.ADMIN}
+ROLE_FROM_PROTO = {v: k for k, v in _ROLE_TO_PROTO.items()}
+
+
+def to_datetime(ts: timestamp_pb2.Timestamp) -> datetime:
+    """Naive UTC at millisecond precision: what BSON stores, so store and cache agree."""
+    moment = ts.ToDatetime()
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def _timestamp(moment: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if moment is None:
+        return None
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(moment)
+    return ts
+
+
+def task_to_proto(task: store.TaskDoc) -> task_pb2.Task:
+    return task_pb2.Task(
+        id=str(task.id),
+        title=task.title,
+        description=task.description or "",
+        status=task.status,
+        priority=task.priority,
+        due_time=_timestamp(task.due_time),
+        tags=task.tags,
+        owner=str(task.owner),
+        create_time=_timestamp(task.create_time),
+        update_time=_timestamp(task.update_time),
+        complete_time=_timestamp(task.complete_time),
+        etag=etag_of(task),
+    )
+
+
+def task_values(task: task_pb2.Task) -> TaskValues:
+    """The values a request sets, and which fields it sets (proto3 presence)."""
+    new = TaskValues()
+    for name in ("title", "description", "status", "priority"):
+        if task.HasField(name):
+            new.values[name] = getattr(task, name)
+            new.present.add(name)
+    if task.HasField("due_time"):
+        new.values["due_time"] = to_datetime(task.due_time)
+        new.present.add("due_time")
+    if task.tags:
+        new.values["tags"] = list(task.tags)
+        new.present.add("tags")
+    return new
+
+
+def task_filter(request: task_pb2.ListTasksRequest) -> TaskFilter:
+    return TaskFilter(
+        owner=request.owner,
+        status=request.status if request.HasField("status") else None,
+        priority=request.priority if request.HasField("priority") else None,
+        tags=tuple(request.tag),
+        due_after=to_datetime(request.due_after) if request.HasField("due_after") else None,
+        due_before=to_datetime(request.due_before) if request.HasField("due_before") else None,
+        q=request.q,
+        order_by=request.order_by,
+    )
+
+
+def user_to_proto(user: store.UserDoc) -> user_pb2.User:
+    return user_pb2.User(
+        id=str(user.id),
+        email=user.email,
+        name=user.name,
+        role=_ROLE_TO_PROTO[user.role],
+        disabled=bool(user.disabled),
+        create_time=_timestamp(user.create_time),
+        update_time=_timestamp(user.update_time),
+    )
+
+
+def user_values(user: user_pb2.User) -> tuple[dict, set[str]]:
+    values: dict = {}
+    if user.HasField("name"):
+        values["name"] = user.name
+    if user.HasField("role"):
+        values["role"] = ROLE_FROM_PROTO.get(user.role)
+    if user.HasField("disabled"):
+        values["disabled"] = user.disabled
+    present = set(values)
+    if user.email:
+        present.add("email")
+    return values, present

@@ -1,0 +1,60 @@
+"""The shared read cache for GetTask and ListTasks, with exact invalidation.
+
+Each user's cached responses live in one Redis hash (`get:<id>` and
+`list:<digest>` fields), next to a version counter. A write to any of the
+user's tasks bumps the version and drops the hash, so no read after a write
+sees the old data, on any replica. A reader notes the version before reading
+the store and fills the cache only if it is unchanged (one Lua call), so a slow
+reader cannot put back data that a concurrent write already replaced.
+"""
+
+from __future__ import annotations
+
+from server.shared_cache import SharedCache
+
+_FILL = """
+local current = redis.call('GET', KEYS[2]) or '0'
+if current ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+
+_INVALIDATE = """
+redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
+
+def _keys(owner: str) -> tuple[str, str]:
+    return f"taskapi:tasks:{owner}", f"taskapi:tasks:{owner}:version"
+
+
+class TaskCache:
+    def __init__(self, cache: SharedCache, ttl_seconds: int) -> None:
+        self._cache = cache
+        self._ttl = ttl_seconds
+        self._fill = cache.script(_FILL)
+        self._invalidate = cache.script(_INVALIDATE)
+
+    def read(self, owner: str, entry: str) -> tuple[bytes | None, str | None]:
+        """(cached bytes or None, the version to fill with or None if Redis is unavailable)."""
+        data, version_key = _keys(owner)
+        result = self._cache.run(lambda pipe: (pipe.hget(data, entry), pipe.get(version_key)))
+        if result is None:
+            self._cache.record("task", "error")
+            return None, None
+        value, version = result
+        self._cache.record("task", "hit" if value is not None else "miss")
+        return value, (version or b"0").decode()
+
+    def fill(self, owner: str, entry: str, value: bytes, version: str | None) -> None:
+        if version is not None:
+            self._cache.call_script(self._fill, _keys(owner), [version, entry, value, self._ttl])
+
+    def invalidate(self, owner: str) -> None:
+        done = self._cache.call_script(self._invalidate, _keys(owner), [self._ttl * 2])
+        if done is None:  # Redis unreachable: at least make sure the stale hash goes when it returns
+            self._cache.delete(_keys(owner)[0])

@@ -1,0 +1,129 @@
+"""Fixtures that start real things: Redis, gRPC servers on free ports.
+
+Redis: REDIS_URL when set, else a `redis-server` of our own on a free port.
+MongoDB: MONGODB_URI when set (the suite then runs against it unchanged), else
+the embedded mongomock store, the one part we cannot run for real here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+import redis
+
+from server.app import App, Replica
+from server.config import RateLimit, Settings
+
+TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
+GENEROUS = RateLimit(requests=1_000_000, window_seconds=60)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RedisProcess:
+    """A private redis-server, stoppable and restartable on the same port."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is not installed: run scripts/setup.sh"
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url)
+        for _ in range(100):
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+@pytest.fixture(scope="session")
+def redis_process(tmp_path_factory) -> Iterator[RedisProcess]:
+    """Our own redis-server (never the shared one): tests may stop and restart it."""
+    process = RedisProcess(tmp_path_factory.mktemp("redis"))
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_process: RedisProcess) -> str:
+    return os.environ.get("REDIS_URL") or redis_process.url
+
+
+def make_settings(redis_url: str = "", **overrides) -> Settings:
+    """Test settings: cheap bcrypt, a fixed secret, limits no test reaches by accident."""
+    base = Settings.from_env({k: v for k, v in os.environ.items() if k in ("MONGODB_URI", "MONGODB_DB")} | {"JWT_SECRET": TEST_SECRET})
+    defaults = dict(
+        grpc_port=0,
+        metrics_port=0,
+        redis_url=redis_url,
+        bcrypt_rounds=4,
+        rate_limit_ip=GENEROUS,
+        rate_limit_user=GENEROUS,
+        rate_limit_auth=GENEROUS,
+        shutdown_grace_seconds=1.0,
+    )
+    return dataclasses.replace(base, **(defaults | overrides))
+
+
+@pytest.fixture
+def settings_factory(redis_url: str) -> Callable[..., Settings]:
+    return lambda **overrides: make_settings(redis_url, **overrides)
+
+
+@pytest.fixture(scope="session")
+def app(redis_url: str) -> Iterator[App]:
+    application = App(make_settings(redis_url))
+    yield application
+    application.close(grace=1.0)
+
+
+@pytest.fixture(scope="session")
+def replica(app: App) -> Replica:
+    return app.start_replica(0)
+
+
+@pytest.fixture(scope="session")
+def channel(replica: Replica) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(replica.address) as chan:
+        grpc.channel_ready_future(chan).result(timeout=10)
+        yield chan
+
+
+def unique_email(prefix: str = "user") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}@Example.com"
