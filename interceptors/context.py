@@ -63,6 +63,14 @@ def current_call() -> CallState:
     return state
 
 
+def prefetched(command: tuple[str, ...]) -> tuple[bool, Any]:
+    """(True, value) when the rate limiter prefetched `command` for this call, else (False, None)."""
+    state = _current.get()
+    if state is None or command not in state.prefetched:
+        return False, None
+    return True, state.prefetched[command]
+
+
 def bind_call(state: CallState) -> object:
     """Bind `state` to this call; pass the returned token to `unbind_call`."""
     return _current.set(state)

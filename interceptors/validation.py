@@ -7,6 +7,7 @@ from typing import Any
 
 import grpc
 import protovalidate
+from google.protobuf.message import Message
 from grpc_interceptor import ServerInterceptor
 
 from interceptors.errors import FieldViolation, InvalidArgument
@@ -17,9 +18,9 @@ def field_path(violation: protovalidate.Violation) -> str:
     parts = []
     for element in violation.proto.field.elements:
         part = element.field_name
-        subscript = element.WhichOneof("subscript") if hasattr(element, "WhichOneof") else None
+        subscript = element.subscript  # protobuf-py oneof: None, or (field, value)
         if subscript is not None:
-            part += f"[{getattr(element, subscript)}]"
+            part += f"[{subscript.value}]"
         parts.append(part)
     return ".".join(parts)
 
@@ -29,7 +30,8 @@ class ValidationInterceptor(ServerInterceptor):
         self._validator = protovalidate.Validator()  # caches compiled rules: build once
 
     def intercept(self, method: Callable, request: Any, context: grpc.ServicerContext, method_name: str) -> Any:
-        violations = self._validator.collect_violations(request)
+        # Streaming calls (health Watch, reflection) pass an iterator: nothing to check up front.
+        violations = self._validator.collect_violations(request) if isinstance(request, Message) else None
         if violations:
             fields = [FieldViolation(field_path(v), v.proto.message) for v in violations]
             message = "; ".join(f"{f.field}: {f.description}" for f in fields)

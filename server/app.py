@@ -17,14 +17,20 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from prometheus_client import CollectorRegistry
+
 from interceptors.chain import build_chain
+from interceptors.context import CallState
+from interceptors.logging import LoggingInterceptor
+from interceptors.metrics import Metrics, MetricsInterceptor, serve_metrics
+from interceptors.ratelimit import RateLimitInterceptor
 from server import store
 from server.auth import Accounts, Authenticator, Tokens
 from server.config import Settings
 from server.page_tokens import PageTokens
 from server.passwords import PasswordHasher
 from server.services.auth_service import AuthServicer
-from server.services.task_service import TaskServicer
+from server.services.task_service import TaskServicer, cache_entry
 from server.services.user_service import UserServicer
 from server.shared_cache import SharedCache, connect_redis
 from server.task_cache import TaskCache
@@ -49,7 +55,8 @@ class App:
         self.settings = settings
         store.connect(settings)
         self.redis = connect_redis(settings.redis_url, settings.redis_timeout_ms)
-        self.shared_cache = SharedCache(self.redis)
+        self.metrics = Metrics(CollectorRegistry())
+        self.shared_cache = SharedCache(self.redis, listener=self._count_cache)
         self.task_cache = TaskCache(self.shared_cache, settings.cache_ttl_seconds)
         page_tokens = PageTokens(settings.jwt_secret)
         self.tokens = Tokens(settings)
@@ -63,14 +70,41 @@ class App:
         self.tasks = Tasks(self.task_cache, page_tokens)
         self.users = Users(self.accounts, self.task_cache, page_tokens)
         self.replicas: list[Replica] = []
-
-    def interceptors(self) -> list:
-        return build_chain(
+        # Built once: replicas share the limiter's per-process fallback state.
+        self.interceptors = build_chain(
             authenticator=self.authenticator,
             services=SERVICES,
-            trusted_proxies=self.settings.trusted_proxies,
+            trusted_proxies=settings.trusted_proxies,
             translators=[store.translate_error],
+            metrics=MetricsInterceptor(self.metrics),
+            logging=LoggingInterceptor(),
+            ratelimit=RateLimitInterceptor(
+                self.redis,
+                ip=settings.rate_limit_ip,
+                user=settings.rate_limit_user,
+                auth=settings.rate_limit_auth,
+                metrics=self.metrics,
+                prefetch=self._prefetch,
+            ),
         )
+        self.metrics_endpoint = serve_metrics(self.metrics.registry, port=settings.metrics_port, addr=settings.grpc_host)
+
+    @property
+    def metrics_port(self) -> int:
+        return self.metrics_endpoint.port
+
+    def _prefetch(self, method_name: str, request: object, state: CallState) -> list[tuple[str, ...]]:
+        """Redis reads that ride the rate limiter's round trip: session liveness, cached reads."""
+        if state.caller is None or not self.shared_cache.prefetch_trusted:
+            return []  # a missed delete is pending: read on demand, after it is replayed
+        commands = [self.authenticator.prefetch(state.caller)]
+        entry = cache_entry(method_name, request, state.caller)
+        if entry is not None:
+            commands += TaskCache.commands(state.caller.user_id, entry)
+        return commands
+
+    def _count_cache(self, cache: str, result: str) -> None:
+        {"hit": self.metrics.cache_hit, "miss": self.metrics.cache_miss}.get(result, self.metrics.cache_error)(cache)
 
     def start_replica(self, port: int | None = None) -> Replica:
         settings = self.settings
@@ -81,7 +115,7 @@ class App:
         ]
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="grpc"),
-            interceptors=self.interceptors(),
+            interceptors=self.interceptors,
             options=limits,
             maximum_concurrent_rpcs=settings.workers * 8,
         )
@@ -106,6 +140,7 @@ class App:
         for replica in list(self.replicas):
             replica.stop(self.settings.shutdown_grace_seconds if grace is None else grace)
         self.replicas.clear()
+        self.metrics_endpoint.close()
         if self.redis is not None:
             self.redis.close()
 

@@ -13,22 +13,11 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from interceptors.policy import RateLimit
+
 log = logging.getLogger(__name__)
 
 READ_PREFERENCES = ("primary", "primaryPreferred", "secondary", "secondaryPreferred", "nearest")
-
-
-@dataclass(frozen=True, kw_only=True)
-class RateLimit:
-    """`requests` per `window_seconds`."""
-
-    requests: int
-    window_seconds: int
-
-    @property
-    def policy(self) -> str:
-        """The IETF RateLimit-Policy value, e.g. `100;w=900`."""
-        return f"{self.requests};w={self.window_seconds}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,7 +25,7 @@ class Settings:
     # Serving
     grpc_host: str = "127.0.0.1"
     grpc_port: int = 50051
-    metrics_port: int = 9464  # 0: no metrics endpoint
+    metrics_port: int = 9464  # 0: any free port (tests)
     workers: int = 16  # thread-pool size of the sync gRPC server
     max_message_bytes: int = 1 << 20
     shutdown_grace_seconds: float = 10.0

@@ -205,6 +205,7 @@ class Envoy:
         stderr: IO[Any] | int | None = None,
         concurrency: int = 1,
         log_level: str = "warn",
+        start_new_session: bool = False,
     ) -> None:
         self.config = config
         self.config_path = write(config, workdir)
@@ -212,6 +213,8 @@ class Envoy:
         self._stderr = stderr
         self._concurrency = concurrency
         self._log_level = log_level
+        # True keeps a terminal's Ctrl-C from reaching Envoy, so its parent stops it in order.
+        self._new_session = start_new_session
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -245,6 +248,7 @@ class Envoy:
             stdin=subprocess.DEVNULL,
             stdout=self._stdout,
             stderr=self._stderr,
+            start_new_session=self._new_session,
         )
         return self
 

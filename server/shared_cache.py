@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +31,8 @@ def connect_redis(url: str, timeout_ms: int) -> redis.Redis | None:
         url,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
-        health_check_interval=30,
-        retry_on_timeout=False,
+        # No retries: during an outage each call should wait one short timeout, not four.
+        retry=Retry(NoBackoff(), 0),
         max_connections=64,
     )
 
@@ -48,6 +50,11 @@ class SharedCache:
     @property
     def available(self) -> bool:
         return self.client is not None and time.monotonic() >= self._down_until
+
+    @property
+    def prefetch_trusted(self) -> bool:
+        """False while a missed delete waits: a read prefetched past it may be stale."""
+        return not self._pending_deletes
 
     def record(self, cache: str, result: str) -> None:
         self._listener(cache, result)

@@ -10,6 +10,7 @@ reader cannot put back data that a concurrent write already replaced.
 
 from __future__ import annotations
 
+from interceptors.context import prefetched
 from server.shared_cache import SharedCache
 
 _FILL = """
@@ -39,10 +40,20 @@ class TaskCache:
         self._fill = cache.script(_FILL)
         self._invalidate = cache.script(_INVALIDATE)
 
+    @staticmethod
+    def commands(owner: str, entry: str) -> list[tuple[str, ...]]:
+        """The reads behind `read`, for the rate limiter's round trip (prefetch)."""
+        data, version_key = _keys(owner)
+        return [("HGET", data, entry), ("GET", version_key)]
+
     def read(self, owner: str, entry: str) -> tuple[bytes | None, str | None]:
         """(cached bytes or None, the version to fill with or None if Redis is unavailable)."""
-        data, version_key = _keys(owner)
-        result = self._cache.run(lambda pipe: (pipe.hget(data, entry), pipe.get(version_key)))
+        get_entry, get_version = self.commands(owner, entry)
+        (have_entry, entry_value), (have_version, version_value) = prefetched(get_entry), prefetched(get_version)
+        if have_entry and have_version:
+            result: list | None = [entry_value, version_value]
+        else:
+            result = self._cache.run(lambda pipe: (pipe.hget(*get_entry[1:]), pipe.get(get_version[1])))
         if result is None:
             self._cache.record("task", "error")
             return None, None

@@ -22,7 +22,8 @@ import pytest
 import redis
 
 from server.app import App, Replica
-from server.config import RateLimit, Settings
+from interceptors.policy import RateLimit
+from server.config import Settings
 
 TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 GENEROUS = RateLimit(requests=1_000_000, window_seconds=60)

@@ -6,11 +6,23 @@ import hashlib
 
 import grpc
 
-from interceptors.context import current_call
+from interceptors.context import Caller, current_call
 from server.services.convert import task_filter, task_to_proto, task_values
 from server.task_cache import TaskCache
 from server.tasks import Tasks
 from taskapi.v1 import task_pb2, task_pb2_grpc
+
+GET_TASK = "/taskapi.v1.TaskService/GetTask"
+LIST_TASKS = "/taskapi.v1.TaskService/ListTasks"
+
+
+def cache_entry(method_name: str, request: object, caller: Caller) -> str | None:
+    """The cache field a read is served from; None for calls that are not cached."""
+    if method_name == GET_TASK:
+        return f"get:{request.id}"  # type: ignore[attr-defined]
+    if method_name == LIST_TASKS and request.owner in ("", caller.user_id):  # type: ignore[attr-defined]
+        return "list:" + hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()[:32]  # type: ignore[attr-defined]
+    return None
 
 
 class TaskServicer(task_pb2_grpc.TaskServiceServicer):
@@ -24,7 +36,7 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
 
     def GetTask(self, request: task_pb2.GetTaskRequest, context: grpc.ServicerContext) -> task_pb2.GetTaskResponse:
         caller = current_call().caller
-        entry = f"get:{request.id}"
+        entry = cache_entry(GET_TASK, request, caller)
         cached, version = self._cache.read(caller.user_id, entry)
         if cached is not None:
             return task_pb2.GetTaskResponse.FromString(cached)
@@ -36,10 +48,9 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
 
     def ListTasks(self, request: task_pb2.ListTasksRequest, context: grpc.ServicerContext) -> task_pb2.ListTasksResponse:
         caller = current_call().caller
-        own = request.owner in ("", caller.user_id)
-        entry = "list:" + hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()[:32]
+        entry = cache_entry(LIST_TASKS, request, caller)
         version = None
-        if own:
+        if entry is not None:
             cached, version = self._cache.read(caller.user_id, entry)
             if cached is not None:
                 return task_pb2.ListTasksResponse.FromString(cached)
@@ -49,7 +60,7 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
             next_page_token=page.next_page_token,
             total_size=page.total_size,
         )
-        if own:
+        if entry is not None:
             self._cache.fill(caller.user_id, entry, response.SerializeToString(), version)
         return response
 

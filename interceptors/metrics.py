@@ -1,0 +1,209 @@
+"""Prometheus metrics: gRPC server metrics named as Go's grpc-prometheus, plus ours.
+
+Every collector lives in a `CollectorRegistry` passed in, never the global one, so
+several servers in one process (tests, benchmarks) keep separate counts.
+
+    grpc_server_started_total{grpc_type,grpc_service,grpc_method}
+    grpc_server_handled_total{grpc_type,grpc_service,grpc_method,grpc_code}
+    grpc_server_handling_seconds{grpc_type,grpc_service,grpc_method}   (histogram)
+    taskapi_ratelimit_decisions_total{decision="allowed|rejected",backend="redis|local"}
+    taskapi_cache_requests_total{cache,result="hit|miss|error"}
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+from wsgiref.simple_server import WSGIServer
+
+import grpc
+from grpc_interceptor import ServerInterceptor, parse_method_name
+from grpc_interceptor.exceptions import GrpcException
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+
+# Go's prometheus.DefBuckets, which grpc-prometheus uses: dashboards built for Go
+# services then read ours unchanged.
+GO_DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+UNARY = "unary"
+CLIENT_STREAM = "client_stream"
+SERVER_STREAM = "server_stream"
+BIDI_STREAM = "bidi_stream"
+
+
+def final_code(context: grpc.ServicerContext, exc: BaseException | None) -> grpc.StatusCode:
+    """The status the client will see, seen from an interceptor after the inner call.
+
+    `context.abort` records the code and then raises, so after an exception the recorded
+    code wins; an exception without one becomes UNKNOWN in grpcio.
+    """
+    code = context.code()
+    if exc is None:
+        return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.OK
+    if isinstance(code, grpc.StatusCode) and code is not grpc.StatusCode.OK:
+        return code
+    if isinstance(exc, GrpcException):
+        return exc.status_code
+    return grpc.StatusCode.UNKNOWN
+
+
+class Metrics:
+    """The collectors, and the small API the rest of the service records through."""
+
+    def __init__(
+        self, registry: CollectorRegistry, *, buckets: tuple[float, ...] = GO_DEFAULT_BUCKETS
+    ) -> None:
+        self.registry = registry
+        rpc_labels = ["grpc_type", "grpc_service", "grpc_method"]
+        self.started = Counter(
+            "grpc_server_started",
+            "Total number of RPCs started on the server.",
+            rpc_labels,
+            registry=registry,
+        )
+        self.handled = Counter(
+            "grpc_server_handled",
+            "Total number of RPCs completed on the server, regardless of success or failure.",
+            [*rpc_labels, "grpc_code"],
+            registry=registry,
+        )
+        self.handling_seconds = Histogram(
+            "grpc_server_handling_seconds",
+            # grpc-prometheus's own help text, so the two read the same in dashboards.
+            "Histogram of response latency (seconds) of gRPC that had been application-level "
+            "handled by the server.",
+            rpc_labels,
+            buckets=buckets,
+            registry=registry,
+        )
+        self.ratelimit_decisions = Counter(
+            "taskapi_ratelimit_decisions",
+            "Rate-limit decisions, by outcome and by where they were made.",
+            ["decision", "backend"],
+            registry=registry,
+        )
+        self.cache_requests = Counter(
+            "taskapi_cache_requests",
+            "Cache lookups by cache and result.",
+            ["cache", "result"],
+            registry=registry,
+        )
+
+    def cache_hit(self, cache: str) -> None:
+        self.cache_requests.labels(cache, "hit").inc()
+
+    def cache_miss(self, cache: str) -> None:
+        self.cache_requests.labels(cache, "miss").inc()
+
+    def cache_error(self, cache: str) -> None:
+        self.cache_requests.labels(cache, "error").inc()
+
+    def ratelimit_decision(self, *, allowed: bool, backend: str) -> None:
+        self.ratelimit_decisions.labels("allowed" if allowed else "rejected", backend).inc()
+
+
+@dataclass(frozen=True)
+class _MethodMetrics:
+    """Label children resolved once per method: `.labels()` takes a lock and a dict lookup."""
+
+    grpc_type: str
+    service: str
+    method: str
+    started: Any
+    handling: Any
+
+
+class MetricsInterceptor(ServerInterceptor):
+    """Outermost interceptor: counts every call, including those the inner ones reject."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._methods: dict[str, _MethodMetrics] = {}  # bounded by the methods served
+        self._lock = threading.Lock()
+
+    def intercept_service(self, continuation: Callable, handler_call_details: Any) -> Any:
+        # The base class hides the handler, but grpc_type (unary or streaming) lives only
+        # there; look at it once per method, then let the base class do the wrapping.
+        handler = continuation(handler_call_details)
+        if handler is None:  # unknown method: grpcio answers UNIMPLEMENTED itself
+            return None
+        name = handler_call_details.method
+        if name not in self._methods:
+            self._register(name, _grpc_type(handler))
+        return super().intercept_service(lambda _details: handler, handler_call_details)
+
+    def _register(self, name: str, grpc_type: str) -> None:
+        parsed = parse_method_name(name)
+        service, method = parsed.fully_qualified_service, parsed.method
+        with self._lock:
+            self._methods[name] = _MethodMetrics(
+                grpc_type,
+                service,
+                method,
+                self._metrics.started.labels(grpc_type, service, method),
+                self._metrics.handling_seconds.labels(grpc_type, service, method),
+            )
+
+    def intercept(
+        self, method: Callable, request: Any, context: grpc.ServicerContext, method_name: str
+    ) -> Any:
+        m = self._methods[method_name]
+        m.started.inc()
+        start = time.perf_counter()
+        try:
+            response = method(request, context)
+        except BaseException as exc:
+            self._done(m, start, final_code(context, exc))
+            raise
+        if m.grpc_type in (SERVER_STREAM, BIDI_STREAM):
+            return self._stream(m, start, response, context)
+        self._done(m, start, final_code(context, None))
+        return response
+
+    def _stream(
+        self, m: _MethodMetrics, start: float, responses: Iterator, context: grpc.ServicerContext
+    ) -> Iterator:
+        # A streaming call ends when its iterator does, not when the handler returns it.
+        try:
+            yield from responses
+        except BaseException as exc:
+            self._done(m, start, final_code(context, exc))
+            raise
+        self._done(m, start, final_code(context, None))
+
+    def _done(self, m: _MethodMetrics, start: float, code: grpc.StatusCode) -> None:
+        m.handling.observe(time.perf_counter() - start)
+        self._metrics.handled.labels(m.grpc_type, m.service, m.method, code.name).inc()
+
+
+def _grpc_type(handler: grpc.RpcMethodHandler) -> str:
+    if handler.request_streaming and handler.response_streaming:
+        return BIDI_STREAM
+    if handler.request_streaming:
+        return CLIENT_STREAM
+    if handler.response_streaming:
+        return SERVER_STREAM
+    return UNARY
+
+
+@dataclass(frozen=True)
+class MetricsEndpoint:
+    """The `/metrics` HTTP server; `port` is the real one when 0 was asked for."""
+
+    server: WSGIServer
+    thread: threading.Thread
+    port: int
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+def serve_metrics(registry: CollectorRegistry, *, port: int = 0, addr: str = "127.0.0.1") -> MetricsEndpoint:
+    """Serve Prometheus text for `registry` on its own port, in a daemon thread."""
+    server, thread = start_http_server(port, addr, registry=registry)
+    return MetricsEndpoint(server, thread, server.server_port)

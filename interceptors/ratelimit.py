@@ -1,0 +1,327 @@
+"""Rate limits shared by every replica through Redis, with a per-process fallback.
+
+Budgets (API.md "Limits"): every call per client IP; authenticated calls also per
+user; Login and Register also get a tighter budget per IP and per email.
+
+Algorithm: GCRA (the generic cell rate algorithm, a.k.a. a leaky bucket as a meter).
+Why GCRA rather than a fixed or sliding window counter:
+- one number per subject (its "theoretical arrival time"), so one GET and one SET per
+  budget, and the key expires by itself exactly when the budget is full again;
+- no boundary burst: a fixed window lets 2x the limit through around a window edge, and
+  a sliding-window counter only approximates (it assumes uniform traffic in the last window);
+- `remaining`, `reset` and `retry-after` fall straight out of the TAT, so the IETF
+  RateLimit headers are exact;
+- deciding all budgets and then writing only if all allow is trivial (no per-window
+  buckets to roll back), which is what keeps a rejected call from spending other budgets.
+A budget of N per W seconds allows a burst of N, then one call every W/N seconds.
+
+Redis is the shared source of truth; the decision is ONE Lua script (ratelimit.lua) run by
+EVALSHA, pipelined with the cache's prefetch reads so a call costs one round trip. When
+Redis is down or slow (the client's socket timeout), the same policies are applied by a
+per-process GCRA until a probe (at most every `retry_interval_seconds`) succeeds again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import redis
+from grpc_interceptor import ServerInterceptor
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, RedisError
+from redis.retry import Retry
+
+from interceptors.context import CallState, current_call
+from interceptors.errors import QuotaViolation, ResourceExhausted
+from interceptors.metrics import Metrics
+from interceptors.policy import RateLimit
+
+log = logging.getLogger(__name__)
+
+LOGIN = "/taskapi.v1.AuthService/Login"
+REGISTER = "/taskapi.v1.AuthService/Register"
+DEFAULT_IP = RateLimit(requests=100, window_seconds=900)
+DEFAULT_USER = RateLimit(requests=100, window_seconds=900)
+DEFAULT_AUTH = RateLimit(requests=10, window_seconds=900)
+# Probes and tooling must not eat the clients' budget (a kubelet probing every 10 s
+# alone would spend 90 of 100 calls per 15 min from the node's IP).
+DEFAULT_EXEMPT = ("/grpc.health.v1.", "/grpc.reflection.")
+
+# (method_name, request, state) -> read-only Redis commands to run in the decision's round trip.
+Prefetch = Callable[[str, Any, CallState], list[tuple[str, ...]]]
+
+
+def redis_client(url: str, *, timeout_seconds: float) -> redis.Redis:
+    """A client suited to the limiter: short timeouts and no retries.
+
+    redis-py retries 3 times with backoff by default; on an outage that multiplies the
+    time every call waits before the limiter can fall back, so retries are off here.
+    """
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=timeout_seconds,
+        socket_connect_timeout=timeout_seconds,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One subject's budget that applies to this call."""
+
+    key: str  # Redis / local key, without the prefix
+    subject: str  # shown to the client in QuotaFailure
+    limit: RateLimit
+    description: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The state of one budget after the decision; times in whole seconds, rounded up."""
+
+    budget: Budget
+    remaining: int
+    reset_seconds: int
+    retry_after_seconds: int  # 0 when this budget allowed the call
+
+
+class LocalLimiter:
+    """The GCRA of ratelimit.lua, per process, for when Redis cannot be reached."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic, max_keys: int = 100_000) -> None:
+        self._clock = clock
+        self._max_keys = max_keys
+        self._tats: dict[str, float] = {}  # key -> TAT in ms on `clock`
+        self._lock = threading.Lock()
+
+    def decide(self, budgets: list[Budget]) -> tuple[bool, list[Outcome]]:
+        with self._lock:
+            now = self._clock() * 1000.0
+            allowed, outcomes, new_tats = True, [], []
+            for budget in budgets:
+                window = budget.limit.window_seconds * 1000.0
+                interval = window / budget.limit.requests
+                tat = max(self._tats.get(budget.key, now), now)
+                new_tat = tat + interval
+                allow_at = new_tat - window
+                if allow_at <= now:
+                    remaining = math.floor((now + window - new_tat) / interval + 1e-9)
+                    outcomes.append(Outcome(budget, remaining, _ceil_s(new_tat - now), 0))
+                else:
+                    allowed = False
+                    outcomes.append(Outcome(budget, 0, _ceil_s(tat - now), max(1, _ceil_s(allow_at - now))))
+                new_tats.append(new_tat)
+            if allowed:
+                for budget, new_tat in zip(budgets, new_tats, strict=True):
+                    self._tats[budget.key] = new_tat
+                if len(self._tats) > self._max_keys:
+                    self._prune(now)
+            return allowed, outcomes
+
+    def _prune(self, now: float) -> None:
+        # A TAT in the past means a full budget: the same as no entry at all.
+        self._tats = {key: tat for key, tat in self._tats.items() if tat > now}
+        if len(self._tats) > self._max_keys:  # still too many live subjects: forget all
+            log.warning("local rate limiter tracks over %s subjects; resetting it", self._max_keys)
+            self._tats.clear()
+
+
+class RateLimitInterceptor(ServerInterceptor):
+    """Decides every call's budgets at once; rejects with RESOURCE_EXHAUSTED.
+
+    Sits after Auth (so the caller is known) and before Validation. Adds the IETF
+    `ratelimit-policy` and `ratelimit` response headers on every call it decides, and
+    `retry-after` on rejections, through `current_call().response_metadata`.
+    """
+
+    def __init__(
+        self,
+        redis_client: redis.Redis | None,
+        *,
+        ip: RateLimit = DEFAULT_IP,
+        user: RateLimit = DEFAULT_USER,
+        auth: RateLimit = DEFAULT_AUTH,
+        auth_methods: frozenset[str] = frozenset({LOGIN, REGISTER}),
+        exempt_prefixes: tuple[str, ...] = DEFAULT_EXEMPT,
+        key_prefix: str = "taskapi:ratelimit:",
+        metrics: Metrics | None = None,
+        prefetch: Prefetch | None = None,
+        retry_interval_seconds: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._redis = redis_client
+        self._ip, self._user, self._auth = ip, user, auth
+        self._auth_methods = auth_methods
+        self._exempt = exempt_prefixes
+        self._prefix = key_prefix
+        self._metrics = metrics
+        self._prefetch = prefetch
+        self._retry_interval = retry_interval_seconds
+        self._clock = clock
+        self._local = LocalLimiter(clock=clock)
+        script = resources.files("interceptors").joinpath("ratelimit.lua").read_text(encoding="utf-8")
+        self._script = script
+        # EVALSHA needs only the digest; the script is sent (SCRIPT LOAD) once, and again
+        # only after Redis answers NOSCRIPT (a restart or SCRIPT FLUSH empties its cache).
+        self._sha = hashlib.sha1(script.encode()).hexdigest()
+        self._state_lock = threading.Lock()
+        self._down_since: float | None = None  # monotonic time Redis was first found down
+        self._next_probe = 0.0
+
+    def intercept(self, method: Callable, request: Any, context: Any, method_name: str) -> Any:
+        if method_name.startswith(self._exempt):
+            return method(request, context)
+        state = current_call()
+        budgets = self._budgets(method_name, request, state)
+        allowed, outcomes, backend = self._decide(budgets, method_name, request, state)
+        if self._metrics is not None:
+            self._metrics.ratelimit_decision(allowed=allowed, backend=backend)
+        if allowed:
+            tightest = min(outcomes, key=lambda o: (o.remaining, o.budget.limit.requests))
+            state.response_metadata.extend(_headers(outcomes, tightest))
+            return method(request, context)
+        violated = [o for o in outcomes if o.retry_after_seconds > 0]
+        tightest = max(violated, key=lambda o: o.retry_after_seconds)
+        retry_after = tightest.retry_after_seconds
+        state.response_metadata.extend(_headers(outcomes, tightest))
+        state.response_metadata.append(("retry-after", str(retry_after)))
+        raise ResourceExhausted(
+            f"Too many requests: retry in {retry_after} s.",
+            retry_after_seconds=retry_after,
+            quota_violations=[QuotaViolation(o.budget.subject, o.budget.description) for o in violated],
+        )
+
+    def _budgets(self, method_name: str, request: Any, state: CallState) -> list[Budget]:
+        ip = state.client_ip
+        budgets = [Budget(f"ip:{ip}", f"ip:{ip}", self._ip, _describe(self._ip, "per client IP"))]
+        if state.caller is not None:
+            uid = state.caller.user_id
+            budgets.append(
+                Budget(f"user:{uid}", f"user:{uid}", self._user, _describe(self._user, "per user"))
+            )
+        if method_name in self._auth_methods:
+            what = "for Login and Register"
+            budgets.append(
+                Budget(f"auth-ip:{ip}", f"auth-ip:{ip}", self._auth, _describe(self._auth, what + " per IP"))
+            )
+            email = str(getattr(request, "email", "")).strip().lower()
+            if email:
+                # Hashed: an email is personal data and must not sit in Redis keys or
+                # travel back in error details (the client knows which email it sent).
+                digest = hashlib.sha256(email.encode()).hexdigest()[:20]
+                budgets.append(
+                    Budget(
+                        f"auth-email:{digest}",
+                        f"auth-email:{digest}",
+                        self._auth,
+                        _describe(self._auth, what + " per email"),
+                    )
+                )
+        return budgets
+
+    def _decide(
+        self, budgets: list[Budget], method_name: str, request: Any, state: CallState
+    ) -> tuple[bool, list[Outcome], str]:
+        if self._redis is not None and self._redis_usable():
+            commands = self._prefetch(method_name, request, state) if self._prefetch else []
+            try:
+                allowed, outcomes, values = self._redis_decide(budgets, commands)
+            except RedisError as exc:
+                self._mark_down(exc)
+            else:
+                self._mark_up()
+                for command, value in zip(commands, values, strict=True):
+                    if not isinstance(value, Exception):  # absent means "read on demand"
+                        state.prefetched[command] = value
+                return allowed, outcomes, "redis"
+        allowed, outcomes = self._local.decide(budgets)
+        return allowed, outcomes, "local"
+
+    def _redis_decide(
+        self, budgets: list[Budget], commands: list[tuple[str, ...]]
+    ) -> tuple[bool, list[Outcome], list[Any]]:
+        assert self._redis is not None
+        keys = [self._prefix + b.key for b in budgets]
+        args: list[int] = []
+        for b in budgets:
+            args += [b.limit.requests, b.limit.window_seconds * 1000]
+        for attempt in (1, 2):
+            # transaction=False: a plain pipeline, one write and one read on the socket.
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.evalsha(self._sha, len(keys), *keys, *args)
+            for command in commands:
+                pipe.execute_command(*command)
+            results = pipe.execute(raise_on_error=False)
+            reply = results[0]
+            if isinstance(reply, NoScriptError) and attempt == 1:
+                self._redis.script_load(self._script)
+                continue
+            if isinstance(reply, Exception):
+                raise reply
+            break
+        # Positive milliseconds round up to >= 1 s, so a rejection never says "retry in 0 s".
+        outcomes = [
+            Outcome(b, int(reply[1 + 3 * i]), _ceil_s(int(reply[2 + 3 * i])), _ceil_s(int(reply[3 + 3 * i])))
+            for i, b in enumerate(budgets)
+        ]
+        return reply[0] == 1, outcomes, results[1:]
+
+    def _redis_usable(self) -> bool:
+        if self._down_since is None:
+            return True
+        now = self._clock()
+        with self._state_lock:
+            if now < self._next_probe:
+                return False
+            # This call probes; the others keep using the local limiter meanwhile.
+            self._next_probe = now + self._retry_interval
+            return True
+
+    def _mark_down(self, exc: Exception) -> None:
+        now = self._clock()
+        with self._state_lock:
+            self._next_probe = now + self._retry_interval
+            if self._down_since is not None:
+                return
+            self._down_since = now
+        log.warning(
+            "Redis unreachable for rate limiting (%s); using per-process limits until it is back", exc
+        )
+
+    def _mark_up(self) -> None:
+        if self._down_since is None:
+            return
+        with self._state_lock:
+            since, self._down_since = self._down_since, None
+        if since is not None:
+            log.warning("Redis reachable again for rate limiting after %.1f s", self._clock() - since)
+
+
+def _headers(outcomes: list[Outcome], tightest: Outcome) -> list[tuple[str, str]]:
+    # IETF draft-ietf-httpapi-ratelimit-headers: the policy list names every budget that
+    # applies (tightest first); `ratelimit` describes the tightest one.
+    policies = [tightest.budget.limit.policy]
+    for o in outcomes:
+        if o.budget.limit.policy not in policies:
+            policies.append(o.budget.limit.policy)
+    limit = tightest.budget.limit.requests
+    return [
+        ("ratelimit-policy", ", ".join(policies)),
+        ("ratelimit", f"limit={limit}, remaining={tightest.remaining}, reset={tightest.reset_seconds}"),
+    ]
+
+
+def _describe(limit: RateLimit, scope: str) -> str:
+    return f"{limit.requests} requests per {limit.window_seconds} s {scope}"
+
+
+def _ceil_s(ms: float) -> int:
+    return max(0, math.ceil(ms / 1000.0))

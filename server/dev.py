@@ -1,0 +1,296 @@
+"""`taskapi dev`: the whole stack on one machine, for development and demos.
+
+    taskapi dev [--replicas N] [--rest-port P] [--grpc-port P] [--admin-port P]
+                [--metrics-port P] [--cors-origin ORIGIN ...] [--listen ADDRESS]
+
+Starts, in order:
+  1. Redis: `REDIS_URL` when set, else a throw-away `redis-server` on a free port;
+  2. N gRPC server replicas (default 2) in this process, sharing one App, so they
+     share one embedded data set (mongomock), one metrics endpoint and one Redis;
+  3. a real Envoy in front of them (server/edge.py): JSON REST and gRPC.
+Waits until Envoy's health checks pass for every replica, prints where to reach
+the stack, and on Ctrl-C or SIGTERM stops Envoy, drains the replicas, closes the
+app and stops its Redis, in that order. Port 0 picks any free port.
+
+Configuration of the server itself comes from the environment (server.config);
+the flags here only shape the local stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import errno
+import logging
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import TextIO
+
+from server.edge import EdgeConfig, Envoy
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REST_PORT = 8080
+DEFAULT_GRPC_PORT = 8081
+DEFAULT_ADMIN_PORT = 9901
+READY_TIMEOUT_SECONDS = 60.0
+
+
+class DevError(Exception):
+    """A problem the user can fix (a port in use, a missing binary): printed, exit status 1."""
+
+
+def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
+    """Run the dev stack until Ctrl-C/SIGTERM; returns the process exit status."""
+    out = out or sys.stdout
+    args = _parser().parse_args(list(argv) if argv is not None else None)
+    stop = threading.Event()
+    restore = _on_signals(stop)
+    try:
+        run(args, stop, out)
+    except DevError as exc:
+        print(f"taskapi dev: {exc}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        restore()
+    return 0
+
+
+def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
+    """Start the stack, report where it is, block until `stop` is set, tear down."""
+    from server.app import App  # the server proper; imported late to keep `--help` fast
+    from server.config import Settings
+
+    settings = Settings.from_env()
+    ports = {
+        "--rest-port": _claim_port(args.listen, args.rest_port, "--rest-port"),
+        "--grpc-port": _claim_port(args.listen, args.grpc_port, "--grpc-port"),
+        "--admin-port": _claim_port("127.0.0.1", args.admin_port, "--admin-port"),
+    }
+    # --metrics-port 0 means any free port; TASKAPI_METRICS_PORT=0 means no endpoint.
+    metrics_port = settings.metrics_port if args.metrics_port is None else args.metrics_port
+    if metrics_port or args.metrics_port == 0:
+        metrics_port = _claim_port(settings.grpc_host, metrics_port, "--metrics-port")
+    with ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="taskapi-dev-")))
+        redis_url = settings.redis_url
+        if not redis_url:
+            redis_url = stack.enter_context(local_redis(workdir / "redis")).url
+        settings = dataclasses.replace(settings, redis_url=redis_url, metrics_port=metrics_port)
+
+        app = App(settings)
+        stack.callback(app.close)
+        replicas = []
+        for _ in range(args.replicas):
+            replica = app.start_replica(port=0)
+            # LIFO: registered before Envoy's stop, so they drain after Envoy is gone.
+            stack.callback(replica.stop, settings.shutdown_grace_seconds)
+            replicas.append(replica)
+
+        config = EdgeConfig(
+            rest_port=ports["--rest-port"],
+            grpc_port=ports["--grpc-port"],
+            admin_port=ports["--admin-port"],
+            upstreams=[(settings.grpc_host, replica.port) for replica in replicas],
+            listen_address=args.listen,
+            cors_origins=tuple(args.cors_origin or EdgeConfig.cors_origins),
+        )
+        # Envoy's JSON access log shares our stdout with the server's JSON logs.
+        envoy = Envoy(config, workdir, concurrency=2, stdout=None, stderr=None, start_new_session=True)
+        stack.enter_context(envoy)
+        try:
+            envoy.wait_healthy(replicas=len(replicas), timeout=READY_TIMEOUT_SECONDS)
+        except (RuntimeError, TimeoutError) as exc:
+            raise DevError(f"the stack did not become healthy: {exc}") from exc
+
+        metrics_port = getattr(app, "metrics_port", 0)  # 0/None: the App serves no /metrics
+        metrics = f"http://{settings.grpc_host}:{metrics_port}/metrics" if metrics_port else "off"
+        print(
+            "\n".join(
+                [
+                    "Task API dev stack is up.",
+                    f"  REST     {envoy.rest_url}",
+                    f"  gRPC     {envoy.grpc_target}  (through Envoy; replicas: "
+                    + ", ".join(f"{settings.grpc_host}:{r.port}" for r in replicas)
+                    + ")",
+                    f"  metrics  {metrics}",
+                    f"  admin    {envoy.admin_url}  (Envoy)",
+                    f"  redis    {_redact(redis_url)}",
+                    "Press Ctrl-C to stop.",
+                ]
+            ),
+            file=out,
+            flush=True,
+        )
+        while not stop.wait(0.5):
+            if envoy.process is not None and envoy.process.poll() is not None:
+                raise DevError(f"envoy exited unexpectedly with status {envoy.process.returncode}")
+        print("Stopping: envoy, then replicas (draining), then redis.", file=out, flush=True)
+
+
+class LocalRedis:
+    """A throw-away `redis-server` (no persistence) on a free loopback port."""
+
+    def __init__(self, directory: Path, *, port: int = 0) -> None:
+        self.directory = directory
+        self.port = port or free_port("127.0.0.1")
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 10.0) -> LocalRedis:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise DevError("redis-server is not installed: run scripts/setup.sh, or set REDIS_URL")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            # fmt: off
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.directory), "--loglevel", "warning"],
+            # fmt: on
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            # Its own session: Ctrl-C reaches only us, and we stop it last.
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while not _answers_ping(self.port):
+            if self.process.poll() is not None:
+                raise DevError(f"redis-server exited with status {self.process.returncode}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise DevError(f"redis-server did not answer on port {self.port} within {timeout}s")
+            time.sleep(0.02)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def local_redis(directory: Path, *, port: int = 0) -> Iterator[LocalRedis]:
+    redis = LocalRedis(directory, port=port).start()
+    try:
+        yield redis
+    finally:
+        redis.stop()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that was free a moment ago (the OS picks it)."""
+    with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _claim_port(host: str, port: int, flag: str) -> int:
+    """`port` if it is free (any free port for 0); a clear error if it is taken."""
+    if port == 0:
+        return free_port(host)
+    with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise DevError(f"port {port} on {host} is in use: pass {flag} with another port, or 0 for any") from None
+            raise DevError(f"cannot bind {host}:{port} ({flag}): {exc.strerror}") from None
+    return port
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _answers_ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def _redact(url: str) -> str:
+    """A Redis URL without its password."""
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.rpartition('@')[2]}"
+
+
+def _on_signals(stop: threading.Event):  # type: ignore[no-untyped-def]
+    """Set `stop` on SIGINT/SIGTERM (main thread only); returns a function restoring the old handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="taskapi dev",
+        description="Run Redis, N server replicas and Envoy locally (REST under /api/v1/, gRPC).",
+    )
+    parser.add_argument("--replicas", type=_positive, default=2, help="server replicas (default 2)")
+    parser.add_argument("--rest-port", type=_port, default=DEFAULT_REST_PORT, help="Envoy REST port (8080)")
+    parser.add_argument("--grpc-port", type=_port, default=DEFAULT_GRPC_PORT, help="Envoy gRPC port (8081)")
+    parser.add_argument(
+        "--admin-port", type=_port, default=DEFAULT_ADMIN_PORT, help="Envoy admin port, loopback only (9901)"
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=None,
+        help="Prometheus /metrics port (default TASKAPI_METRICS_PORT or 9464; 0 for any free port)",
+    )
+    parser.add_argument(
+        "--cors-origin",
+        action="append",
+        metavar="ORIGIN",
+        help="an origin browsers may call the REST API from (repeatable; '*' for any; "
+        "default http://localhost:3000 and http://127.0.0.1:3000)",
+    )
+    parser.add_argument(
+        "--listen", default="127.0.0.1", help="address Envoy listens on (default 127.0.0.1; 0.0.0.0 for all)"
+    )
+    return parser
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port: {text}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
+    return value

@@ -1,0 +1,116 @@
+"""Test helpers for the interceptor tests: the production chain in a real gRPC server.
+
+The servicers below subclass the generated base classes and return canned responses:
+the interceptors under test run in a real grpc.server on a free port, reached through a
+real channel; only the business logic behind them is canned, because it is not under test.
+The chain is `interceptors.chain.build_chain`, the production order, with a token-free
+`Authenticator` (`Bearer user-<id>` is user <id>) so tests need no JWTs.
+Redis comes from tests/conftest.py (`redis_url`, `redis_process`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import uuid
+from collections.abc import Iterator, Sequence
+from concurrent import futures
+from contextlib import contextmanager
+from typing import Any
+
+import grpc
+from grpc_interceptor import ServerInterceptor
+
+from interceptors.chain import build_chain
+from interceptors.context import Caller
+from interceptors.errors import NotFound, Unauthenticated
+from interceptors.logging import LoggingInterceptor
+from interceptors.metrics import MetricsInterceptor
+from interceptors.ratelimit import RateLimitInterceptor
+from taskapi.v1 import auth_pb2, auth_pb2_grpc, task_pb2, task_pb2_grpc
+
+LOGIN = "/taskapi.v1.AuthService/Login"
+GET_TASK = "/taskapi.v1.TaskService/GetTask"
+TASK_ID = "0123456789abcdef01234567"
+SERVICES = (
+    auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
+    task_pb2.DESCRIPTOR.services_by_name["TaskService"],
+)
+LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+
+
+def unique_prefix() -> str:
+    """Keys of one test never meet another test's, even on a shared Redis."""
+    return f"test:{uuid.uuid4().hex}:"
+
+
+class UserIdAuthenticator:
+    """Implements interceptors.auth.Authenticator: the token `user-<id>` is user <id>."""
+
+    def authenticate(self, token: str) -> Caller:
+        if not token.startswith("user-"):
+            raise Unauthenticated("unknown token")
+        return Caller(user_id=token.removeprefix("user-"), role="USER", session_id="s", issued_at=0)
+
+    def confirm(self, caller: Caller) -> Caller:
+        return caller
+
+
+# --- canned servicers -------------------------------------------------------------------
+
+
+class CannedAuth(auth_pb2_grpc.AuthServiceServicer):
+    def Login(self, request: auth_pb2.LoginRequest, context: grpc.ServicerContext) -> auth_pb2.LoginResponse:
+        return auth_pb2.LoginResponse()
+
+    def Register(
+        self, request: auth_pb2.RegisterRequest, context: grpc.ServicerContext
+    ) -> auth_pb2.RegisterResponse:
+        return auth_pb2.RegisterResponse()
+
+
+class CannedTasks(task_pb2_grpc.TaskServiceServicer):
+    def GetTask(
+        self, request: task_pb2.GetTaskRequest, context: grpc.ServicerContext
+    ) -> task_pb2.GetTaskResponse:
+        return task_pb2.GetTaskResponse(task=task_pb2.Task(id=request.id, title="canned"))
+
+    def DeleteTask(self, request: task_pb2.DeleteTaskRequest, context: grpc.ServicerContext) -> Any:
+        raise NotFound("Task not found.")  # an inner interceptor (Errors) aborts with NOT_FOUND
+
+
+def make_chain(
+    *,
+    metrics: MetricsInterceptor | None = None,
+    logging: LoggingInterceptor | None = None,
+    ratelimit: RateLimitInterceptor | None = None,
+) -> list[ServerInterceptor]:
+    """The production chain (interceptors/chain.py) with the given optional layers."""
+    return build_chain(
+        authenticator=UserIdAuthenticator(),
+        services=SERVICES,
+        trusted_proxies=LOOPBACK,
+        metrics=metrics,
+        logging=logging,
+        ratelimit=ratelimit,
+    )
+
+
+@contextmanager
+def run_server(
+    interceptors: Sequence[ServerInterceptor], *, workers: int = 4
+) -> Iterator[tuple[grpc.Server, int]]:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), interceptors=list(interceptors))
+    auth_pb2_grpc.add_AuthServiceServicer_to_server(CannedAuth(), server)
+    task_pb2_grpc.add_TaskServiceServicer_to_server(CannedTasks(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield server, port
+    finally:
+        server.stop(grace=None).wait()
+
+
+@contextmanager
+def stubs(port: int) -> Iterator[tuple[auth_pb2_grpc.AuthServiceStub, task_pb2_grpc.TaskServiceStub]]:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        yield auth_pb2_grpc.AuthServiceStub(channel), task_pb2_grpc.TaskServiceStub(channel)

@@ -1,0 +1,162 @@
+"""AuthService and token handling over a real channel to a real server."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import jwt
+import pytest
+
+from server import cli
+from taskapi.v1 import auth_pb2, task_pb2, user_pb2
+from tests.conftest import TEST_SECRET, unique_email
+from tests.integration.api import PASSWORD, Api, error_details, violated_fields
+
+
+@pytest.fixture
+def api(channel) -> Api:
+    return Api(channel)
+
+
+def _code(call) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value.code()
+
+
+def test_register_returns_a_session_without_secrets(api):
+    email = unique_email()
+    session = api.auth.Register(auth_pb2.RegisterRequest(email=email, password=PASSWORD, name="Ann")).session
+    assert session.token_type == "Bearer" and session.expires_in == 900
+    assert session.access_token and session.refresh_token
+    assert session.user.email == email and session.user.role == user_pb2.USER and not session.user.disabled
+    assert "hash" not in str(session.user).lower() and PASSWORD not in str(session)
+    claims = jwt.decode(session.access_token, TEST_SECRET, algorithms=["HS256"], audience="taskapi")
+    assert {"sub", "role", "jti", "iat", "exp", "iss", "aud", "sid"} <= claims.keys()
+    assert claims["sub"] == session.user.id and claims["exp"] - claims["iat"] == 900
+
+
+def test_email_is_unique_case_insensitively(api):
+    user = api.register()
+    with pytest.raises(grpc.RpcError) as info:
+        api.auth.Register(auth_pb2.RegisterRequest(email=user.email.upper(), password=PASSWORD, name="Dup"))
+    assert info.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert error_details(info.value)["ErrorInfo"].reason == "EMAIL_TAKEN"
+
+
+@pytest.mark.parametrize(
+    ("password", "field"),
+    [("short", "password"), ("x" * 73, "password"), ("é" * 37, "password")],  # 74 bytes in 37 characters
+)
+def test_password_limits_are_bytes_and_never_truncated(api, password, field):
+    with pytest.raises(grpc.RpcError) as info:
+        api.auth.Register(auth_pb2.RegisterRequest(email=unique_email(), password=password, name="P"))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(info.value) == {field}
+
+
+def test_bad_fields_are_all_named(api):
+    with pytest.raises(grpc.RpcError) as info:
+        api.auth.Register(auth_pb2.RegisterRequest(email="nope", password="x", name=""))
+    assert violated_fields(info.value) == {"email", "password", "name"}
+
+
+def test_login_failure_is_the_same_for_unknown_email_and_wrong_password(api):
+    user = api.register()
+    errors = []
+    for email, password in ((user.email, "wrong password!"), (unique_email("ghost"), PASSWORD)):
+        with pytest.raises(grpc.RpcError) as info:
+            api.auth.Login(auth_pb2.LoginRequest(email=email, password=password))
+        errors.append((info.value.code(), info.value.details(), error_details(info.value)["ErrorInfo"].reason))
+    assert errors[0] == errors[1] == (grpc.StatusCode.UNAUTHENTICATED, "email or password is incorrect", "LOGIN_FAILED")
+    session = api.auth.Login(auth_pb2.LoginRequest(email=user.email.lower(), password=PASSWORD)).session
+    assert session.user.id == user.id
+
+
+def _me(api: Api, token: str):
+    return api.users.GetCurrentUser(user_pb2.GetCurrentUserRequest(), metadata=(("authorization", f"Bearer {token}"),))
+
+
+def _token(claims: dict, secret: str = TEST_SECRET, algorithm: str = "HS256") -> str:
+    now = int(time.time())
+    base = {"sub": "0" * 24, "role": "USER", "sid": "x", "jti": "j", "iat": now, "exp": now + 60, "iss": "taskapi", "aud": "taskapi"}
+    return jwt.encode(base | claims, secret, algorithm=algorithm)
+
+
+def test_missing_forged_expired_and_alg_none_tokens_are_rejected(api):
+    user = api.register()
+    claims = jwt.decode(user.session.access_token, TEST_SECRET, algorithms=["HS256"], audience="taskapi")
+    forged = _token(claims, secret="another-secret-that-is-long-enough-for-hs256!!")
+    expired = _token(claims | {"iat": int(time.time()) - 3600, "exp": int(time.time()) - 60})
+    alg_none = jwt.encode(claims, None, algorithm="none")
+    wrong_audience = _token(claims | {"aud": "someone-else"})
+    tampered = user.session.access_token[:-4] + ("AAAA" if not user.session.access_token.endswith("AAAA") else "BBBB")
+    for token in (forged, expired, alg_none, wrong_audience, tampered, "garbage"):
+        assert _code(lambda t=token: _me(api, t)) == grpc.StatusCode.UNAUTHENTICATED, token
+    with pytest.raises(grpc.RpcError) as info:
+        _me(api, expired)
+    assert error_details(info.value)["ErrorInfo"].reason == "TOKEN_EXPIRED"
+    assert _code(lambda: api.users.GetCurrentUser(user_pb2.GetCurrentUserRequest())) == grpc.StatusCode.UNAUTHENTICATED
+    assert _me(api, user.session.access_token).user.id == user.id
+
+
+def test_refresh_rotates_and_reuse_revokes_the_family(api):
+    user = api.register()
+    first = user.session
+    second = api.auth.Refresh(auth_pb2.RefreshRequest(refresh_token=first.refresh_token)).session
+    assert second.refresh_token != first.refresh_token and second.user.id == user.id
+    assert _me(api, second.access_token).user.id == user.id
+    # The rotated token is presented again: the whole family is revoked.
+    assert _code(lambda: api.auth.Refresh(auth_pb2.RefreshRequest(refresh_token=first.refresh_token))) == grpc.StatusCode.UNAUTHENTICATED
+    assert _code(lambda: api.auth.Refresh(auth_pb2.RefreshRequest(refresh_token=second.refresh_token))) == grpc.StatusCode.UNAUTHENTICATED
+    assert _code(lambda: _me(api, second.access_token)) == grpc.StatusCode.UNAUTHENTICATED
+    assert _code(lambda: _me(api, first.access_token)) == grpc.StatusCode.UNAUTHENTICATED
+    # Another sign-in is another family, unaffected.
+    other = api.auth.Login(auth_pb2.LoginRequest(email=user.email, password=PASSWORD)).session
+    assert _me(api, other.access_token).user.id == user.id
+
+
+def test_logout_ends_refresh_and_access_tokens(api):
+    user = api.register()
+    assert _me(api, user.session.access_token)  # warms the session cache
+    api.auth.Logout(auth_pb2.LogoutRequest(refresh_token=user.session.refresh_token))
+    assert _code(lambda: _me(api, user.session.access_token)) == grpc.StatusCode.UNAUTHENTICATED
+    assert _code(lambda: api.auth.Refresh(auth_pb2.RefreshRequest(refresh_token=user.session.refresh_token))) == grpc.StatusCode.UNAUTHENTICATED
+    api.auth.Logout(auth_pb2.LogoutRequest(refresh_token=user.session.refresh_token))  # idempotent
+
+
+def test_change_password_revokes_other_sessions_only(api):
+    user = api.register()
+    other = api.auth.Login(auth_pb2.LoginRequest(email=user.email, password=PASSWORD)).session
+    assert _me(api, other.access_token)
+    with pytest.raises(grpc.RpcError) as info:
+        api.users.ChangePassword(
+            user_pb2.ChangePasswordRequest(current_password="not it at all", new_password="new password 1"), metadata=user.auth
+        )
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and violated_fields(info.value) == {"current_password"}
+    api.users.ChangePassword(
+        user_pb2.ChangePasswordRequest(current_password=PASSWORD, new_password="new password 1"), metadata=user.auth
+    )
+    assert _me(api, user.session.access_token).user.id == user.id
+    assert _code(lambda: _me(api, other.access_token)) == grpc.StatusCode.UNAUTHENTICATED
+    assert _code(lambda: api.auth.Login(auth_pb2.LoginRequest(email=user.email, password=PASSWORD))) == grpc.StatusCode.UNAUTHENTICATED
+    assert api.auth.Login(auth_pb2.LoginRequest(email=user.email, password="new password 1")).session.user.id == user.id
+
+
+def test_create_admin_command_makes_an_admin(api, monkeypatch, capsys):
+    email = unique_email("admin")
+    monkeypatch.setenv("TASKAPI_ADMIN_PASSWORD", PASSWORD)
+    monkeypatch.setenv("BCRYPT_ROUNDS", "4")
+    monkeypatch.setattr(cli, "configure_logging", lambda level: None)  # keep pytest's log capture
+    assert cli.main(["create-admin", "--email", email, "--name", "Root"]) == 0
+    assert "created admin" in capsys.readouterr().out
+    session = api.auth.Login(auth_pb2.LoginRequest(email=email, password=PASSWORD)).session
+    assert session.user.role == user_pb2.ADMIN
+    # A second admin with the same email is refused; nobody becomes admin by request.
+    assert cli.main(["create-admin", "--email", email]) == 1
+    task = api.tasks.CreateTask(
+        task_pb2.CreateTaskRequest(task=task_pb2.Task(title="t")),
+        metadata=(("authorization", f"Bearer {session.access_token}"),),
+    ).task
+    assert task.owner == session.user.id

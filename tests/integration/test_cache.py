@@ -1,0 +1,146 @@
+"""The shared read cache: filled on reads, exactly invalidated on writes, optional."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import grpc
+import pytest
+import redis
+
+from server.app import App
+from server.task_cache import TaskCache
+from taskapi.v1 import task_pb2 as T
+from tests.conftest import RedisProcess, make_settings
+from tests.integration.api import Api
+
+
+def _cache_fields(redis_url: str, user_id: str) -> set[str]:
+    return {f.decode().split(":")[0] for f in redis.Redis.from_url(redis_url).hkeys(f"taskapi:tasks:{user_id}")}
+
+
+def test_reads_are_cached_and_writes_invalidate(channel, redis_url):
+    api = Api(channel)
+    user = api.register()
+    task = api.tasks.CreateTask(T.CreateTaskRequest(task=T.Task(title="v1")), metadata=user.auth).task
+    api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth)
+    api.tasks.ListTasks(T.ListTasksRequest(), metadata=user.auth)
+    assert _cache_fields(redis_url, user.id) == {"get", "list"}
+    api.tasks.UpdateTask(T.UpdateTaskRequest(task=T.Task(id=task.id, title="v2")), metadata=user.auth)
+    assert _cache_fields(redis_url, user.id) == set()
+    assert api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth).task.title == "v2"
+    assert [t.title for t in api.tasks.ListTasks(T.ListTasksRequest(), metadata=user.auth).tasks] == ["v2"]
+    api.tasks.CreateTask(T.CreateTaskRequest(task=T.Task(title="second")), metadata=user.auth)
+    assert api.tasks.ListTasks(T.ListTasksRequest(), metadata=user.auth).total_size == 2
+    api.tasks.DeleteTask(T.DeleteTaskRequest(id=task.id), metadata=user.auth)
+    with pytest.raises(grpc.RpcError) as info:
+        api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_no_stale_read_across_replicas(channel, redis_url):
+    """Two Apps (two replica processes' worth of state) share Redis and the store."""
+    other_app = App(make_settings(redis_url))
+    other = other_app.start_replica(0)
+    try:
+        with grpc.insecure_channel(other.address) as other_channel:
+            a, b = Api(channel), Api(other_channel)
+            user = a.register()
+            task = a.tasks.CreateTask(T.CreateTaskRequest(task=T.Task(title="before")), metadata=user.auth).task
+            for _ in range(2):  # second read is served from the cache
+                assert b.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth).task.title == "before"
+                assert b.tasks.ListTasks(T.ListTasksRequest(), metadata=user.auth).tasks[0].title == "before"
+            a.tasks.UpdateTask(T.UpdateTaskRequest(task=T.Task(id=task.id, title="after")), metadata=user.auth)
+            assert b.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth).task.title == "after"
+            assert b.tasks.ListTasks(T.ListTasksRequest(), metadata=user.auth).tasks[0].title == "after"
+    finally:
+        other_app.close(grace=0.5)
+
+
+def test_a_fill_that_raced_a_write_is_dropped(app, redis_url):
+    cache: TaskCache = app.task_cache
+    owner = "f" * 24
+    _, version = cache.read(owner, "get:x")  # a reader notes the version, then reads the store...
+    cache.invalidate(owner)  # ...while a writer changes the task
+    cache.fill(owner, "get:x", b"old data", version)  # the slow reader's fill must not land
+    assert cache.read(owner, "get:x")[0] is None
+    _, version = cache.read(owner, "get:x")
+    cache.fill(owner, "get:x", b"new data", version)
+    assert cache.read(owner, "get:x")[0] == b"new data"
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    process = RedisProcess(tmp_path)
+    process.start()
+    yield process
+    process.stop()
+
+
+def test_service_keeps_answering_when_redis_is_down(private_redis):
+    app = App(make_settings(private_redis.url))
+    replica = app.start_replica(0)
+    try:
+        with grpc.insecure_channel(replica.address) as channel:
+            api = Api(channel)
+            user = api.register()
+            task = api.tasks.CreateTask(T.CreateTaskRequest(task=T.Task(title="cached")), metadata=user.auth).task
+            api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth)
+            private_redis.stop()
+            # Everything still works from the store: auth, reads, writes, new sign-ups.
+            updated = api.tasks.UpdateTask(T.UpdateTaskRequest(task=T.Task(id=task.id, title="no redis")), metadata=user.auth)
+            assert updated.task.title == "no redis"
+            assert api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth, timeout=5).task.title == "no redis"
+            assert api.tasks.ListTasks(T.ListTasksRequest(), metadata=user.auth, timeout=5).total_size == 1
+            assert api.register().id
+            private_redis.start()
+            time.sleep(1.1)  # the cache skips Redis for a second after a failure
+            assert api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth).task.title == "no redis"
+            assert _cache_fields(private_redis.url, user.id) == {"get"}
+    finally:
+        app.close(grace=0.5)
+
+
+def test_an_invalidation_missed_during_an_outage_is_replayed(private_redis):
+    """Redis unresponsive (paused, data kept) during a write: the stale entry is deleted on recovery."""
+    app = App(make_settings(private_redis.url))
+    replica = app.start_replica(0)
+    try:
+        with grpc.insecure_channel(replica.address) as channel:
+            api = Api(channel)
+            user = api.register()
+            task = api.tasks.CreateTask(T.CreateTaskRequest(task=T.Task(title="old")), metadata=user.auth).task
+            api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth)
+            assert _cache_fields(private_redis.url, user.id) == {"get"}
+            admin = redis.Redis.from_url(private_redis.url)
+            admin.execute_command("CLIENT", "PAUSE", "1500", "ALL")
+            api.tasks.UpdateTask(T.UpdateTaskRequest(task=T.Task(id=task.id, title="new")), metadata=user.auth)
+            time.sleep(1.6)  # the pause ends; the entry from before the write is still in Redis
+            assert api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth).task.title == "new"
+    finally:
+        app.close(grace=0.5)
+
+
+def test_concurrent_writes_and_reads_never_leave_stale_entries(channel):
+    api = Api(channel)
+    user = api.register()
+    task = api.tasks.CreateTask(T.CreateTaskRequest(task=T.Task(title="0")), metadata=user.auth).task
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth)
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        for i in range(1, 30):
+            api.tasks.UpdateTask(T.UpdateTaskRequest(task=T.Task(id=task.id, title=str(i))), metadata=user.auth)
+            assert api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth).task.title == str(i)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth).task.title == "29"

@@ -1,0 +1,89 @@
+"""LoggingInterceptor's one JSON line per call, and JsonFormatter."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+import grpc
+import pytest
+from prometheus_client import CollectorRegistry
+
+from interceptors.logging import JsonFormatter, LoggingInterceptor
+from interceptors.metrics import Metrics, MetricsInterceptor
+from interceptors.ratelimit import RateLimitInterceptor, redis_client
+from interceptors.policy import RateLimit
+from taskapi.v1 import auth_pb2, task_pb2
+from tests.integration.chain_server import TASK_ID, make_chain, run_server, stubs, unique_prefix
+
+PASSWORD = "hunter2-very-secret"
+EMAIL = "carol@example.com"
+TOKEN = "Bearer user-42"
+
+
+def json_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    formatter = JsonFormatter()
+    lines = [formatter.format(r) for r in caplog.records if r.name == "interceptors.logging"]
+    for line in lines:
+        assert PASSWORD not in line and EMAIL not in line and "user-42" not in line and "Bearer" not in line
+    return [json.loads(line) for line in lines]
+
+
+def test_one_json_line_per_call_without_secrets(redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    metrics = Metrics(CollectorRegistry())
+    limiter = RateLimitInterceptor(
+        redis_client(redis_url, timeout_seconds=0.5),
+        auth=RateLimit(requests=1, window_seconds=60),
+        key_prefix=unique_prefix(),
+        metrics=metrics,
+    )
+    chain = make_chain(metrics=MetricsInterceptor(metrics), logging=LoggingInterceptor(), ratelimit=limiter)
+    login = auth_pb2.LoginRequest(email=EMAIL, password=PASSWORD)
+    with caplog.at_level(logging.INFO, "interceptors.logging"):
+        with run_server(chain) as (_, port), stubs(port) as (auth, tasks):
+            tasks.GetTask(
+                task_pb2.GetTaskRequest(id=TASK_ID),
+                metadata=[("authorization", TOKEN), ("x-request-id", "req-1")],
+            )
+            auth.Login(login, metadata=[("x-request-id", "req-2")])
+            with pytest.raises(grpc.RpcError) as err:  # over the Login budget of 1
+                auth.Login(login, metadata=[("x-request-id", "req-3"), ("x-forwarded-for", "10.1.2.3")])
+            assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    lines = json_lines(caplog)
+    assert [(line["request_id"], line["grpc_method"], line["grpc_code"]) for line in lines] == [
+        ("req-1", "/taskapi.v1.TaskService/GetTask", "OK"),
+        ("req-2", "/taskapi.v1.AuthService/Login", "OK"),
+        ("req-3", "/taskapi.v1.AuthService/Login", "RESOURCE_EXHAUSTED"),
+    ]
+    assert lines[0]["user_id"] == "42"
+    assert lines[1]["user_id"] is None
+    assert [line["client_ip"] for line in lines] == ["127.0.0.1", "127.0.0.1", "10.1.2.3"]
+    assert all(isinstance(line["duration_ms"], float) for line in lines)
+    assert {line["level"] for line in lines} == {"INFO"}
+    # the rejected call is also counted by the outer metrics interceptor
+    labels = {"grpc_type": "unary", "grpc_service": "taskapi.v1.AuthService", "grpc_method": "Login"}
+    assert (
+        metrics.registry.get_sample_value(
+            "grpc_server_handled_total", {**labels, "grpc_code": "RESOURCE_EXHAUSTED"}
+        )
+        == 1
+    )
+
+
+def test_formatter_renders_extras_and_exceptions() -> None:
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        exc_info = sys.exc_info()
+    record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed %s", ("once",), exc_info)
+    record.request_id = "req-9"
+    record.odd = object()  # not JSON-serialisable: rendered with str(), never raises
+    line = json.loads(JsonFormatter().format(record))
+    assert line["message"] == "failed once"
+    assert line["level"] == "ERROR"
+    assert line["request_id"] == "req-9"
+    assert "ValueError: boom" in line["exc_info"]
+    assert line["odd"].startswith("<object object")

@@ -1,0 +1,116 @@
+"""MetricsInterceptor and the /metrics endpoint, read back over HTTP after known calls."""
+
+from __future__ import annotations
+
+import urllib.request
+
+import grpc
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from interceptors.metrics import Metrics, MetricsInterceptor, serve_metrics
+from interceptors.ratelimit import RateLimitInterceptor, redis_client
+from interceptors.policy import RateLimit
+from taskapi.v1 import auth_pb2, task_pb2
+from tests.integration.chain_server import TASK_ID, make_chain, run_server, stubs, unique_prefix
+
+AUTH = [("authorization", "Bearer user-1")]
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(port: int) -> Samples:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def rpc(method: str, **extra: str) -> frozenset[tuple[str, str]]:
+    service, name = method.split("/")
+    return frozenset({"grpc_type": "unary", "grpc_service": service, "grpc_method": name, **extra}.items())
+
+
+def test_counts_and_codes_read_back_over_http(redis_url: str) -> None:
+    metrics = Metrics(CollectorRegistry())
+    limiter = RateLimitInterceptor(
+        redis_client(redis_url, timeout_seconds=0.5),
+        ip=RateLimit(requests=4, window_seconds=60),
+        key_prefix=unique_prefix(),
+        metrics=metrics,
+    )
+    chain = make_chain(metrics=MetricsInterceptor(metrics), ratelimit=limiter)
+    endpoint = serve_metrics(metrics.registry, port=0)
+    try:
+        assert endpoint.port > 0
+        with run_server(chain) as (_, port), stubs(port) as (auth, tasks):
+            tasks.GetTask(task_pb2.GetTaskRequest(id=TASK_ID), metadata=AUTH)
+            tasks.GetTask(task_pb2.GetTaskRequest(id=TASK_ID), metadata=AUTH)
+            auth.Login(auth_pb2.LoginRequest(email="a@example.com", password="x" * 12))
+            with pytest.raises(grpc.RpcError) as not_found:
+                tasks.DeleteTask(task_pb2.DeleteTaskRequest(id=TASK_ID), metadata=AUTH)
+            assert not_found.value.code() is grpc.StatusCode.NOT_FOUND
+            with pytest.raises(grpc.RpcError) as limited:  # the fifth call: rejected, still counted
+                tasks.GetTask(task_pb2.GetTaskRequest(id=TASK_ID), metadata=AUTH)
+            assert limited.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        metrics.cache_hit("task")
+        metrics.cache_hit("task")
+        metrics.cache_miss("task")
+        metrics.cache_error("user")
+        samples = scrape(endpoint.port)
+    finally:
+        endpoint.close()
+
+    get, login, delete = (
+        "taskapi.v1.TaskService/GetTask",
+        "taskapi.v1.AuthService/Login",
+        "taskapi.v1.TaskService/DeleteTask",
+    )
+    assert samples[("grpc_server_started_total", rpc(get))] == 3
+    assert samples[("grpc_server_handled_total", rpc(get, grpc_code="OK"))] == 2
+    assert samples[("grpc_server_handled_total", rpc(get, grpc_code="RESOURCE_EXHAUSTED"))] == 1
+    assert samples[("grpc_server_handling_seconds_count", rpc(get))] == 3
+    assert samples[("grpc_server_handling_seconds_bucket", rpc(get, le="+Inf"))] == 3
+    assert samples[("grpc_server_started_total", rpc(login))] == 1
+    assert samples[("grpc_server_handled_total", rpc(login, grpc_code="OK"))] == 1
+    assert samples[("grpc_server_handled_total", rpc(delete, grpc_code="NOT_FOUND"))] == 1
+    handled = [k for k in samples if k[0] == "grpc_server_handled_total"]
+    assert len(handled) == 4  # no other codes or methods appeared
+
+    def decisions(decision: str, backend: str) -> float:
+        key = frozenset({"decision": decision, "backend": backend}.items())
+        return samples[("taskapi_ratelimit_decisions_total", key)]
+
+    assert decisions("allowed", "redis") == 4
+    assert decisions("rejected", "redis") == 1
+    assert (
+        samples[("taskapi_cache_requests_total", frozenset({"cache": "task", "result": "hit"}.items()))] == 2
+    )
+    assert (
+        samples[("taskapi_cache_requests_total", frozenset({"cache": "task", "result": "miss"}.items()))] == 1
+    )
+    assert (
+        samples[("taskapi_cache_requests_total", frozenset({"cache": "user", "result": "error"}.items()))]
+        == 1
+    )
+
+
+def test_two_servers_keep_separate_registries() -> None:
+    first, second = Metrics(CollectorRegistry()), Metrics(CollectorRegistry())
+    with (
+        run_server([MetricsInterceptor(first)]) as (_, port_a),
+        run_server([MetricsInterceptor(second)]) as (
+            _,
+            port_b,
+        ),
+    ):
+        with stubs(port_a) as (_, tasks_a), stubs(port_b) as (_, tasks_b):
+            tasks_a.GetTask(task_pb2.GetTaskRequest(id=TASK_ID))
+            tasks_a.GetTask(task_pb2.GetTaskRequest(id=TASK_ID))
+            tasks_b.GetTask(task_pb2.GetTaskRequest(id=TASK_ID))
+    labels = {"grpc_type": "unary", "grpc_service": "taskapi.v1.TaskService", "grpc_method": "GetTask"}
+    assert first.registry.get_sample_value("grpc_server_started_total", labels) == 2
+    assert second.registry.get_sample_value("grpc_server_started_total", labels) == 1

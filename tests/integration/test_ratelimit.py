@@ -1,0 +1,250 @@
+"""RateLimitInterceptor through a real gRPC server and a real redis-server."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from typing import Any
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_interceptor import ServerInterceptor
+from grpc_status import rpc_status
+from prometheus_client import CollectorRegistry
+
+from interceptors.context import current_call
+from interceptors.metrics import Metrics
+from interceptors.ratelimit import RateLimitInterceptor, redis_client
+from interceptors.policy import RateLimit
+from taskapi.v1 import auth_pb2, task_pb2
+from tests.conftest import RedisProcess
+from tests.integration.chain_server import TASK_ID, make_chain, run_server, stubs, unique_prefix
+
+GENEROUS = RateLimit(requests=1000, window_seconds=60)
+
+
+def limiter(url: str | None, **kwargs: Any) -> RateLimitInterceptor:
+    client = redis_client(url, timeout_seconds=0.5) if url else None
+    kwargs.setdefault("key_prefix", unique_prefix())
+    kwargs.setdefault("user", GENEROUS)  # GetTask needs a caller; most tests look at other budgets
+    return RateLimitInterceptor(client, **kwargs)
+
+
+def get_task(stub: Any, user: str = "1", **metadata: str) -> tuple[Any, Any]:
+    headers = [("authorization", f"Bearer user-{user}"), *metadata.items()]
+    return stub.GetTask.with_call(task_pb2.GetTaskRequest(id=TASK_ID), metadata=headers)
+
+
+def login(stub: Any, email: str, ip: str) -> Any:
+    request = auth_pb2.LoginRequest(email=email, password="correct horse battery")
+    return stub.Login.with_call(request, metadata=[("x-forwarded-for", ip)])
+
+
+def decisions(metrics: Metrics, decision: str, backend: str) -> float:
+    value = metrics.registry.get_sample_value(
+        "taskapi_ratelimit_decisions_total", {"decision": decision, "backend": backend}
+    )
+    return value or 0.0
+
+
+def test_limit_is_shared_by_two_servers(redis_url: str) -> None:
+    prefix = unique_prefix()
+    ip = RateLimit(requests=3, window_seconds=60)
+    chain_a = make_chain(ratelimit=limiter(redis_url, ip=ip, key_prefix=prefix))
+    chain_b = make_chain(ratelimit=limiter(redis_url, ip=ip, key_prefix=prefix))
+    with run_server(chain_a) as (_, port_a), run_server(chain_b) as (_, port_b):
+        with stubs(port_a) as (_, tasks_a), stubs(port_b) as (_, tasks_b):
+            get_task(tasks_a)
+            get_task(tasks_b)
+            get_task(tasks_a)
+            for stub in (tasks_b, tasks_a):  # the fourth call is over budget on either replica
+                with pytest.raises(grpc.RpcError) as err:
+                    get_task(stub)
+                assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_rejection_carries_details_and_headers(redis_url: str) -> None:
+    ip = RateLimit(requests=2, window_seconds=60)
+    with run_server(make_chain(ratelimit=limiter(redis_url, ip=ip))) as (_, port):
+        with stubs(port) as (_, tasks):
+            _, call = get_task(tasks)
+            headers = dict(call.initial_metadata())
+            assert headers["ratelimit-policy"] == "2;w=60, 1000;w=60"
+            assert headers["ratelimit"] == "limit=2, remaining=1, reset=30"
+            assert "retry-after" not in headers
+            get_task(tasks)
+            with pytest.raises(grpc.RpcError) as err:
+                get_task(tasks)
+
+    rejected = err.value
+    assert rejected.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    headers = dict(rejected.initial_metadata())
+    assert headers["retry-after"] == "30"
+    assert headers["ratelimit-policy"] == "2;w=60, 1000;w=60"
+    assert headers["ratelimit"] == "limit=2, remaining=0, reset=60"
+    status = rpc_status.from_call(rejected)
+    assert status is not None
+    retry, quota = error_details_pb2.RetryInfo(), error_details_pb2.QuotaFailure()
+    assert any(d.Unpack(retry) for d in status.details)
+    assert any(d.Unpack(quota) for d in status.details)
+    assert retry.retry_delay.seconds == 30
+    assert [v.subject for v in quota.violations] == ["ip:127.0.0.1"]
+    assert quota.violations[0].description == "2 requests per 60 s per client IP"
+
+
+def test_login_limit_per_email_across_ips(redis_url: str) -> None:
+    auth = RateLimit(requests=2, window_seconds=60)
+    chain = make_chain(ratelimit=limiter(redis_url, ip=GENEROUS, auth=auth))
+    with run_server(chain) as (_, port), stubs(port) as (auth_stub, _):
+        login(auth_stub, "Ann@Example.com", "10.0.0.1")
+        login(auth_stub, "ann@EXAMPLE.com", "10.0.0.2")  # same email, other case, other IP
+        with pytest.raises(grpc.RpcError) as err:
+            login(auth_stub, "ANN@example.com", "10.0.0.3")
+        assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        status = rpc_status.from_call(err.value)
+        assert status is not None
+        quota = error_details_pb2.QuotaFailure()
+        assert any(d.Unpack(quota) for d in status.details)
+        assert [v.subject.split(":")[0] for v in quota.violations] == ["auth-email"]
+        assert "example.com" not in str(status)  # the email is hashed, never echoed
+
+        _, call = login(auth_stub, "bob@example.com", "10.0.0.3")  # another email is unaffected
+        assert dict(call.initial_metadata())["ratelimit-policy"] == "2;w=60, 1000;w=60"
+
+
+def test_login_limit_per_ip_across_emails(redis_url: str) -> None:
+    auth = RateLimit(requests=2, window_seconds=60)
+    chain = make_chain(ratelimit=limiter(redis_url, ip=GENEROUS, auth=auth))
+    with run_server(chain) as (_, port), stubs(port) as (auth_stub, tasks):
+        login(auth_stub, "a@example.com", "10.0.0.9")
+        login(auth_stub, "b@example.com", "10.0.0.9")
+        with pytest.raises(grpc.RpcError) as err:
+            login(auth_stub, "c@example.com", "10.0.0.9")
+        assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        get_task(tasks, **{"x-forwarded-for": "10.0.0.9"})  # the auth budget is for auth methods only
+
+
+def test_rejected_call_spends_no_other_budget(redis_url: str) -> None:
+    ip, user = RateLimit(requests=3, window_seconds=60), RateLimit(requests=2, window_seconds=60)
+    chain = make_chain(ratelimit=limiter(redis_url, ip=ip, user=user))
+    with run_server(chain) as (_, port), stubs(port) as (_, tasks):
+        get_task(tasks, user="1")
+        get_task(tasks, user="1")
+        with pytest.raises(grpc.RpcError) as err:  # user 1 is out of budget, the IP is not
+            get_task(tasks, user="1")
+        assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert dict(err.value.initial_metadata())["ratelimit-policy"] == "2;w=60, 3;w=60"
+        # Had the rejection spent the IP budget, this third IP call would be the fourth.
+        _, call = get_task(tasks, user="2")
+        assert dict(call.initial_metadata())["ratelimit"].startswith("limit=3, remaining=0,")
+
+
+def test_script_reloaded_after_flush(redis_url: str) -> None:
+    interceptor = limiter(redis_url)
+    with run_server(make_chain(ratelimit=interceptor)) as (_, port):
+        with stubs(port) as (_, tasks):
+            get_task(tasks)
+            client = redis_client(redis_url, timeout_seconds=0.5)
+            client.script_flush()
+            client.close()
+            _, call = get_task(tasks)
+            assert dict(call.initial_metadata())["ratelimit"].startswith("limit=100, remaining=98,")
+
+
+def test_redis_outage_falls_back_and_recovers(
+    redis_process: RedisProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    proc = redis_process  # our own server, never REDIS_URL's: this test stops it
+    metrics = Metrics(CollectorRegistry())
+    ip = RateLimit(requests=3, window_seconds=60)
+    interceptor = limiter(proc.url, ip=ip, metrics=metrics, retry_interval_seconds=0.2)
+    try:
+        with run_server(make_chain(ratelimit=interceptor)) as (_, port):
+            with stubs(port) as (_, tasks), caplog.at_level(logging.WARNING, "interceptors.ratelimit"):
+                get_task(tasks)
+                assert decisions(metrics, "allowed", "redis") == 1
+                proc.stop()
+                for _ in range(3):  # the local limiter, same policy: its own fresh budget of 3
+                    get_task(tasks)
+                with pytest.raises(grpc.RpcError) as err:
+                    get_task(tasks)
+                assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert decisions(metrics, "allowed", "local") == 3
+                assert decisions(metrics, "rejected", "local") == 1
+                down = [r for r in caplog.records if "unreachable" in r.getMessage()]
+                assert len(down) == 1  # once per outage, not per call
+
+                proc.start()  # empty again, script cache included: NOSCRIPT path
+                time.sleep(0.25)  # past the probe interval
+                _, call = get_task(tasks)
+                assert decisions(metrics, "allowed", "redis") == 2
+                assert dict(call.initial_metadata())["ratelimit"].startswith("limit=3, remaining=2,")
+                assert [r for r in caplog.records if "reachable again" in r.getMessage()]
+    finally:
+        if proc.process is None:  # restart it for the rest of the session
+            proc.start()
+
+
+def test_slow_redis_falls_back() -> None:
+    # A listener that never answers: connect succeeds, the command hits the socket timeout.
+    with socket.socket() as blackhole:
+        blackhole.bind(("127.0.0.1", 0))
+        blackhole.listen(16)
+        port = blackhole.getsockname()[1]
+        metrics = Metrics(CollectorRegistry())
+        client = redis_client(f"redis://127.0.0.1:{port}/0", timeout_seconds=0.1)
+        interceptor = RateLimitInterceptor(client, metrics=metrics)
+        with run_server(make_chain(ratelimit=interceptor)) as (_, grpc_port):
+            with stubs(grpc_port) as (_, tasks):
+                for _ in range(3):
+                    get_task(tasks)
+        assert decisions(metrics, "allowed", "local") == 3
+
+
+class _CapturePrefetched(ServerInterceptor):
+    """Innermost: records what the handler would find in current_call().prefetched."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict[tuple[str, ...], Any]] = []
+
+    def intercept(self, method: Any, request: Any, context: Any, method_name: str) -> Any:
+        self.seen.append(dict(current_call().prefetched))
+        return method(request, context)
+
+
+def test_prefetch_results_reach_the_call(redis_url: str) -> None:
+    prefix = unique_prefix()
+    seed = redis_client(redis_url, timeout_seconds=0.5)
+    seed.set(prefix + "task", b"cached")
+    seed.hset(prefix + "h", "f", b"v")
+    seed.close()
+    seen_args: list[tuple[str, str]] = []
+
+    def prefetch(method_name: str, request: Any, state: Any) -> list[tuple[str, ...]]:
+        seen_args.append((method_name, request.id))
+        return [("GET", prefix + "task"), ("HGET", prefix + "h", "f"), ("GET", prefix + "absent")]
+
+    capture = _CapturePrefetched()
+    chain = [*make_chain(ratelimit=limiter(redis_url, prefetch=prefetch)), capture]
+    with run_server(chain) as (_, port), stubs(port) as (_, tasks):
+        get_task(tasks)
+    assert seen_args == [("/taskapi.v1.TaskService/GetTask", TASK_ID)]
+    assert capture.seen == [
+        {
+            ("GET", prefix + "task"): b"cached",
+            ("HGET", prefix + "h", "f"): b"v",
+            ("GET", prefix + "absent"): None,
+        }
+    ]
+
+
+def test_without_redis_limits_locally() -> None:
+    interceptor = limiter(None, ip=RateLimit(requests=1, window_seconds=60))
+    with run_server(make_chain(ratelimit=interceptor)) as (_, port):
+        with stubs(port) as (_, tasks):
+            get_task(tasks)
+            with pytest.raises(grpc.RpcError) as err:
+                get_task(tasks)
+            assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED

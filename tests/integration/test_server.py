@@ -1,0 +1,142 @@
+"""Server lifecycle and failure behaviour: health, reflection, limits, drains, errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import grpc
+import pymongo.errors
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from server import store
+from server.app import App, run_server
+from server.tasks import parse_order_by
+from taskapi.v1 import auth_pb2, task_pb2 as T
+from tests.conftest import free_port, make_settings, unique_email
+from tests.integration.api import PASSWORD, Api, error_details
+
+SERVICES = ("taskapi.v1.AuthService", "taskapi.v1.TaskService", "taskapi.v1.UserService")
+
+
+def test_health_reports_every_service(channel):
+    stub = health_pb2_grpc.HealthStub(channel)
+    for service in ("", *SERVICES):
+        assert stub.Check(health_pb2.HealthCheckRequest(service=service)).status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_reflection_lists_the_services(channel):
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+    names = {s.name for s in next(responses).list_services_response.service}
+    assert set(SERVICES) | {"grpc.health.v1.Health"} <= names
+
+
+def test_oversized_messages_are_refused(channel):
+    api = Api(channel)
+    user = api.register()
+    with pytest.raises(grpc.RpcError) as info:
+        api.tasks.CreateTask(T.CreateTaskRequest(task=T.Task(title="big", description="x" * (2 << 20))), metadata=user.auth)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_a_bug_is_internal_with_a_generic_message(channel, monkeypatch):
+    """The failure is injected by replacing a store function (there is no real bug to trigger)."""
+    api = Api(channel)
+    user = api.register()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("secret detail /etc/passwd")
+
+    monkeypatch.setattr(store, "find_task", broken)
+    with pytest.raises(grpc.RpcError) as info:
+        api.tasks.GetTask(T.GetTaskRequest(id="a" * 24), metadata=user.auth)
+    assert info.value.code() == grpc.StatusCode.INTERNAL
+    assert "secret" not in info.value.details() and "Traceback" not in info.value.details()
+    assert error_details(info.value)["ErrorInfo"].reason == "INTERNAL"
+
+
+def test_a_down_store_is_unavailable_not_a_hang(channel, monkeypatch):
+    """A driver timeout is injected (mongomock cannot go down); the real driver raises the same."""
+    api = Api(channel)
+    user = api.register()
+
+    def down(*args, **kwargs):
+        raise pymongo.errors.ServerSelectionTimeoutError("no servers")
+
+    monkeypatch.setattr(store, "find_task", down)
+    with pytest.raises(grpc.RpcError) as info:
+        api.tasks.GetTask(T.GetTaskRequest(id="b" * 24), metadata=user.auth, timeout=5)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert error_details(info.value)["RetryInfo"].retry_delay.ToMilliseconds() > 0
+
+
+def test_drain_finishes_in_flight_calls_and_reports_not_serving(redis_url):
+    app = App(make_settings(redis_url, bcrypt_rounds=13))  # a slow register keeps a call in flight
+    replica = app.start_replica(0)
+    with grpc.insecure_channel(replica.address) as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service="taskapi.v1.TaskService"))
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        result: dict = {}
+
+        def register() -> None:
+            result["session"] = Api(channel).auth.Register(
+                auth_pb2.RegisterRequest(email=unique_email(), password=PASSWORD, name="Slow"), timeout=30
+            ).session
+
+        caller = threading.Thread(target=register)
+        caller.start()
+        time.sleep(0.2)
+        stopper = threading.Thread(target=replica.stop, args=(10.0,))
+        stopper.start()
+        assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        caller.join(30)
+        stopper.join(30)
+    assert result["session"].access_token
+    app.close(grace=0)
+
+
+def test_serve_command_drains_on_sigterm(redis_url, tmp_path):
+    port = free_port()
+    env = os.environ | {"TASKAPI_GRPC_PORT": str(port), "TASKAPI_METRICS_PORT": "0", "REDIS_URL": redis_url, "BCRYPT_ROUNDS": "4"}
+    process = subprocess.Popen([sys.executable, "-m", "server.cli", "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=30)
+            stub = health_pb2_grpc.HealthStub(channel)
+            assert stub.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.SERVING
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+        assert process.returncode == 0
+        assert "JWT_SECRET is not set" in output.decode()  # the loud warning of the embedded default
+    finally:
+        process.kill()
+        process.communicate()
+
+
+@pytest.mark.skipif(not os.environ.get("MONGODB_URI"), reason="needs a real MongoDB (MONGODB_URI): mongomock has no query planner")
+def test_list_queries_use_indexes(app):
+    from bson import ObjectId
+
+    owner = ObjectId()
+    queries = [
+        ({"owner": owner}, parse_order_by("")),
+        ({"owner": owner, "status": 1}, parse_order_by("dueTime")),
+        ({"owner": owner}, parse_order_by("priority desc")),
+        ({"owner": owner, "request_id": "r"}, [("_id", 1)]),
+    ]
+    for query, sort in queries:
+        plan = str(store.explain_tasks(query, sort)["queryPlanner"]["winningPlan"])
+        assert "IXSCAN" in plan and "COLLSCAN" not in plan, (query, plan)
+
+
+def test_run_server_context_manager_serves_and_stops(redis_url):
+    with run_server(make_settings(redis_url)) as replica:
+        with grpc.insecure_channel(replica.address) as channel:
+            assert Api(channel).register().id
