@@ -1,8 +1,10 @@
 """Password hashing with bcrypt, kept from starving the server.
 
-bcrypt at cost 12 burns ~230 ms of CPU while holding no lock Python cares about;
-a semaphore caps how many run at once so that a burst of logins leaves worker
-threads (and cores) for every other call.
+bcrypt at cost 12 burns ~230 ms of CPU (it releases the GIL while it does). Two
+limits keep a burst of sign-ins from taking the server down with it:
+- at most `concurrency` hashes run at once, leaving cores for every other call;
+- at most `max_waiting` calls queue for a slot; past that the call is refused
+  with UNAVAILABLE and a retry delay instead of holding one more worker thread.
 """
 
 from __future__ import annotations
@@ -11,21 +13,24 @@ import threading
 
 import bcrypt
 
-from interceptors.errors import InvalidArgument
+from interceptors.errors import InvalidArgument, Unavailable
 
 MAX_PASSWORD_BYTES = 72  # bcrypt ignores what follows; we reject instead of truncating
 
 
 class PasswordHasher:
-    def __init__(self, *, rounds: int, concurrency: int) -> None:
+    def __init__(self, *, rounds: int, concurrency: int, max_waiting: int = 8) -> None:
         self._rounds = rounds
         self._slots = threading.BoundedSemaphore(concurrency)
+        self._waiting = threading.BoundedSemaphore(concurrency + max_waiting)
         # Checked against for unknown emails, so a miss costs what a hit costs.
         self._dummy_hash = bcrypt.hashpw(b"timing-equalizer", bcrypt.gensalt(rounds))
 
     def hash(self, password: str) -> str:
-        secret = _encode(password, "password")
-        with self._slots:
+        secret = password.encode()
+        if len(secret) > MAX_PASSWORD_BYTES:
+            raise InvalidArgument.field("password", f"must be at most {MAX_PASSWORD_BYTES} bytes")
+        with self._slot():
             return bcrypt.hashpw(secret, bcrypt.gensalt(self._rounds)).decode()
 
     def verify(self, password: str, password_hash: str | None) -> bool:
@@ -33,13 +38,24 @@ class PasswordHasher:
         secret = password.encode()
         acceptable = password_hash is not None and len(secret) <= MAX_PASSWORD_BYTES
         stored = password_hash.encode() if acceptable else self._dummy_hash
-        with self._slots:
+        with self._slot():
             matches = bcrypt.checkpw(secret[:MAX_PASSWORD_BYTES], stored)
         return matches and acceptable
 
+    def _slot(self) -> _Slot:
+        if not self._waiting.acquire(blocking=False):
+            raise Unavailable("the server is busy checking passwords; retry shortly", retry_after_seconds=1.0,
+                              reason="PASSWORD_HASHING_BUSY")
+        return _Slot(self._slots, self._waiting)
 
-def _encode(password: str, field: str) -> bytes:
-    secret = password.encode()
-    if len(secret) > MAX_PASSWORD_BYTES:
-        raise InvalidArgument.field(field, f"must be at most {MAX_PASSWORD_BYTES} bytes")
-    return secret
+
+class _Slot:
+    def __init__(self, slots: threading.BoundedSemaphore, waiting: threading.BoundedSemaphore) -> None:
+        self._slots, self._waiting = slots, waiting
+
+    def __enter__(self) -> None:
+        self._slots.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._slots.release()
+        self._waiting.release()

@@ -23,15 +23,14 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     def __init__(self, accounts: Accounts) -> None:
         self._accounts = accounts
 
-    def Register(self, request: auth_pb2.RegisterRequest, context: grpc.ServicerContext) -> auth_pb2.RegisterResponse:
-        session = self._accounts.register(request.email, request.password, request.name)
-        return auth_pb2.RegisterResponse(session=session_to_proto(session))
+    def Register(self, request: auth_pb2.RegisterRequest, context: grpc.ServicerContext) -> auth_pb2.AuthSession:
+        return session_to_proto(self._accounts.register(request.email, request.password, request.name))
 
-    def Login(self, request: auth_pb2.LoginRequest, context: grpc.ServicerContext) -> auth_pb2.LoginResponse:
-        return auth_pb2.LoginResponse(session=session_to_proto(self._accounts.login(request.email, request.password)))
+    def Login(self, request: auth_pb2.LoginRequest, context: grpc.ServicerContext) -> auth_pb2.AuthSession:
+        return session_to_proto(self._accounts.login(request.email, request.password))
 
-    def Refresh(self, request: auth_pb2.RefreshRequest, context: grpc.ServicerContext) -> auth_pb2.RefreshResponse:
-        return auth_pb2.RefreshResponse(session=session_to_proto(self._accounts.refresh(request.refresh_token)))
+    def Refresh(self, request: auth_pb2.RefreshRequest, context: grpc.ServicerContext) -> auth_pb2.AuthSession:
+        return session_to_proto(self._accounts.refresh(request.refresh_token))
 
     def Logout(self, request: auth_pb2.LogoutRequest, context: grpc.ServicerContext) -> auth_pb2.LogoutResponse:
         self._accounts.logout(request.refresh_token)

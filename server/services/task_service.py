@@ -30,18 +30,18 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
         self._tasks = tasks
         self._cache = cache
 
-    def CreateTask(self, request: task_pb2.CreateTaskRequest, context: grpc.ServicerContext) -> task_pb2.CreateTaskResponse:
+    def CreateTask(self, request: task_pb2.CreateTaskRequest, context: grpc.ServicerContext) -> task_pb2.Task:
         task = self._tasks.create(current_call().caller, task_values(request.task), request.request_id)
-        return task_pb2.CreateTaskResponse(task=task_to_proto(task))
+        return task_to_proto(task)
 
-    def GetTask(self, request: task_pb2.GetTaskRequest, context: grpc.ServicerContext) -> task_pb2.GetTaskResponse:
+    def GetTask(self, request: task_pb2.GetTaskRequest, context: grpc.ServicerContext) -> task_pb2.Task:
         caller = current_call().caller
         entry = cache_entry(GET_TASK, request, caller)
         cached, version = self._cache.read(caller.user_id, entry)
         if cached is not None:
-            return task_pb2.GetTaskResponse.FromString(cached)
+            return task_pb2.Task.FromString(cached)
         task = self._tasks.get(caller, request.id)
-        response = task_pb2.GetTaskResponse(task=task_to_proto(task))
+        response = task_to_proto(task)
         if str(task.owner) == caller.user_id:  # admins reading others' tasks are not cached
             self._cache.fill(caller.user_id, entry, response.SerializeToString(), version)
         return response
@@ -64,12 +64,12 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
             self._cache.fill(caller.user_id, entry, response.SerializeToString(), version)
         return response
 
-    def UpdateTask(self, request: task_pb2.UpdateTaskRequest, context: grpc.ServicerContext) -> task_pb2.UpdateTaskResponse:
+    def UpdateTask(self, request: task_pb2.UpdateTaskRequest, context: grpc.ServicerContext) -> task_pb2.Task:
         mask = list(request.update_mask.paths) if request.HasField("update_mask") else None
         task = self._tasks.update(
             current_call().caller, request.task.id, task_values(request.task), mask, request.task.etag
         )
-        return task_pb2.UpdateTaskResponse(task=task_to_proto(task))
+        return task_to_proto(task)
 
     def DeleteTask(self, request: task_pb2.DeleteTaskRequest, context: grpc.ServicerContext) -> task_pb2.DeleteTaskResponse:
         self._tasks.delete(current_call().caller, request.id, request.etag)

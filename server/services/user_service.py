@@ -20,14 +20,14 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
         self._users = users
         self._accounts = accounts
 
-    def GetCurrentUser(self, request, context: grpc.ServicerContext) -> user_pb2.GetCurrentUserResponse:
+    def GetCurrentUser(self, request, context: grpc.ServicerContext) -> user_pb2.User:
         caller = current_call().caller
-        return user_pb2.GetCurrentUserResponse(user=user_to_proto(self._users.get(caller, caller.user_id)))
+        return user_to_proto(self._users.get(caller, caller.user_id))
 
-    def UpdateCurrentUser(self, request, context: grpc.ServicerContext) -> user_pb2.UpdateCurrentUserResponse:
+    def UpdateCurrentUser(self, request, context: grpc.ServicerContext) -> user_pb2.User:
         values, present = user_values(request.user)
         user = self._users.update(current_call().caller.user_id, values, present, _mask(request), editable=SELF_EDITABLE)
-        return user_pb2.UpdateCurrentUserResponse(user=user_to_proto(user))
+        return user_to_proto(user)
 
     def ChangePassword(self, request, context: grpc.ServicerContext) -> user_pb2.ChangePasswordResponse:
         caller = current_call().caller
@@ -43,13 +43,13 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
             total_size=page.total_size,
         )
 
-    def GetUser(self, request, context: grpc.ServicerContext) -> user_pb2.GetUserResponse:
-        return user_pb2.GetUserResponse(user=user_to_proto(self._users.get(current_call().caller, request.id)))
+    def GetUser(self, request, context: grpc.ServicerContext) -> user_pb2.User:
+        return user_to_proto(self._users.get(current_call().caller, request.id))
 
-    def UpdateUser(self, request, context: grpc.ServicerContext) -> user_pb2.UpdateUserResponse:
+    def UpdateUser(self, request, context: grpc.ServicerContext) -> user_pb2.User:
         values, present = user_values(request.user)
         user = self._users.update(request.user.id, values, present, _mask(request), editable=ADMIN_EDITABLE)
-        return user_pb2.UpdateUserResponse(user=user_to_proto(user))
+        return user_to_proto(user)
 
     def DeleteUser(self, request, context: grpc.ServicerContext) -> user_pb2.DeleteUserResponse:
         self._users.delete(current_call().caller, request.id)

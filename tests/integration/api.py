@@ -38,7 +38,7 @@ class Api:
     def register(self, prefix: str = "user", password: str = PASSWORD) -> User:
         email = unique_email(prefix)
         response = self.auth.Register(auth_pb2.RegisterRequest(email=email, password=password, name=prefix.title()), timeout=10)
-        return User(session=response.session, email=email, password=password)
+        return User(session=response, email=email, password=password)
 
 
 def error_details(error: grpc.RpcError) -> dict[str, object]:

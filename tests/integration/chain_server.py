@@ -59,20 +59,20 @@ class UserIdAuthenticator:
 
 
 class CannedAuth(auth_pb2_grpc.AuthServiceServicer):
-    def Login(self, request: auth_pb2.LoginRequest, context: grpc.ServicerContext) -> auth_pb2.LoginResponse:
-        return auth_pb2.LoginResponse()
+    def Login(self, request: auth_pb2.LoginRequest, context: grpc.ServicerContext) -> auth_pb2.AuthSession:
+        return auth_pb2.AuthSession()
 
     def Register(
         self, request: auth_pb2.RegisterRequest, context: grpc.ServicerContext
-    ) -> auth_pb2.RegisterResponse:
-        return auth_pb2.RegisterResponse()
+    ) -> auth_pb2.AuthSession:
+        return auth_pb2.AuthSession()
 
 
 class CannedTasks(task_pb2_grpc.TaskServiceServicer):
     def GetTask(
         self, request: task_pb2.GetTaskRequest, context: grpc.ServicerContext
-    ) -> task_pb2.GetTaskResponse:
-        return task_pb2.GetTaskResponse(task=task_pb2.Task(id=request.id, title="canned"))
+    ) -> task_pb2.Task:
+        return task_pb2.Task(id=request.id, title="canned")
 
     def DeleteTask(self, request: task_pb2.DeleteTaskRequest, context: grpc.ServicerContext) -> Any:
         raise NotFound("Task not found.")  # an inner interceptor (Errors) aborts with NOT_FOUND

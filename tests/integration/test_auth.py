@@ -27,7 +27,7 @@ def _code(call) -> grpc.StatusCode:
 
 def test_register_returns_a_session_without_secrets(api):
     email = unique_email()
-    session = api.auth.Register(auth_pb2.RegisterRequest(email=email, password=PASSWORD, name="Ann")).session
+    session = api.auth.Register(auth_pb2.RegisterRequest(email=email, password=PASSWORD, name="Ann"))
     assert session.token_type == "Bearer" and session.expires_in == 900
     assert session.access_token and session.refresh_token
     assert session.user.email == email and session.user.role == user_pb2.USER and not session.user.disabled
@@ -70,7 +70,7 @@ def test_login_failure_is_the_same_for_unknown_email_and_wrong_password(api):
             api.auth.Login(auth_pb2.LoginRequest(email=email, password=password))
         errors.append((info.value.code(), info.value.details(), error_details(info.value)["ErrorInfo"].reason))
     assert errors[0] == errors[1] == (grpc.StatusCode.UNAUTHENTICATED, "email or password is incorrect", "LOGIN_FAILED")
-    session = api.auth.Login(auth_pb2.LoginRequest(email=user.email.lower(), password=PASSWORD)).session
+    session = api.auth.Login(auth_pb2.LoginRequest(email=user.email.lower(), password=PASSWORD))
     assert session.user.id == user.id
 
 
@@ -98,23 +98,23 @@ def test_missing_forged_expired_and_alg_none_tokens_are_rejected(api):
         _me(api, expired)
     assert error_details(info.value)["ErrorInfo"].reason == "TOKEN_EXPIRED"
     assert _code(lambda: api.users.GetCurrentUser(user_pb2.GetCurrentUserRequest())) == grpc.StatusCode.UNAUTHENTICATED
-    assert _me(api, user.session.access_token).user.id == user.id
+    assert _me(api, user.session.access_token).id == user.id
 
 
 def test_refresh_rotates_and_reuse_revokes_the_family(api):
     user = api.register()
     first = user.session
-    second = api.auth.Refresh(auth_pb2.RefreshRequest(refresh_token=first.refresh_token)).session
+    second = api.auth.Refresh(auth_pb2.RefreshRequest(refresh_token=first.refresh_token))
     assert second.refresh_token != first.refresh_token and second.user.id == user.id
-    assert _me(api, second.access_token).user.id == user.id
+    assert _me(api, second.access_token).id == user.id
     # The rotated token is presented again: the whole family is revoked.
     assert _code(lambda: api.auth.Refresh(auth_pb2.RefreshRequest(refresh_token=first.refresh_token))) == grpc.StatusCode.UNAUTHENTICATED
     assert _code(lambda: api.auth.Refresh(auth_pb2.RefreshRequest(refresh_token=second.refresh_token))) == grpc.StatusCode.UNAUTHENTICATED
     assert _code(lambda: _me(api, second.access_token)) == grpc.StatusCode.UNAUTHENTICATED
     assert _code(lambda: _me(api, first.access_token)) == grpc.StatusCode.UNAUTHENTICATED
     # Another sign-in is another family, unaffected.
-    other = api.auth.Login(auth_pb2.LoginRequest(email=user.email, password=PASSWORD)).session
-    assert _me(api, other.access_token).user.id == user.id
+    other = api.auth.Login(auth_pb2.LoginRequest(email=user.email, password=PASSWORD))
+    assert _me(api, other.access_token).id == user.id
 
 
 def test_logout_ends_refresh_and_access_tokens(api):
@@ -128,7 +128,7 @@ def test_logout_ends_refresh_and_access_tokens(api):
 
 def test_change_password_revokes_other_sessions_only(api):
     user = api.register()
-    other = api.auth.Login(auth_pb2.LoginRequest(email=user.email, password=PASSWORD)).session
+    other = api.auth.Login(auth_pb2.LoginRequest(email=user.email, password=PASSWORD))
     assert _me(api, other.access_token)
     with pytest.raises(grpc.RpcError) as info:
         api.users.ChangePassword(
@@ -138,10 +138,10 @@ def test_change_password_revokes_other_sessions_only(api):
     api.users.ChangePassword(
         user_pb2.ChangePasswordRequest(current_password=PASSWORD, new_password="new password 1"), metadata=user.auth
     )
-    assert _me(api, user.session.access_token).user.id == user.id
+    assert _me(api, user.session.access_token).id == user.id
     assert _code(lambda: _me(api, other.access_token)) == grpc.StatusCode.UNAUTHENTICATED
     assert _code(lambda: api.auth.Login(auth_pb2.LoginRequest(email=user.email, password=PASSWORD))) == grpc.StatusCode.UNAUTHENTICATED
-    assert api.auth.Login(auth_pb2.LoginRequest(email=user.email, password="new password 1")).session.user.id == user.id
+    assert api.auth.Login(auth_pb2.LoginRequest(email=user.email, password="new password 1")).user.id == user.id
 
 
 def test_create_admin_command_makes_an_admin(api, monkeypatch, capsys):
@@ -151,12 +151,12 @@ def test_create_admin_command_makes_an_admin(api, monkeypatch, capsys):
     monkeypatch.setattr(cli, "configure_logging", lambda level: None)  # keep pytest's log capture
     assert cli.main(["create-admin", "--email", email, "--name", "Root"]) == 0
     assert "created admin" in capsys.readouterr().out
-    session = api.auth.Login(auth_pb2.LoginRequest(email=email, password=PASSWORD)).session
+    session = api.auth.Login(auth_pb2.LoginRequest(email=email, password=PASSWORD))
     assert session.user.role == user_pb2.ADMIN
     # A second admin with the same email is refused; nobody becomes admin by request.
     assert cli.main(["create-admin", "--email", email]) == 1
     task = api.tasks.CreateTask(
         task_pb2.CreateTaskRequest(task=task_pb2.Task(title="t")),
         metadata=(("authorization", f"Bearer {session.access_token}"),),
-    ).task
+    )
     assert task.owner == session.user.id

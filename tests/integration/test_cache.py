@@ -23,13 +23,13 @@ def _cache_fields(redis_url: str, user_id: str) -> set[str]:
 def test_reads_are_cached_and_writes_invalidate(channel, redis_url):
     api = Api(channel)
     user = api.register()
-    task = api.tasks.CreateTask(T.CreateTaskRequest(task=T.Task(title="v1")), metadata=user.auth).task
+    task = api.tasks.CreateTask(T.CreateTaskRequest(task=T.Task(title="v1")), metadata=user.auth)
     api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth)
     api.tasks.ListTasks(T.ListTasksRequest(), metadata=user.auth)
     assert _cache_fields(redis_url, user.id) == {"get", "list"}
     api.tasks.UpdateTask(T.UpdateTaskRequest(task=T.Task(id=task.id, title="v2")), metadata=user.auth)
     assert _cache_fields(redis_url, user.id) == set()
-    assert api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth).task.title == "v2"
+    assert api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth).title == "v2"
     assert [t.title for t in api.tasks.ListTasks(T.ListTasksRequest(), metadata=user.auth).tasks] == ["v2"]
     api.tasks.CreateTask(T.CreateTaskRequest(task=T.Task(title="second")), metadata=user.auth)
     assert api.tasks.ListTasks(T.ListTasksRequest(), metadata=user.auth).total_size == 2
@@ -47,12 +47,12 @@ def test_no_stale_read_across_replicas(channel, redis_url):
         with grpc.insecure_channel(other.address) as other_channel:
             a, b = Api(channel), Api(other_channel)
             user = a.register()
-            task = a.tasks.CreateTask(T.CreateTaskRequest(task=T.Task(title="before")), metadata=user.auth).task
+            task = a.tasks.CreateTask(T.CreateTaskRequest(task=T.Task(title="before")), metadata=user.auth)
             for _ in range(2):  # second read is served from the cache
-                assert b.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth).task.title == "before"
+                assert b.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth).title == "before"
                 assert b.tasks.ListTasks(T.ListTasksRequest(), metadata=user.auth).tasks[0].title == "before"
             a.tasks.UpdateTask(T.UpdateTaskRequest(task=T.Task(id=task.id, title="after")), metadata=user.auth)
-            assert b.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth).task.title == "after"
+            assert b.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth).title == "after"
             assert b.tasks.ListTasks(T.ListTasksRequest(), metadata=user.auth).tasks[0].title == "after"
     finally:
         other_app.close(grace=0.5)
@@ -85,18 +85,18 @@ def test_service_keeps_answering_when_redis_is_down(private_redis):
         with grpc.insecure_channel(replica.address) as channel:
             api = Api(channel)
             user = api.register()
-            task = api.tasks.CreateTask(T.CreateTaskRequest(task=T.Task(title="cached")), metadata=user.auth).task
+            task = api.tasks.CreateTask(T.CreateTaskRequest(task=T.Task(title="cached")), metadata=user.auth)
             api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth)
             private_redis.stop()
             # Everything still works from the store: auth, reads, writes, new sign-ups.
             updated = api.tasks.UpdateTask(T.UpdateTaskRequest(task=T.Task(id=task.id, title="no redis")), metadata=user.auth)
-            assert updated.task.title == "no redis"
-            assert api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth, timeout=5).task.title == "no redis"
+            assert updated.title == "no redis"
+            assert api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth, timeout=5).title == "no redis"
             assert api.tasks.ListTasks(T.ListTasksRequest(), metadata=user.auth, timeout=5).total_size == 1
             assert api.register().id
             private_redis.start()
             time.sleep(1.1)  # the cache skips Redis for a second after a failure
-            assert api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth).task.title == "no redis"
+            assert api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth).title == "no redis"
             assert _cache_fields(private_redis.url, user.id) == {"get"}
     finally:
         app.close(grace=0.5)
@@ -110,14 +110,14 @@ def test_an_invalidation_missed_during_an_outage_is_replayed(private_redis):
         with grpc.insecure_channel(replica.address) as channel:
             api = Api(channel)
             user = api.register()
-            task = api.tasks.CreateTask(T.CreateTaskRequest(task=T.Task(title="old")), metadata=user.auth).task
+            task = api.tasks.CreateTask(T.CreateTaskRequest(task=T.Task(title="old")), metadata=user.auth)
             api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth)
             assert _cache_fields(private_redis.url, user.id) == {"get"}
             admin = redis.Redis.from_url(private_redis.url)
             admin.execute_command("CLIENT", "PAUSE", "1500", "ALL")
             api.tasks.UpdateTask(T.UpdateTaskRequest(task=T.Task(id=task.id, title="new")), metadata=user.auth)
             time.sleep(1.6)  # the pause ends; the entry from before the write is still in Redis
-            assert api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth).task.title == "new"
+            assert api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth).title == "new"
     finally:
         app.close(grace=0.5)
 
@@ -125,7 +125,7 @@ def test_an_invalidation_missed_during_an_outage_is_replayed(private_redis):
 def test_concurrent_writes_and_reads_never_leave_stale_entries(channel):
     api = Api(channel)
     user = api.register()
-    task = api.tasks.CreateTask(T.CreateTaskRequest(task=T.Task(title="0")), metadata=user.auth).task
+    task = api.tasks.CreateTask(T.CreateTaskRequest(task=T.Task(title="0")), metadata=user.auth)
     stop = threading.Event()
 
     def reader() -> None:
@@ -138,9 +138,9 @@ def test_concurrent_writes_and_reads_never_leave_stale_entries(channel):
     try:
         for i in range(1, 30):
             api.tasks.UpdateTask(T.UpdateTaskRequest(task=T.Task(id=task.id, title=str(i))), metadata=user.auth)
-            assert api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth).task.title == str(i)
+            assert api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth).title == str(i)
     finally:
         stop.set()
         for thread in threads:
             thread.join()
-    assert api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth).task.title == "29"
+    assert api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth).title == "29"

@@ -39,18 +39,18 @@ def test_create_get_update_delete(api):
     created = api.tasks.CreateTask(
         T.CreateTaskRequest(task=T.Task(title="Write", description="the spec", due_time=_ts(due), tags=["work", "docs"])),
         metadata=user.auth,
-    ).task
+    )
     assert (created.status, created.priority, created.owner) == (T.PENDING, T.MEDIUM, user.id)
     assert created.etag and created.create_time == created.update_time and not created.HasField("complete_time")
     assert created.due_time.ToDatetime(tzinfo=UTC) == due
-    got = api.tasks.GetTask(T.GetTaskRequest(id=created.id), metadata=user.auth).task
+    got = api.tasks.GetTask(T.GetTaskRequest(id=created.id), metadata=user.auth)
     assert got == created
     updated = api.tasks.UpdateTask(
         T.UpdateTaskRequest(task=T.Task(id=created.id, status=T.COMPLETED)), metadata=user.auth
-    ).task
+    )
     assert updated.status == T.COMPLETED and updated.title == "Write" and updated.tags == ["work", "docs"]
     assert updated.HasField("complete_time") and updated.etag != created.etag
-    reopened = api.tasks.UpdateTask(T.UpdateTaskRequest(task=T.Task(id=created.id, status=T.IN_PROGRESS)), metadata=user.auth).task
+    reopened = api.tasks.UpdateTask(T.UpdateTaskRequest(task=T.Task(id=created.id, status=T.IN_PROGRESS)), metadata=user.auth)
     assert not reopened.HasField("complete_time")
     api.tasks.DeleteTask(T.DeleteTaskRequest(id=created.id), metadata=user.auth)
     _fails(lambda: api.tasks.GetTask(T.GetTaskRequest(id=created.id), metadata=user.auth), grpc.StatusCode.NOT_FOUND)
@@ -80,18 +80,18 @@ def test_field_rules_on_create(api):
 def test_create_is_idempotent_with_a_request_id(api):
     user, other = api.register(), api.register()
     request = T.CreateTaskRequest(task=T.Task(title="Once"), request_id="req-123")
-    first = api.tasks.CreateTask(request, metadata=user.auth).task
-    again = api.tasks.CreateTask(request, metadata=user.auth).task
+    first = api.tasks.CreateTask(request, metadata=user.auth)
+    again = api.tasks.CreateTask(request, metadata=user.auth)
     assert again.id == first.id
     listed = api.tasks.ListTasks(T.ListTasksRequest(), metadata=user.auth)
     assert listed.total_size == 1
     # Request ids are per user.
-    assert api.tasks.CreateTask(request, metadata=other.auth).task.id != first.id
+    assert api.tasks.CreateTask(request, metadata=other.auth).id != first.id
 
 
 def test_another_users_task_is_not_found_and_unchanged(api):
     owner, stranger = api.register(), api.register()
-    task = api.tasks.CreateTask(T.CreateTaskRequest(task=T.Task(title="Mine")), metadata=owner.auth).task
+    task = api.tasks.CreateTask(T.CreateTaskRequest(task=T.Task(title="Mine")), metadata=owner.auth)
     for call in (
         lambda: api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=stranger.auth),
         lambda: api.tasks.UpdateTask(T.UpdateTaskRequest(task=T.Task(id=task.id, title="Theirs")), metadata=stranger.auth),
@@ -101,7 +101,7 @@ def test_another_users_task_is_not_found_and_unchanged(api):
         assert error.details() == "task not found"
     missing = _fails(lambda: api.tasks.GetTask(T.GetTaskRequest(id="0" * 24), metadata=stranger.auth), grpc.StatusCode.NOT_FOUND)
     assert missing.details() == "task not found"
-    assert api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=owner.auth).task == task
+    assert api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=owner.auth) == task
     assert api.tasks.ListTasks(T.ListTasksRequest(), metadata=stranger.auth).total_size == 0
     _fails(
         lambda: api.tasks.ListTasks(T.ListTasksRequest(owner=owner.id), metadata=stranger.auth), grpc.StatusCode.PERMISSION_DENIED
@@ -112,25 +112,25 @@ def test_update_mask_presence_and_etag(api):
     user = api.register()
     task = api.tasks.CreateTask(
         T.CreateTaskRequest(task=T.Task(title="A", description="keep", tags=["x"], priority=T.HIGH)), metadata=user.auth
-    ).task
+    )
     # With a mask, only the named fields change, even if others are in the body.
     masked = api.tasks.UpdateTask(
         T.UpdateTaskRequest(task=T.Task(id=task.id, title="B", description="ignored"), update_mask=field_mask_pb2.FieldMask(paths=["title"])),
         metadata=user.auth,
-    ).task
+    )
     assert (masked.title, masked.description, masked.priority) == ("B", "keep", T.HIGH)
     # A masked field absent from the body is cleared (AIP-134); tags can only be cleared that way.
     cleared = api.tasks.UpdateTask(
         T.UpdateTaskRequest(task=T.Task(id=task.id), update_mask=field_mask_pb2.FieldMask(paths=["tags", "description"])),
         metadata=user.auth,
-    ).task
+    )
     assert cleared.tags == [] and cleared.description == ""
     stale = _fails(
         lambda: api.tasks.UpdateTask(T.UpdateTaskRequest(task=T.Task(id=task.id, title="C", etag=task.etag)), metadata=user.auth),
         grpc.StatusCode.ABORTED,
     )
     assert error_details(stale)["ErrorInfo"].reason == "ETAG_MISMATCH"
-    fresh = api.tasks.UpdateTask(T.UpdateTaskRequest(task=T.Task(id=task.id, title="C", etag=cleared.etag)), metadata=user.auth).task
+    fresh = api.tasks.UpdateTask(T.UpdateTaskRequest(task=T.Task(id=task.id, title="C", etag=cleared.etag)), metadata=user.auth)
     assert fresh.title == "C"
     _fails(lambda: api.tasks.DeleteTask(T.DeleteTaskRequest(id=task.id, etag=cleared.etag), metadata=user.auth), grpc.StatusCode.ABORTED)
     for paths in (["owner"], ["nonsense"]):
@@ -148,7 +148,7 @@ def test_update_mask_presence_and_etag(api):
         grpc.StatusCode.INVALID_ARGUMENT,
     )
     assert violated_fields(error) == {"task.title"}
-    assert api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth).task.title == "C"
+    assert api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth).title == "C"
 
 
 def test_page_size_rules(api):
@@ -191,7 +191,7 @@ def many_tasks(channel):
         )
         if due:
             task.due_time.CopyFrom(_ts(due))
-        created = api.tasks.CreateTask(T.CreateTaskRequest(task=task), metadata=user.auth).task
+        created = api.tasks.CreateTask(T.CreateTaskRequest(task=task), metadata=user.auth)
         expected.append(created)
     return api, user, expected
 
@@ -242,7 +242,7 @@ def test_pages_stay_consistent_while_tasks_are_added(many_tasks):
     api, user, expected = many_tasks
     request = T.ListTasksRequest(page_size=50, order_by="createTime")
     first = api.tasks.ListTasks(request, metadata=user.auth)
-    late = api.tasks.CreateTask(T.CreateTaskRequest(task=T.Task(title="late arrival")), metadata=user.auth).task
+    late = api.tasks.CreateTask(T.CreateTaskRequest(task=T.Task(title="late arrival")), metadata=user.auth)
     rest, _ = _all_pages(api, user, T.ListTasksRequest(page_size=50, order_by="createTime", page_token=first.next_page_token))
     seen = [t.id for t in first.tasks] + [t.id for t in rest if t.id != late.id]
     assert seen == [t.id for t in sorted(expected, key=lambda t: (t.create_time.ToNanoseconds(), t.id))]

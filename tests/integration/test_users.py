@@ -22,7 +22,7 @@ def api(channel) -> Api:
 def admin(app, api) -> User:
     email = unique_email("admin")
     app.accounts.create_user(email, PASSWORD, "Admin", role="ADMIN")
-    session = api.auth.Login(auth_pb2.LoginRequest(email=email, password=PASSWORD)).session
+    session = api.auth.Login(auth_pb2.LoginRequest(email=email, password=PASSWORD))
     return User(session=session, email=email, password=PASSWORD)
 
 
@@ -35,9 +35,9 @@ def _fails(call, code: grpc.StatusCode) -> grpc.RpcError:
 
 def test_me_and_rename(api):
     user = api.register()
-    me = api.users.GetCurrentUser(U.GetCurrentUserRequest(), metadata=user.auth).user
+    me = api.users.GetCurrentUser(U.GetCurrentUserRequest(), metadata=user.auth)
     assert (me.id, me.email, me.role) == (user.id, user.email, U.USER)
-    renamed = api.users.UpdateCurrentUser(U.UpdateCurrentUserRequest(user=U.User(name="New Name")), metadata=user.auth).user
+    renamed = api.users.UpdateCurrentUser(U.UpdateCurrentUserRequest(user=U.User(name="New Name")), metadata=user.auth)
     assert renamed.name == "New Name" and renamed.update_time.ToNanoseconds() >= me.update_time.ToNanoseconds()
     for request in (
         U.UpdateCurrentUserRequest(user=U.User(role=U.ADMIN)),
@@ -46,7 +46,7 @@ def test_me_and_rename(api):
     ):
         error = _fails(lambda r=request: api.users.UpdateCurrentUser(r, metadata=user.auth), grpc.StatusCode.INVALID_ARGUMENT)
         assert violated_fields(error) == {"update_mask"}
-    assert api.users.GetCurrentUser(U.GetCurrentUserRequest(), metadata=user.auth).user.role == U.USER
+    assert api.users.GetCurrentUser(U.GetCurrentUserRequest(), metadata=user.auth).role == U.USER
 
 
 def test_admin_only_rpcs_refuse_users(api):
@@ -56,7 +56,7 @@ def test_admin_only_rpcs_refuse_users(api):
            grpc.StatusCode.PERMISSION_DENIED)
     _fails(lambda: api.users.GetUser(U.GetUserRequest(id=other.id), metadata=user.auth), grpc.StatusCode.PERMISSION_DENIED)
     _fails(lambda: api.users.DeleteUser(U.DeleteUserRequest(id=other.id), metadata=user.auth), grpc.StatusCode.PERMISSION_DENIED)
-    assert api.users.GetUser(U.GetUserRequest(id=user.id), metadata=user.auth).user.id == user.id
+    assert api.users.GetUser(U.GetUserRequest(id=user.id), metadata=user.auth).id == user.id
 
 
 def test_admin_lists_and_pages_users(api, admin):
@@ -64,7 +64,7 @@ def test_admin_lists_and_pages_users(api, admin):
     ids = []
     for _ in range(5):
         email = f"{marker}-{len(ids)}@example.com"
-        ids.append(api.auth.Register(auth_pb2.RegisterRequest(email=email, password=PASSWORD, name="P")).session.user.id)
+        ids.append(api.auth.Register(auth_pb2.RegisterRequest(email=email, password=PASSWORD, name="P")).user.id)
     seen, token = [], ""
     while True:
         page = api.users.ListUsers(U.ListUsersRequest(q=marker.upper(), page_size=2, page_token=token), metadata=admin.auth)
@@ -80,8 +80,8 @@ def test_admin_lists_and_pages_users(api, admin):
 
 def test_admin_reads_any_task_but_changes_none(api, admin):
     user = api.register()
-    task = api.tasks.CreateTask(task_pb2.CreateTaskRequest(task=task_pb2.Task(title="private")), metadata=user.auth).task
-    assert api.tasks.GetTask(task_pb2.GetTaskRequest(id=task.id), metadata=admin.auth).task == task
+    task = api.tasks.CreateTask(task_pb2.CreateTaskRequest(task=task_pb2.Task(title="private")), metadata=user.auth)
+    assert api.tasks.GetTask(task_pb2.GetTaskRequest(id=task.id), metadata=admin.auth) == task
     listed = api.tasks.ListTasks(task_pb2.ListTasksRequest(owner=user.id), metadata=admin.auth)
     assert [t.id for t in listed.tasks] == [task.id]
     everyone = api.tasks.ListTasks(task_pb2.ListTasksRequest(owner="-", page_size=100), metadata=admin.auth)
@@ -92,7 +92,7 @@ def test_admin_reads_any_task_but_changes_none(api, admin):
 def test_disabling_a_user_stops_their_tokens(api, admin):
     user = api.register()
     assert api.users.GetCurrentUser(U.GetCurrentUserRequest(), metadata=user.auth)
-    disabled = api.users.UpdateUser(U.UpdateUserRequest(user=U.User(id=user.id, disabled=True)), metadata=admin.auth).user
+    disabled = api.users.UpdateUser(U.UpdateUserRequest(user=U.User(id=user.id, disabled=True)), metadata=admin.auth)
     assert disabled.disabled
     _fails(lambda: api.users.GetCurrentUser(U.GetCurrentUserRequest(), metadata=user.auth), grpc.StatusCode.UNAUTHENTICATED)
     _fails(lambda: api.auth.Login(auth_pb2.LoginRequest(email=user.email, password=PASSWORD)), grpc.StatusCode.UNAUTHENTICATED)
@@ -105,14 +105,14 @@ def test_role_change_applies_at_once(api, admin):
     promoted = api.users.UpdateUser(
         U.UpdateUserRequest(user=U.User(id=user.id, role=U.ADMIN, name="ignored"), update_mask=field_mask_pb2.FieldMask(paths=["role"])),
         metadata=admin.auth,
-    ).user
+    )
     assert promoted.role == U.ADMIN and promoted.name != "ignored"
     assert api.users.ListUsers(U.ListUsersRequest(page_size=1), metadata=user.auth).users
 
 
 def test_delete_user_cascades(api, admin):
     user = api.register()
-    task = api.tasks.CreateTask(task_pb2.CreateTaskRequest(task=task_pb2.Task(title="gone soon")), metadata=user.auth).task
+    task = api.tasks.CreateTask(task_pb2.CreateTaskRequest(task=task_pb2.Task(title="gone soon")), metadata=user.auth)
     api.users.DeleteUser(U.DeleteUserRequest(id=user.id), metadata=admin.auth)
     _fails(lambda: api.tasks.GetTask(task_pb2.GetTaskRequest(id=task.id), metadata=admin.auth), grpc.StatusCode.NOT_FOUND)
     _fails(lambda: api.users.GetCurrentUser(U.GetCurrentUserRequest(), metadata=user.auth), grpc.StatusCode.UNAUTHENTICATED)
@@ -120,5 +120,5 @@ def test_delete_user_cascades(api, admin):
     _fails(lambda: api.users.GetUser(U.GetUserRequest(id=user.id), metadata=admin.auth), grpc.StatusCode.NOT_FOUND)
     # Self-deletion works too, and the email is free again.
     again = api.auth.Register(auth_pb2.RegisterRequest(email=user.email, password=PASSWORD, name="Back"))
-    me = again.session
+    me = again
     api.users.DeleteUser(U.DeleteUserRequest(id=me.user.id), metadata=(("authorization", f"Bearer {me.access_token}"),))

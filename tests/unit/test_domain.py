@@ -1,0 +1,106 @@
+"""Domain pieces without gRPC: settings, page tokens, ordering, keysets, passwords."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+
+import pymongo
+import pytest
+from bson import ObjectId
+
+from interceptors.errors import InvalidArgument, Unavailable
+from server.config import Settings
+from server.page_tokens import PageTokens, query_digest
+from server.passwords import PasswordHasher
+from server.tasks import _keyset_after, parse_order_by
+
+
+def test_settings_defaults_follow_the_contract():
+    settings = Settings.from_env({"JWT_SECRET": "x" * 32})
+    assert settings.rate_limit_ip.policy == "100;w=900"
+    assert (settings.bcrypt_rounds, settings.access_token_ttl_seconds, settings.cache_ttl_seconds) == (12, 900, 300)
+    assert settings.refresh_token_ttl_seconds == 7 * 24 * 3600 and settings.max_message_bytes == 1 << 20
+    assert not settings.ephemeral_secret and "x" * 32 not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"JWT_SECRET": "short"}, "at least 32"),
+        ({"RATE_LIMIT_IP": "ten"}, "RATE_LIMIT_IP"),
+        ({"TASKAPI_GRPC_PORT": "-1"}, "TASKAPI_GRPC_PORT"),
+        ({"MONGODB_READ_PREFERENCE": "fastest"}, "MONGODB_READ_PREFERENCE"),
+        ({"TRUSTED_PROXIES": "not-a-network"}, "TRUSTED_PROXIES"),
+    ],
+)
+def test_bad_settings_fail_fast_with_the_variable_named(env, message):
+    with pytest.raises(ValueError, match=message):
+        Settings.from_env(env)
+
+
+def test_missing_secret_is_ephemeral_and_loud(caplog):
+    settings = Settings.from_env({})
+    assert settings.ephemeral_secret and len(settings.jwt_secret) >= 32
+    assert "JWT_SECRET is not set" in caplog.text
+
+
+def test_page_tokens_round_trip_and_reject_tampering():
+    tokens = PageTokens("s" * 40)
+    position = [datetime(2030, 1, 2, 3, 4, 5, 6000), None, 3, ObjectId()]
+    digest = query_digest("tasks", {"status": 1})
+    token = tokens.encode(position, digest)
+    assert tokens.decode(token, digest) == position
+    body, signature = token.split(".")
+    for bad in (f"{body}x.{signature}", f"{body}.{signature[:-2]}aa", "nodot", token + ".extra"):
+        with pytest.raises(InvalidArgument):
+            tokens.decode(bad, digest)
+    with pytest.raises(InvalidArgument):
+        tokens.decode(token, query_digest("tasks", {"status": 2}))
+    with pytest.raises(InvalidArgument):
+        PageTokens("another secret entirely!!!!!").decode(token, digest)
+
+
+def test_order_by_parsing():
+    assert parse_order_by("") == [("create_time", pymongo.DESCENDING), ("_id", pymongo.DESCENDING)]
+    assert parse_order_by(" priority desc , dueTime ") == [
+        ("priority", pymongo.DESCENDING), ("due_time", pymongo.ASCENDING), ("_id", pymongo.ASCENDING)
+    ]
+    for bad in ("owner", "title sideways", "title, title", "priority desc asc"):
+        with pytest.raises(InvalidArgument):
+            parse_order_by(bad)
+
+
+def test_keyset_treats_null_as_lowest():
+    sort = parse_order_by("dueTime")
+    oid = ObjectId()
+    assert _keyset_after(sort, [None, oid]) == {
+        "$or": [{"due_time": {"$ne": None}}, {"$and": [{"due_time": None}, {"_id": {"$gt": oid}}]}]
+    }
+    descending = parse_order_by("dueTime desc")
+    moment = datetime(2030, 1, 1)
+    assert _keyset_after(descending, [moment, oid])["$or"][0] == {"$or": [{"due_time": {"$lt": moment}}, {"due_time": None}]}
+
+
+def test_passwords_hash_verify_and_refuse_overlong():
+    hasher = PasswordHasher(rounds=4, concurrency=1)
+    stored = hasher.hash("correct horse")
+    assert hasher.verify("correct horse", stored) and not hasher.verify("wrong horse", stored)
+    assert not hasher.verify("correct horse", None)  # unknown user: still a full check, still False
+    assert not hasher.verify("x" * 73, stored)
+    with pytest.raises(InvalidArgument):
+        hasher.hash("x" * 73)
+
+
+def test_password_hashing_sheds_load_instead_of_queueing_forever():
+    hasher = PasswordHasher(rounds=4, concurrency=1, max_waiting=0)
+    release = threading.Event()
+    held = hasher._slot()
+    held.__enter__()
+    try:
+        with pytest.raises(Unavailable):
+            hasher.hash("another password")
+    finally:
+        held.__exit__(None, None, None)
+        release.set()
+    assert hasher.verify("x" * 10, hasher.hash("x" * 10))
