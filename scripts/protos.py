@@ -5,6 +5,15 @@
     python scripts/protos.py image OUT [--source DIR]
                                         # a buf image (FileDescriptorSet) for lint/breaking
 
+Outputs (each deleted and rewritten by `generate`, compared by `check`):
+  clients/python/{taskapi/v1,buf}  Python messages and stubs (grpcio-tools' protoc)
+  envoy/taskapi.binpb               the descriptor Envoy's transcoder loads; it is
+                                    also the buf image the other generators read
+  clients/ts/gen                    JavaScript + .d.ts (buf generate, local protoc-gen-es)
+  clients/go/{taskapi,buf}          Go (buf generate, Debian's protoc-gen-go{,-grpc})
+  clients/openapi/taskapi.openapi.json
+                                    OpenAPI 3 of the REST surface (clients/openapi/generate.py)
+
 Third-party protos come from installed packages at generation time, never from
 the repo: `google/api` and `google/rpc` from googleapis-common-protos, the
 well-known types from grpcio-tools, and `buf/validate/validate.proto` from the
@@ -18,6 +27,7 @@ import ast
 import filecmp
 import importlib.util
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -32,10 +42,26 @@ from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
-PY_OUT = ROOT / "clients" / "python"
-# Generated Python packages: deleted and rewritten on every run.
-PY_PACKAGES = ("taskapi/v1", "buf")
-DESCRIPTOR = ROOT / "envoy" / "taskapi.binpb"
+PY_OUT = "clients/python"
+DESCRIPTOR = "envoy/taskapi.binpb"
+OPENAPI = "clients/openapi/taskapi.openapi.json"
+# Everything generated, relative to the repo root: deleted and rewritten on every run.
+GENERATED = (
+    f"{PY_OUT}/taskapi/v1",
+    f"{PY_OUT}/buf",
+    DESCRIPTOR,
+    "clients/ts/gen",
+    "clients/go/taskapi",
+    "clients/go/buf",
+    OPENAPI,
+)
+BUF = ROOT / "node_modules" / ".bin" / "buf"
+# `buf generate` runs per template with these input filters. Well-known types come
+# from each language's runtime; google/api and google/rpc Go code from Debian's genproto.
+BUF_TEMPLATES = {
+    "clients/ts/buf.gen.yaml": ["--exclude-path", "google/protobuf"],
+    "clients/go/buf.gen.yaml": ["--path", "taskapi", "--path", "buf/validate"],
+}
 # Imported for Envoy's transcoder: it renders these error details as JSON.
 EXTRA_DESCRIPTOR_INPUTS = ("google/rpc/status.proto", "google/rpc/error_details.proto")
 VALIDATE_PROTO = "buf/validate/validate.proto"
@@ -92,9 +118,11 @@ def _protoc(work: Path, source: Path, args: list[str], inputs: list[str]) -> Non
 
 
 def build(out: Path, source: Path = PROTOS) -> None:
-    """Generate into `out`: Python under out/python, the descriptor at out/taskapi.binpb."""
-    python = out / "python"
+    """Generate every output into `out`, laid out like the repo (see GENERATED)."""
+    python = out / PY_OUT
     python.mkdir(parents=True)
+    descriptor = out / DESCRIPTOR
+    descriptor.parent.mkdir(parents=True)
     ours = _our_protos(source)
     _protoc(
         out,
@@ -105,19 +133,46 @@ def build(out: Path, source: Path = PROTOS) -> None:
     _protoc(
         out,
         source,
-        [f"--descriptor_set_out={out / 'taskapi.binpb'}", "--include_imports", "--include_source_info"],
+        [f"--descriptor_set_out={descriptor}", "--include_imports", "--include_source_info"],
         [*ours, *EXTRA_DESCRIPTOR_INPUTS],
     )
     # grpc stubs are written for every input; validate.proto has no services.
     (python / "buf/validate/validate_pb2_grpc.py").unlink(missing_ok=True)
+    _buf_generate(descriptor, out)
+    _openapi(descriptor, out / OPENAPI)
 
 
-def _outputs(base_python: Path, descriptor: Path) -> dict[str, Path]:
-    files = {f"descriptor:{descriptor.name}": descriptor}
-    for package in PY_PACKAGES:
-        for path in (base_python / package).rglob("*"):
-            if path.is_file() and "__pycache__" not in path.parts:
-                files[path.relative_to(base_python).as_posix()] = path
+def _buf_generate(descriptor: Path, out: Path) -> None:
+    """TypeScript and Go from the descriptor, with locally installed plugins only
+    (the Buf registry is unreachable; see scripts/setup.sh --dev for the installs)."""
+    if not BUF.exists():
+        sys.exit(f"missing {BUF.relative_to(ROOT)}: run `bash scripts/setup.sh --dev`")
+    for template, filters in BUF_TEMPLATES.items():
+        command = [str(BUF), "generate", str(descriptor), "--template", template, "-o", str(out), *filters]
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            sys.exit(f"buf generate failed ({template}): {result.stderr.strip()}\n"
+                     "the plugins come from `bash scripts/setup.sh --dev`")
+
+
+def _openapi(descriptor: Path, out_file: Path) -> None:
+    spec = importlib.util.spec_from_file_location("taskapi_openapi", ROOT / "clients/openapi/generate.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    module.write(descriptor, out_file)
+
+
+def _files(base: Path) -> dict[str, Path]:
+    """Every generated file under `base`, keyed by its repo-relative path."""
+    files = {}
+    for name in GENERATED:
+        path = base / name
+        candidates = [path] if path.is_file() else path.rglob("*")
+        for file in candidates:
+            if file.is_file() and "__pycache__" not in file.parts:
+                files[file.relative_to(base).as_posix()] = file
     return files
 
 
@@ -125,20 +180,25 @@ def generate() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         build(out)
-        for package in PY_PACKAGES:
-            shutil.rmtree(PY_OUT / package, ignore_errors=True)
-            shutil.copytree(out / "python" / package, PY_OUT / package)
-        DESCRIPTOR.parent.mkdir(exist_ok=True)
-        shutil.copyfile(out / "taskapi.binpb", DESCRIPTOR)
-    print(f"generated {', '.join(PY_PACKAGES)} under {PY_OUT.relative_to(ROOT)} and {DESCRIPTOR.relative_to(ROOT)}")
+        for name in GENERATED:
+            target, fresh = ROOT / name, out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            target.unlink(missing_ok=True)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if fresh.is_dir():
+                shutil.copytree(fresh, target)
+            else:
+                shutil.copyfile(fresh, target)
+    print("generated", *GENERATED, sep="\n  ")
 
 
 def check() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         build(out)
-        fresh = _outputs(out / "python", out / "taskapi.binpb")
-        committed = _outputs(PY_OUT, DESCRIPTOR)
+        fresh = _files(out)
+        committed = _files(ROOT)
         stale = sorted(
             name
             for name in fresh.keys() | committed.keys()

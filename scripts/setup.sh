@@ -11,6 +11,17 @@ dev=false
 # System packages, from Debian. Only what is missing is installed.
 apt_packages=()
 command -v redis-server >/dev/null || apt_packages+=(redis-server)
+if $dev; then
+  # Client toolchains (clients/go, clients/web tests). Go is built GOPATH-style and
+  # offline against these Debian packages. golang-github-golang-protobuf-1-5-dev is
+  # named explicitly: grpc's codec goes through github.com/golang/protobuf, and the
+  # 1.3 package apt would otherwise pick cannot marshal protoc-gen-go 1.28 messages.
+  dev_apt=(golang-go protoc-gen-go protoc-gen-go-grpc golang-google-grpc-dev golang-google-protobuf-dev
+           golang-google-genproto-dev golang-github-golang-protobuf-1-5-dev chromium)
+  for package in "${dev_apt[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || apt_packages+=("$package")
+  done
+fi
 if [[ ${#apt_packages[@]} -gt 0 ]]; then
   echo "setup: apt-get install ${apt_packages[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -32,8 +43,9 @@ if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then
   touch "$stamp"
 fi
 
-# Node tooling (buf), pinned by package-lock.json.
-if $dev && [[ ! -x node_modules/.bin/buf || package-lock.json -nt node_modules/.package-lock.json ]]; then
+# Node tooling (buf, protoc-gen-es, Connect, playwright-core), pinned by package-lock.json.
+# playwright-core drives Debian's /usr/bin/chromium: never `npx playwright install`.
+if $dev && [[ ! -x node_modules/.bin/buf || ! -x node_modules/.bin/protoc-gen-es || package-lock.json -nt node_modules/.package-lock.json ]]; then
   echo "setup: npm ci"
   npm ci --no-audit --no-fund --loglevel=error
 fi

@@ -1,0 +1,522 @@
+"""OpenAPI 3.1 of the REST surface, derived from the descriptor Envoy transcodes with.
+
+    python clients/openapi/generate.py envoy/taskapi.binpb OUT.json
+
+`scripts/protos.py generate` runs this; `check` fails when the committed document is
+stale. Everything comes from the descriptor, the way Envoy's grpc_json_transcoder
+reads it, so the document cannot drift from what the edge serves:
+
+- paths and verbs from `google.api.http` (`body`, path templates); the response
+  is the whole response message, which for single-resource RPCs is the resource
+  itself (AIP style: Envoy 1.40's transcoder cannot apply `response_body`);
+- parameters per the transcoder: path variables bind fields, the `body` field (or
+  `*`) takes the JSON body, every other field is a query parameter (nested messages
+  as `a.b`; well-known types such as Timestamp and FieldMask parse from a string);
+- schemas in the proto3 JSON mapping: lowerCamelCase names, enums as names,
+  int64 as strings, Timestamp as an RFC 3339 string, FieldMask as a comma list;
+- `readOnly`/`required` from `google.api.field_behavior`, limits from `buf.validate`;
+- the bearer scheme on every RPC whose `taskapi.v1.access` option is not PUBLIC;
+- descriptions from the proto comments (the descriptor keeps source info).
+
+Options are read through a descriptor pool built from the same file, so nothing
+here depends on generated code (which may be regenerated in the same run).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+PACKAGE = "taskapi.v1"
+FDP = descriptor_pb2.FieldDescriptorProto
+# Error details the server attaches (API.md, "Errors"): documented as schemas.
+ERROR_DETAILS = (
+    "google.rpc.BadRequest",
+    "google.rpc.ErrorInfo",
+    "google.rpc.RetryInfo",
+    "google.rpc.QuotaFailure",
+)
+# Well-known types have their own JSON form (proto3 JSON mapping).
+WELL_KNOWN: dict[str, dict[str, Any]] = {
+    "google.protobuf.Timestamp": {"type": "string", "format": "date-time", "example": "2030-01-31T12:00:00Z"},
+    "google.protobuf.Duration": {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]+)?s$", "example": "1.5s"},
+    "google.protobuf.FieldMask": {
+        "type": "string",
+        "description": "Comma-separated lowerCamelCase field paths, e.g. `title,status`.",
+        "example": "title,status",
+    },
+    "google.protobuf.Any": {
+        "type": "object",
+        "properties": {"@type": {"type": "string", "description": "The type URL of the embedded message."}},
+        "required": ["@type"],
+        "additionalProperties": True,
+    },
+    "google.protobuf.Empty": {"type": "object"},
+    "google.protobuf.Struct": {"type": "object", "additionalProperties": True},
+    "google.protobuf.Value": {},
+    "google.protobuf.ListValue": {"type": "array", "items": {}},
+    "google.protobuf.StringValue": {"type": "string"},
+    "google.protobuf.BoolValue": {"type": "boolean"},
+    "google.protobuf.BytesValue": {"type": "string", "format": "byte"},
+    "google.protobuf.Int32Value": {"type": "integer", "format": "int32"},
+    "google.protobuf.UInt32Value": {"type": "integer", "format": "int64", "minimum": 0},
+    "google.protobuf.Int64Value": {"type": "string", "format": "int64"},
+    "google.protobuf.UInt64Value": {"type": "string", "format": "uint64"},
+    "google.protobuf.FloatValue": {"type": "number", "format": "float"},
+    "google.protobuf.DoubleValue": {"type": "number", "format": "double"},
+}
+SCALARS: dict[int, dict[str, Any]] = {
+    FDP.TYPE_STRING: {"type": "string"},
+    FDP.TYPE_BOOL: {"type": "boolean"},
+    FDP.TYPE_BYTES: {"type": "string", "format": "byte"},
+    FDP.TYPE_DOUBLE: {"type": "number", "format": "double"},
+    FDP.TYPE_FLOAT: {"type": "number", "format": "float"},
+    FDP.TYPE_INT32: {"type": "integer", "format": "int32"},
+    FDP.TYPE_SINT32: {"type": "integer", "format": "int32"},
+    FDP.TYPE_SFIXED32: {"type": "integer", "format": "int32"},
+    FDP.TYPE_UINT32: {"type": "integer", "format": "int64", "minimum": 0},
+    FDP.TYPE_FIXED32: {"type": "integer", "format": "int64", "minimum": 0},
+    # 64-bit integers are JSON strings in the proto3 mapping (no precision loss in JS).
+    FDP.TYPE_INT64: {"type": "string", "format": "int64"},
+    FDP.TYPE_SINT64: {"type": "string", "format": "int64"},
+    FDP.TYPE_SFIXED64: {"type": "string", "format": "int64"},
+    FDP.TYPE_UINT64: {"type": "string", "format": "uint64"},
+    FDP.TYPE_FIXED64: {"type": "string", "format": "uint64"},
+}
+ERROR_RESPONSE = {"$ref": "#/components/responses/Error"}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+class _Descriptor:
+    """The descriptor set, indexed: messages, enums, comments and option readers."""
+
+    def __init__(self, fds: descriptor_pb2.FileDescriptorSet) -> None:
+        self.files = list(fds.file)
+        pool = descriptor_pool.DescriptorPool()
+        for file in self.files:
+            pool.Add(file)
+        self._options = {
+            kind: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"google.protobuf.{kind}"))
+            for kind in ("MethodOptions", "FieldOptions")
+        }
+        self._ext = {
+            name: pool.FindExtensionByName(name)
+            for name in (
+                "google.api.http",
+                "google.api.field_behavior",
+                "buf.validate.field",
+                f"{PACKAGE}.access",
+            )
+        }
+        self._access_names = {
+            v.number: v.name for v in pool.FindEnumTypeByName(f"{PACKAGE}.AccessLevel").values
+        }
+        self._behavior_names = {
+            v.number: v.name for v in pool.FindEnumTypeByName("google.api.FieldBehavior").values
+        }
+        self.messages: dict[str, tuple[descriptor_pb2.DescriptorProto, str]] = {}  # name -> (proto, comment)
+        self.enums: dict[str, tuple[descriptor_pb2.EnumDescriptorProto, str, list[str]]] = {}
+        self.field_comments: dict[tuple[str, int], str] = {}  # (message, field index) -> comment
+        for file in self.files:
+            comments = {
+                tuple(loc.path): _clean(loc.leading_comments or loc.trailing_comments)
+                for loc in file.source_code_info.location
+            }
+            for i, message in enumerate(file.message_type):
+                self._index_message(message, f"{file.package}.{message.name}", (4, i), comments)
+            for i, enum in enumerate(file.enum_type):
+                self._index_enum(enum, f"{file.package}.{enum.name}", (5, i), comments)
+        self.file_comments = {
+            file.name: {
+                tuple(loc.path): _clean(loc.leading_comments) for loc in file.source_code_info.location
+            }
+            for file in self.files
+        }
+
+    def _index_message(self, message, name: str, path: tuple, comments: dict) -> None:
+        self.messages[name] = (message, comments.get(path, ""))
+        for j in range(len(message.field)):
+            self.field_comments[(name, j)] = comments.get((*path, 2, j), "")
+        for j, nested in enumerate(message.nested_type):
+            self._index_message(nested, f"{name}.{nested.name}", (*path, 3, j), comments)
+        for j, enum in enumerate(message.enum_type):
+            self._index_enum(enum, f"{name}.{enum.name}", (*path, 4, j), comments)
+
+    def _index_enum(self, enum, name: str, path: tuple, comments: dict) -> None:
+        values = [comments.get((*path, 2, j), "") for j in range(len(enum.value))]
+        self.enums[name] = (enum, comments.get(path, ""), values)
+
+    def http_rule(self, method: descriptor_pb2.MethodDescriptorProto):
+        return self._read("MethodOptions", method.options).Extensions[self._ext["google.api.http"]]
+
+    def access(self, method: descriptor_pb2.MethodDescriptorProto) -> str:
+        options = self._read("MethodOptions", method.options)
+        return self._access_names[options.Extensions[self._ext[f"{PACKAGE}.access"]]]
+
+    def behaviors(self, field: descriptor_pb2.FieldDescriptorProto) -> set[str]:
+        options = self._read("FieldOptions", field.options)
+        return {
+            self._behavior_names.get(b, str(b))
+            for b in options.Extensions[self._ext["google.api.field_behavior"]]
+        }
+
+    def rules(self, field: descriptor_pb2.FieldDescriptorProto):
+        options = self._read("FieldOptions", field.options)
+        return options.Extensions[self._ext["buf.validate.field"]]
+
+    def _read(self, kind: str, options):
+        """Re-read options through our pool, where the extensions are known."""
+        return self._options[kind].FromString(options.SerializeToString())
+
+
+def _clean(comment: str) -> str:
+    lines = [line.removeprefix(" ") for line in comment.strip("\n").split("\n")]
+    return "\n".join(lines).strip()
+
+
+def _summary(comment: str) -> str:
+    first = comment.replace("\n", " ").split(". ")[0].rstrip(".")
+    return first + "."
+
+
+def _type_name(field: descriptor_pb2.FieldDescriptorProto) -> str:
+    return field.type_name.lstrip(".")
+
+
+class _Builder:
+    def __init__(self, descriptor: _Descriptor) -> None:
+        self.d = descriptor
+        self.schemas: dict[str, Any] = {}
+        self._pending: list[str] = []
+
+    # --- schemas ---------------------------------------------------------------
+
+    def type_schema(self, field: descriptor_pb2.FieldDescriptorProto) -> dict[str, Any]:
+        """The schema of one value of the field (an array item if repeated)."""
+        if field.type in (FDP.TYPE_MESSAGE, FDP.TYPE_GROUP):
+            name = _type_name(field)
+            if name in WELL_KNOWN:
+                return dict(WELL_KNOWN[name])
+            self.need(name)
+            return _ref(name)
+        if field.type == FDP.TYPE_ENUM:
+            self.need(_type_name(field))
+            return _ref(_type_name(field))
+        return dict(SCALARS[field.type])
+
+    def field_schema(self, message_name: str, index: int) -> dict[str, Any]:
+        message, _ = self.d.messages[message_name]
+        field = message.field[index]
+        entry = self._map_entry(field)
+        if entry is not None:
+            schema: dict[str, Any] = {
+                "type": "object",
+                "additionalProperties": self.type_schema(entry.field[1]),
+            }
+        elif field.label == FDP.LABEL_REPEATED:
+            schema = {"type": "array", "items": self.type_schema(field)}
+        else:
+            schema = self.type_schema(field)
+        _apply_rules(schema, self.d.rules(field), repeated=field.label == FDP.LABEL_REPEATED)
+        comment = self.d.field_comments.get((message_name, index), "")
+        if comment:
+            schema["description"] = comment
+        if "OUTPUT_ONLY" in self.d.behaviors(field):
+            schema["readOnly"] = True
+        return schema
+
+    def _map_entry(self, field: descriptor_pb2.FieldDescriptorProto):
+        if field.type != FDP.TYPE_MESSAGE or field.label != FDP.LABEL_REPEATED:
+            return None
+        entry = self.d.messages.get(_type_name(field))
+        return entry[0] if entry and entry[0].options.map_entry else None
+
+    def message_schema(self, name: str, *, without: tuple[str, ...] = ()) -> dict[str, Any]:
+        message, comment = self.d.messages[name]
+        properties, required = {}, []
+        for index, field in enumerate(message.field):
+            if field.name in without:
+                continue
+            properties[field.json_name] = self.field_schema(name, index)
+            if "REQUIRED" in self.d.behaviors(field) or self.d.rules(field).required:
+                required.append(field.json_name)
+        schema: dict[str, Any] = {"type": "object"}
+        if comment:
+            schema["description"] = comment
+        schema["properties"] = properties
+        if required:
+            schema["required"] = required
+        return schema
+
+    def enum_schema(self, name: str) -> dict[str, Any]:
+        enum, comment, value_comments = self.d.enums[name]
+        lines = [comment] if comment else []
+        lines += [f"- `{v.name}`: {c}" for v, c in zip(enum.value, value_comments)]
+        lines.append("Accepted case-insensitively on input.")
+        return {"type": "string", "enum": [v.name for v in enum.value], "description": "\n".join(lines)}
+
+    def need(self, name: str) -> None:
+        if name not in self.schemas and name not in self._pending:
+            self._pending.append(name)
+
+    def flush(self) -> None:
+        while self._pending:
+            name = self._pending.pop(0)
+            self.schemas[name] = None  # reserve: recursion-safe
+            self.schemas[name] = self.enum_schema(name) if name in self.d.enums else self.message_schema(name)
+
+    # --- operations -------------------------------------------------------------
+
+    def operation(self, service: str, method, comment: str, rule) -> tuple[str, str, dict[str, Any]]:
+        verb = rule.WhichOneof("pattern")
+        if verb == "custom":
+            verb, template = rule.custom.kind.lower(), rule.custom.path
+        else:
+            template = getattr(rule, verb)
+        request = method.input_type.lstrip(".")
+        response = method.output_type.lstrip(".")
+        path_fields = re.findall(r"\{([^}=]+)(?:=[^}]*)?\}", template)
+        path = re.sub(r"\{([^}=]+)=[^}]*\}", r"{\1}", template)
+        access = self.d.access(method)
+        op: dict[str, Any] = {
+            "operationId": f"{service}_{method.name}",
+            "tags": [service],
+            "summary": _summary(comment) if comment else method.name,
+            "description": comment,
+            "x-grpc-method": f"/{PACKAGE}.{service}/{method.name}",
+            "x-taskapi-access": access.removeprefix("ACCESS_LEVEL_"),
+        }
+        parameters = [self._path_parameter(request, p) for p in path_fields]
+        if rule.body != "*":
+            parameters += self._query_parameters(request, "", set(path_fields), rule.body)
+        if parameters:
+            op["parameters"] = parameters
+        if rule.body == "*":
+            top_level = tuple(p for p in path_fields if "." not in p)
+            if top_level:
+                schema = self.message_schema(request, without=top_level)
+            else:
+                self.need(request)
+                schema = _ref(request)
+            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
+        elif rule.body:
+            field = self._field(request, rule.body)
+            op["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": self.type_schema(field)}},
+            }
+        if rule.response_body:  # Envoy 1.40 cannot load it (envoyproxy/envoy#11136)
+            raise ValueError(f"{service}.{method.name}: the edge cannot serve response_body")
+        self.need(response)
+        ok = _ref(response)
+        responses: dict[str, Any] = {
+            "200": {"description": "OK", "content": {"application/json": {"schema": ok}}}
+        }
+        responses["400"] = ERROR_RESPONSE
+        if access == "ACCESS_LEVEL_PUBLIC":
+            op["security"] = []
+        else:
+            responses["401"] = ERROR_RESPONSE
+        if access == "ACCESS_LEVEL_ADMIN":
+            responses["403"] = ERROR_RESPONSE
+            op["description"] += "\n\nRequires the ADMIN role."
+        if path_fields:
+            responses["404"] = ERROR_RESPONSE
+        responses["429"] = {"$ref": "#/components/responses/RateLimited"}
+        responses["503"] = ERROR_RESPONSE
+        responses["default"] = ERROR_RESPONSE
+        op["responses"] = responses
+        return path, verb, op
+
+    def _field(self, message_name: str, dotted: str) -> descriptor_pb2.FieldDescriptorProto:
+        field = None
+        for part in dotted.split("."):
+            message, _ = self.d.messages[message_name]
+            field = next(f for f in message.field if f.name == part)
+            message_name = _type_name(field)
+        assert field is not None
+        return field
+
+    def _index(self, message_name: str, name: str) -> int:
+        message, _ = self.d.messages[message_name]
+        return next(i for i, f in enumerate(message.field) if f.name == name)
+
+    def _path_parameter(self, request: str, dotted: str) -> dict[str, Any]:
+        *parents, leaf = dotted.split(".")
+        owner = _type_name(self._field(request, ".".join(parents))) if parents else request
+        schema = self.field_schema(owner, self._index(owner, leaf))
+        description = schema.pop("description", "")
+        schema.pop("readOnly", None)
+        parameter = {"name": dotted, "in": "path", "required": True, "schema": schema}
+        if description:
+            parameter["description"] = description
+        return parameter
+
+    def _query_parameters(
+        self, message_name: str, prefix: str, bound: set[str], body: str, json_prefix: str = ""
+    ) -> list[dict[str, Any]]:
+        """Every field not bound by the path or the body, per the transcoder's rules
+        (it accepts the proto and the lowerCamelCase spelling; the latter is documented)."""
+        message, _ = self.d.messages[message_name]
+        parameters = []
+        for index, field in enumerate(message.field):
+            proto_path = prefix + field.name
+            if proto_path in bound or proto_path == body or "OUTPUT_ONLY" in self.d.behaviors(field):
+                continue
+            is_message = field.type == FDP.TYPE_MESSAGE and _type_name(field) not in WELL_KNOWN
+            if is_message:
+                if field.label != FDP.LABEL_REPEATED:  # repeated messages cannot come from a query string
+                    parameters += self._query_parameters(
+                        _type_name(field), proto_path + ".", bound, body, json_prefix + field.json_name + "."
+                    )
+                continue
+            schema = self.field_schema(message_name, index)
+            description = schema.pop("description", "")
+            parameter: dict[str, Any] = {
+                "name": json_prefix + field.json_name,
+                "in": "query",
+                "schema": schema,
+            }
+            if field.label == FDP.LABEL_REPEATED:
+                parameter.update(style="form", explode=True)
+            if "REQUIRED" in self.d.behaviors(field):
+                parameter["required"] = True
+            if description:
+                parameter["description"] = description
+            parameters.append(parameter)
+        return parameters
+
+
+def _apply_rules(schema: dict[str, Any], rules, *, repeated: bool) -> None:
+    """Translate the buf.validate rules JSON Schema can express."""
+    kind = rules.WhichOneof("type")
+    if kind == "repeated" and repeated:
+        r = rules.repeated
+        if r.HasField("min_items"):
+            schema["minItems"] = r.min_items
+        if r.HasField("max_items"):
+            schema["maxItems"] = r.max_items
+        if r.unique:
+            schema["uniqueItems"] = True
+        if r.HasField("items") and "$ref" not in schema["items"]:
+            _apply_rules(schema["items"], r.items, repeated=False)
+    elif kind == "string":
+        s = rules.string
+        if s.HasField("min_len"):
+            schema["minLength"] = s.min_len
+        if s.HasField("max_len"):
+            schema["maxLength"] = s.max_len
+        if s.HasField("pattern"):
+            schema["pattern"] = s.pattern
+        if s.HasField("email") and s.email:
+            schema["format"] = "email"
+    elif kind in ("int32", "int64", "uint32", "uint64", "sint32", "sint64", "double", "float"):
+        n = getattr(rules, kind)
+        for rule, keyword in (
+            ("gte", "minimum"),
+            ("gt", "exclusiveMinimum"),
+            ("lte", "maximum"),
+            ("lt", "exclusiveMaximum"),
+        ):
+            if n.HasField(rule):
+                schema[keyword] = getattr(n, rule)
+
+
+def document(fds: descriptor_pb2.FileDescriptorSet) -> dict[str, Any]:
+    descriptor = _Descriptor(fds)
+    builder = _Builder(descriptor)
+    paths: dict[str, dict[str, Any]] = {}
+    tags = []
+    for file in descriptor.files:
+        if file.package != PACKAGE:
+            continue
+        comments = descriptor.file_comments[file.name]
+        for s, service in enumerate(file.service):
+            tags.append({"name": service.name, "description": comments.get((6, s), "")})
+            for m, method in enumerate(service.method):
+                rule = descriptor.http_rule(method)
+                for binding in [rule, *rule.additional_bindings]:
+                    if binding.WhichOneof("pattern") is None:
+                        continue
+                    path, verb, op = builder.operation(
+                        service.name, method, comments.get((6, s, 2, m), ""), binding
+                    )
+                    paths.setdefault(path, {})[verb] = op
+    for name in ERROR_DETAILS:
+        builder.need(name)
+    builder.need("google.rpc.Status")
+    builder.flush()
+    status = builder.schemas["google.rpc.Status"]
+    status["description"] = (
+        "The error body of every failure: the gRPC status as JSON. `code` is the numeric gRPC code "
+        "(3 INVALID_ARGUMENT, 5 NOT_FOUND, 16 UNAUTHENTICATED, ...); `details` carries "
+        + ", ".join(f"`{n}`" for n in ERROR_DETAILS)
+        + " messages, each tagged with its `@type` (`type.googleapis.com/<name>`)."
+    )
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Task API",
+            "version": "v1",
+            "description": (
+                "JSON over HTTP, transcoded by Envoy to the gRPC services of package `taskapi.v1`. "
+                "Fields follow the proto3 JSON mapping: lowerCamelCase names, RFC 3339 timestamps, "
+                "enum values as names, 64-bit integers as strings. Generated from the protos by "
+                "`python scripts/protos.py generate`; do not edit."
+            ),
+        },
+        "servers": [{"url": "http://127.0.0.1:8080", "description": "local development (Envoy)"}],
+        "security": [{"bearerAuth": []}],
+        "tags": tags,
+        "paths": {path: paths[path] for path in sorted(paths)},
+        "components": {
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "The `accessToken` of an AuthSession (Register, Login or Refresh).",
+                }
+            },
+            "responses": {
+                "Error": {
+                    "description": "A gRPC status as JSON; the HTTP status follows the gRPC code.",
+                    "content": {"application/json": {"schema": _ref("google.rpc.Status")}},
+                },
+                "RateLimited": {
+                    "description": "RESOURCE_EXHAUSTED: too many requests. `details` carries RetryInfo and QuotaFailure.",
+                    "headers": {
+                        "Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}},
+                        "RateLimit-Policy": {
+                            "description": "IETF RateLimit-Policy field.",
+                            "schema": {"type": "string"},
+                        },
+                        "RateLimit": {"description": "IETF RateLimit field.", "schema": {"type": "string"}},
+                    },
+                    "content": {"application/json": {"schema": _ref("google.rpc.Status")}},
+                },
+            },
+            "schemas": {name: builder.schemas[name] for name in sorted(builder.schemas)},
+        },
+    }
+
+
+def write(descriptor_path: Path, out_file: Path) -> None:
+    fds = descriptor_pb2.FileDescriptorSet()
+    fds.ParseFromString(Path(descriptor_path).read_bytes())
+    text = json.dumps(document(fds), indent=2, ensure_ascii=False) + "\n"
+    Path(out_file).write_text(text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit(__doc__)
+    write(Path(sys.argv[1]), Path(sys.argv[2]))
