@@ -153,10 +153,21 @@ class LocalRedis:
             raise DevError("redis-server is not installed: run scripts/setup.sh, or set REDIS_URL")
         self.directory.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            # fmt: off
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.directory), "--loglevel", "warning"],
-            # fmt: on
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+                "--loglevel",
+                "warning",
+            ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             # Its own session: Ctrl-C reaches only us, and we stop it last.
@@ -209,7 +220,9 @@ def _claim_port(host: str, port: int, flag: str) -> int:
             sock.bind((host, port))
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise DevError(f"port {port} on {host} is in use: pass {flag} with another port, or 0 for any") from None
+                raise DevError(
+                    f"port {port} on {host} is in use: pass {flag} with another port, or 0 for any"
+                ) from None
             raise DevError(f"cannot bind {host}:{port} ({flag}): {exc.strerror}") from None
     return port
 

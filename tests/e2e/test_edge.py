@@ -1,0 +1,172 @@
+"""What Envoy itself does at the edge: its own errors in our JSON shape, CORS, limits,
+request ids, headers, gRPC passthrough, and a config that `envoy --mode validate` accepts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+from taskapi.v1 import auth_pb2, auth_pb2_grpc, task_pb2, task_pb2_grpc
+
+from server import edge
+from tests.conftest import unique_email
+from tests.e2e.conftest import ALLOWED_ORIGIN, PASSWORD, Account, Stack, assert_error
+from tests.support.edge import RestClient, edge_config
+
+INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED = 3, 5, 8
+
+
+def test_rendered_config_passes_envoy_validate(tmp_path: Path) -> None:
+    config = edge_config([("127.0.0.1", 50051), ("127.0.0.1", 50052)], cors_origins=("*",))
+    result = edge.validate(edge.write(config, tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK" in result.stdout + result.stderr
+
+
+def test_rendered_config_keeps_admin_on_loopback(tmp_path: Path) -> None:
+    rendered = edge.render(edge_config([("127.0.0.1", 1)], listen_address="0.0.0.0"))
+    admin_block = rendered.split("static_resources:")[0]
+    assert "address: 127.0.0.1" in admin_block
+    assert rendered.index("admin:") < rendered.index("listeners:") < rendered.index("clusters:")
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/api/v1/nope"), ("PUT", "/api/v1/tasks"), ("GET", "/api/v2/tasks"), ("GET", "/")],
+)
+def test_unmapped_path_or_method_is_404_json(
+    client: RestClient, account: Account, method: str, path: str
+) -> None:
+    body = assert_error(client.request(method, path, token=account.token), 404, NOT_FOUND)
+    assert body["details"] == []
+
+
+def test_unknown_query_parameter_is_400_json(client: RestClient, account: Account) -> None:
+    body = assert_error(
+        client.get("tasks", token=account.token, query={"colour": "red"}), 400, INVALID_ARGUMENT
+    )
+    assert "colour" in body["message"]
+
+
+def test_query_parameters_bind_in_either_spelling(client: RestClient, account: Account) -> None:
+    for name in ("pageSize", "page_size"):
+        assert client.get("tasks", token=account.token, query={name: 1}).status == 200
+
+
+def test_body_over_one_mebibyte_is_413_json(client: RestClient, account: Account) -> None:
+    huge = {"title": "big", "description": "x" * (2 << 20)}
+    assert_error(client.post("tasks", huge, token=account.token), 413, RESOURCE_EXHAUSTED)
+
+
+def test_cors_preflight_from_an_allowed_origin(client: RestClient) -> None:
+    response = client.request(
+        "OPTIONS",
+        "tasks",
+        headers={
+            "origin": ALLOWED_ORIGIN,
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "authorization, content-type",
+        },
+    )
+    assert response.status in (200, 204), response
+    assert response.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
+    assert "PATCH" in response.headers["access-control-allow-methods"]
+    allowed_headers = response.headers["access-control-allow-headers"].lower()
+    assert "authorization" in allowed_headers and "content-type" in allowed_headers
+
+
+def test_cors_preflight_from_another_origin_gets_no_grant(client: RestClient) -> None:
+    response = client.request(
+        "OPTIONS",
+        "tasks",
+        headers={"origin": "http://evil.example", "access-control-request-method": "POST"},
+    )
+    assert "access-control-allow-origin" not in response.headers
+
+
+def test_cors_headers_on_actual_requests(client: RestClient, account: Account) -> None:
+    allowed = client.get("users/me", token=account.token, headers={"origin": ALLOWED_ORIGIN})
+    assert allowed.status == 200
+    assert allowed.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
+    exposed = allowed.headers["access-control-expose-headers"].lower()
+    assert {"ratelimit", "ratelimit-policy", "retry-after", "x-request-id"} <= {
+        h.strip() for h in exposed.split(",")
+    }
+    other = client.get("users/me", token=account.token, headers={"origin": "http://evil.example"})
+    assert other.status == 200
+    assert "access-control-allow-origin" not in other.headers
+
+
+def test_request_id_is_generated_at_the_edge(client: RestClient, account: Account) -> None:
+    first = client.get("users/me", token=account.token)
+    second = client.get("users/me", token=account.token, headers={"x-request-id": "client-chosen"})
+    assert first.headers["x-request-id"]
+    assert first.headers["x-request-id"] != second.headers["x-request-id"]
+    assert second.headers["x-request-id"] != "client-chosen"  # never trusted from outside
+
+
+def test_rest_responses_carry_no_grpc_or_envoy_leftovers(client: RestClient, account: Account) -> None:
+    for response in (
+        client.get("users/me", token=account.token),
+        client.get("tasks/bad-id", token=account.token),
+    ):
+        assert response.headers["content-type"] == "application/json"
+        assert response.headers["server"] == "taskapi"
+        leaked = [h for h in response.headers if h.lower().startswith(("grpc-", "x-envoy-"))]
+        assert leaked == [], leaked
+
+
+def test_rate_limit_headers_on_allowed_calls(client: RestClient, account: Account) -> None:
+    response = client.get("tasks", token=account.token)
+    assert response.status == 200
+    assert response.headers["ratelimit-policy"], response.headers
+    assert "remaining=" in response.headers["ratelimit"], response.headers
+
+
+def test_access_log_is_json_with_the_rest_path(stack: Stack, client: RestClient, account: Account) -> None:
+    import json
+    import time
+
+    rid = client.get("tasks", token=account.token, query={"pageSize": 3}).headers["x-request-id"]
+    log_path = stack.workdir / "access.log"
+    entry = None
+    for _ in range(100):  # Envoy flushes its access log about once a second
+        lines = log_path.read_text().splitlines() if log_path.exists() else []
+        matches = [json.loads(line) for line in lines if rid in line]
+        if matches:
+            entry = matches[0]
+            break
+        time.sleep(0.1)
+    assert entry is not None, "request not in the access log"
+    assert entry["path"] == "/api/v1/tasks?pageSize=3"
+    assert entry["method"] == "GET"
+    assert entry["rpc"] == "/taskapi.v1.TaskService/ListTasks"
+    assert entry["status"] == 200
+    assert entry["grpc_status"] == "OK"
+
+
+def test_grpc_through_envoy(stack: Stack) -> None:
+    with grpc.insecure_channel(stack.envoy.grpc_target) as channel:
+        auth = auth_pb2_grpc.AuthServiceStub(channel)
+        email = unique_email("grpc")
+        registered = auth.Register(
+            auth_pb2.RegisterRequest(email=email, password=PASSWORD, name="Via gRPC"), timeout=10
+        )
+        token = registered.access_token
+        tasks = task_pb2_grpc.TaskServiceStub(channel)
+        metadata = (("authorization", f"Bearer {token}"),)
+        created = tasks.CreateTask(
+            task_pb2.CreateTaskRequest(task=task_pb2.Task(title="over grpc")), metadata=metadata, timeout=10
+        )
+        fetched = tasks.GetTask(task_pb2.GetTaskRequest(id=created.id), metadata=metadata, timeout=10)
+        assert fetched.title == "over grpc"
+        with pytest.raises(grpc.RpcError) as error:
+            tasks.GetTask(
+                task_pb2.GetTaskRequest(id="0123456789abcdef01234567"), metadata=metadata, timeout=10
+            )
+        assert error.value.code() == grpc.StatusCode.NOT_FOUND
+        unknown = channel.unary_unary("/taskapi.v1.NoSuchService/Nope")
+        with pytest.raises(grpc.RpcError) as error:
+            unknown(b"", timeout=10)
+        assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED

@@ -1,0 +1,78 @@
+"""Load balancing and failover through Envoy across real replicas."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from tests.support.edge import HEALTH_CHECK_INTERVAL_SECONDS
+from tests.conftest import make_settings
+from tests.e2e.conftest import Stack, register, request_id, resource, running_stack
+from tests.support.edge import Response, RestClient, upstream_requests
+
+
+def test_requests_spread_across_both_replicas(stack: Stack, client: RestClient) -> None:
+    account = register(client)
+    before = upstream_requests(stack.envoy)
+    for _ in range(30):
+        assert client.get("tasks", token=account.token).status == 200
+    after = upstream_requests(stack.envoy)
+    served = {port: after[port] - before.get(port, 0) for port in after}
+    assert set(served) == {replica.port for replica in stack.replicas}
+    assert all(count > 0 for count in served.values()), served
+    assert sum(served.values()) == 30
+
+
+def test_stopping_a_replica_fails_no_idempotent_request(redis_url: str, tmp_path: Path) -> None:
+    """Reads and creates that carry a requestId keep succeeding while a replica drains and dies."""
+    # Drain long enough for Envoy's health checks (unhealthy after 2 failures) to notice.
+    with running_stack(make_settings(redis_url, drain_seconds=3 * HEALTH_CHECK_INTERVAL_SECONDS), tmp_path) as stack:
+        client = stack.client
+        account = register(client)
+        task = resource(client.post("tasks", {"title": "survivor"}, token=account.token))
+
+        failures: list[Response] = []
+        done = threading.Event()
+        calls = {"count": 0}
+        created: dict[str, str] = {}
+
+        def traffic() -> None:
+            while not done.is_set():
+                rid = request_id()
+                responses = [
+                    client.get(f"tasks/{task['id']}", token=account.token),
+                    client.get("tasks", token=account.token, query={"pageSize": 5}),
+                    client.post(
+                        "tasks", {"title": f"create {rid}"}, token=account.token, query={"requestId": rid}
+                    ),
+                ]
+                calls["count"] += len(responses)
+                failures.extend(r for r in responses if r.status != 200)
+                if responses[2].status == 200:
+                    created[rid] = responses[2].json()["id"]
+
+        worker = threading.Thread(target=traffic, name="traffic")
+        worker.start()
+        try:
+            _wait_for_calls(calls, 30)
+            victim = stack.replicas[0]
+            victim.stop(1.0)  # drain: NOT_SERVING, then in-flight calls finish, then gone
+            start = calls["count"]
+            _wait_for_calls(calls, start + 60)
+        finally:
+            done.set()
+            worker.join(timeout=60)
+        assert not failures, failures[:5]
+        assert stack.envoy.healthy_upstreams() == 1
+        # Every create that returned 200 is there exactly once.
+        listed = client.get("tasks", token=account.token, query={"pageSize": 100, "q": "create "}).json()
+        assert listed["totalSize"] == len(created)
+
+
+def _wait_for_calls(calls: dict[str, int], target: int) -> None:
+    import time
+
+    deadline = time.monotonic() + 60
+    while calls["count"] < target:
+        assert time.monotonic() < deadline, f"traffic stalled at {calls['count']} calls"
+        time.sleep(0.05)
