@@ -13,15 +13,27 @@ from grpc_interceptor import ServerInterceptor
 from interceptors.errors import FieldViolation, InvalidArgument
 
 
-def field_path(violation: protovalidate.Violation) -> str:
-    """`task.tags[2]` style path of the offending field."""
+def field_path(violation: protovalidate.Violation, request: Message) -> str:
+    """`task.tags[2]` style path of the offending field.
+
+    Convention for CEL rules on a message field: a rule id `<subfield>.<name>` (say
+    `title.required` on CreateTaskRequest.task) is about that subfield, so the
+    violation names `task.title`, not `task`: clients map violations to inputs.
+    """
     parts = []
+    descriptor = request.DESCRIPTOR
     for element in violation.proto.field.elements:
         part = element.field_name
         subscript = element.subscript  # protobuf-py oneof: None, or (field, value)
         if subscript is not None:
             part += f"[{subscript.value}]"
         parts.append(part)
+        field = descriptor.fields_by_name.get(element.field_name) if descriptor else None
+        descriptor = field.message_type if field is not None else None
+    rule = violation.proto.rule.elements
+    subfield = violation.proto.rule_id.partition(".")[0]
+    if rule and rule[0].field_name == "cel" and descriptor is not None and subfield in descriptor.fields_by_name:
+        parts.append(subfield)
     return ".".join(parts)
 
 
@@ -33,7 +45,7 @@ class ValidationInterceptor(ServerInterceptor):
         # Streaming calls (health Watch, reflection) pass an iterator: nothing to check up front.
         violations = self._validator.collect_violations(request) if isinstance(request, Message) else None
         if violations:
-            fields = [FieldViolation(field_path(v), v.proto.message) for v in violations]
+            fields = [FieldViolation(field_path(v, request), v.proto.message) for v in violations]
             message = "; ".join(f"{f.field}: {f.description}" for f in fields)
             raise InvalidArgument(f"invalid request: {message}", violations=fields)
         return method(request, context)

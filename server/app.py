@@ -8,6 +8,7 @@ share the embedded store, as replicas share one MongoDB in production.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from contextlib import contextmanager
@@ -131,7 +132,9 @@ class App:
         server.start()
         for name in ("", *SERVICE_NAMES):
             health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-        replica = Replica(server=server, port=bound, health=health_servicer, host=settings.grpc_host)
+        replica = Replica(
+            server=server, port=bound, health=health_servicer, host=settings.grpc_host, drain_seconds=settings.drain_seconds
+        )
         self.replicas.append(replica)
         log.info("replica serving on %s:%s", settings.grpc_host, bound)
         return replica
@@ -151,14 +154,18 @@ class Replica:
     port: int
     health: health.HealthServicer
     host: str = "127.0.0.1"
+    drain_seconds: float = 0.0
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
     def stop(self, grace: float) -> None:
-        """Drain: report NOT_SERVING so balancers stop sending, let in-flight calls finish."""
+        """Drain: report NOT_SERVING and keep serving while balancers notice, then refuse
+        new calls and give in-flight ones `grace` seconds to finish."""
         self.health.enter_graceful_shutdown()
+        if self.drain_seconds > 0:
+            time.sleep(self.drain_seconds)
         self.server.stop(grace).wait()
 
 

@@ -71,24 +71,25 @@ def create_admin(settings: Settings, email: str, name: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["dev"]:  # `dev` parses its own flags (argparse REMAINDER drops `--x` ones)
+        configure_logging(Settings.from_env().log_level)
+        from server.dev import main as dev_main
+
+        return dev_main(argv[1:])
     parser = argparse.ArgumentParser(prog="taskapi", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="run one gRPC replica")
     admin = commands.add_parser("create-admin", help="create an admin account")
     admin.add_argument("--email", required=True)
     admin.add_argument("--name", default="Administrator")
-    dev = commands.add_parser("dev", help="run the whole stack locally", add_help=False)
-    dev.add_argument("rest", nargs=argparse.REMAINDER)
+    commands.add_parser("dev", help="run the whole stack locally (see `taskapi dev --help`)")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     configure_logging(settings.log_level)
     if args.command == "serve":
         return serve(settings)
-    if args.command == "create-admin":
-        return create_admin(settings, args.email, args.name)
-    from server.dev import main as dev_main
-
-    return dev_main(args.rest)
+    return create_admin(settings, args.email, args.name)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ class Settings:
     workers: int = 16  # thread-pool size of the sync gRPC server
     max_message_bytes: int = 1 << 20
     shutdown_grace_seconds: float = 10.0
+    # NOT_SERVING this long before refusing calls, so balancers' health checks notice first.
+    drain_seconds: float = 5.0
     log_level: str = "INFO"
     # Store: empty URI selects the embedded in-memory store (mongomock).
     mongodb_uri: str = ""
@@ -75,6 +77,7 @@ class Settings:
             workers=reader.int("TASKAPI_WORKERS", cls.workers, minimum=1),
             max_message_bytes=reader.int("TASKAPI_MAX_MESSAGE_BYTES", cls.max_message_bytes, minimum=1024),
             shutdown_grace_seconds=reader.float("TASKAPI_SHUTDOWN_GRACE_SECONDS", cls.shutdown_grace_seconds),
+            drain_seconds=reader.float("TASKAPI_DRAIN_SECONDS", cls.drain_seconds),
             log_level=reader.str("LOG_LEVEL", cls.log_level).upper(),
             mongodb_uri=reader.str("MONGODB_URI", ""),
             mongodb_db=reader.str("MONGODB_DB", cls.mongodb_db),

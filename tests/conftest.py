@@ -98,6 +98,7 @@ def make_settings(redis_url: str = "", **overrides) -> Settings:
         rate_limit_user=GENEROUS,
         rate_limit_auth=GENEROUS,
         shutdown_grace_seconds=1.0,
+        drain_seconds=0.0,
     )
     return dataclasses.replace(base, **(defaults | overrides))
 

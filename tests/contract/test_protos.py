@@ -103,7 +103,7 @@ def test_field_rules_fail_with_the_field_named():
         "task.tags": "string.min_len",
         "request_id": "string.pattern",
     }
-    assert _violations(task_pb2.CreateTaskRequest(task=task_pb2.Task())) == {"task": "task.title_required"}
+    assert _violations(task_pb2.CreateTaskRequest(task=task_pb2.Task())) == {"task": "title.required"}
     assert _violations(task_pb2.ListTasksRequest(page_size=-1)) == {"page_size": "int32.gte"}
     assert _violations(task_pb2.GetTaskRequest(id="nope")) == {"id": "string.pattern"}
 

@@ -60,7 +60,7 @@ def test_create_get_update_delete(api):
 def test_field_rules_on_create(api):
     user = api.register()
     error = _fails(lambda: api.tasks.CreateTask(T.CreateTaskRequest(task=T.Task()), metadata=user.auth), grpc.StatusCode.INVALID_ARGUMENT)
-    assert violated_fields(error) == {"task"} and "title is required" in error.details()
+    assert violated_fields(error) == {"task.title"} and "title is required" in error.details()
     too_many = [f"t{i}" for i in range(21)]
     error = _fails(
         lambda: api.tasks.CreateTask(

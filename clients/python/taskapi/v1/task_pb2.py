@@ -30,7 +30,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from taskapi.v1 import access_pb2 as taskapi_dot_v1_dot_access__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15taskapi/v1/task.proto\x12\ntaskapi.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17taskapi/v1/access.proto\"\xa6\x04\n\x04Task\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x1d\n\x05title\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18\x64H\x00\x88\x01\x01\x12\"\n\x0b\x64\x65scription\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\xd0\x0fH\x01\x88\x01\x01\x12\x37\n\x06status\x18\x04 \x01(\x0e\x32\x16.taskapi.v1.TaskStatusB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00H\x02\x88\x01\x01\x12;\n\x08priority\x18\x05 \x01(\x0e\x32\x18.taskapi.v1.TaskPriorityB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00H\x03\x88\x01\x01\x12,\n\x08\x64ue_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x04tags\x18\x07 \x03(\tB\x12\xbaH\x0f\x92\x01\x0c\x10\x14\x18\x01\"\x06r\x04\x10\x01\x18 \x12\x13\n\x05owner\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x37\n\rcomplete_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x15\n\x04\x65tag\x18\x0c \x01(\tB\x07\xbaH\x04r\x02\x18@B\x08\n\x06_titleB\x0e\n\x0c_descriptionB\t\n\x07_statusB\x0b\n\t_priority\"\xad\x01\n\x11\x43reateTaskRequest\x12\x66\n\x04task\x18\x01 \x01(\x0b\x32\x10.taskapi.v1.TaskBF\xe2\x41\x01\x02\xbaH?\xba\x01\x39\n\x13task.title_required\x12\x11title is required\x1a\x0fhas(this.title)\xc8\x01\x01\x12\x30\n\nrequest_id\x18\x02 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^[A-Za-z0-9_-]{0,64}$\"7\n\x0eGetTaskRequest\x12%\n\x02id\x18\x01 \x01(\tB\x19\xe2\x41\x01\x02\xbaH\x12r\x10\x32\x0e^[0-9a-f]{24}$\"\xb0\x03\n\x10ListTasksRequest\x12\x35\n\x06status\x18\x01 \x01(\x0e\x32\x16.taskapi.v1.TaskStatusB\x08\xbaH\x05\x82\x01\x02\x10\x01H\x00\x88\x01\x01\x12\x39\n\x08priority\x18\x02 \x01(\x0e\x32\x18.taskapi.v1.TaskPriorityB\x08\xbaH\x05\x82\x01\x02\x10\x01H\x01\x88\x01\x01\x12\x1d\n\x03tag\x18\x03 \x03(\tB\x10\xbaH\r\x92\x01\n\x10\x14\"\x06r\x04\x10\x01\x18 \x12-\n\tdue_after\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ndue_before\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x01q\x18\x06 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x12\x1a\n\x08order_by\x18\x07 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x12\x1a\n\tpage_size\x18\x08 \x01(\x05\x42\x07\xbaH\x04\x1a\x02(\x00\x12\x1c\n\npage_token\x18\t \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12)\n\x05owner\x18\n \x01(\tB\x1a\xbaH\x17r\x15\x32\x13^(|-|[0-9a-f]{24})$B\t\n\x07_statusB\x0b\n\t_priority\"a\n\x11ListTasksResponse\x12\x1f\n\x05tasks\x18\x01 \x03(\x0b\x32\x10.taskapi.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"\xce\x01\n\x11UpdateTaskRequest\x12\x87\x01\n\x04task\x18\x01 \x01(\x0b\x32\x10.taskapi.v1.TaskBg\xe2\x41\x01\x02\xbaH`\xba\x01Z\n\rtask.id_valid\x12&id must be 24 lowercase hex characters\x1a!this.id.matches(\'^[0-9a-f]{24}$\')\xc8\x01\x01\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"Q\n\x11\x44\x65leteTaskRequest\x12%\n\x02id\x18\x01 \x01(\tB\x19\xe2\x41\x01\x02\xbaH\x12r\x10\x32\x0e^[0-9a-f]{24}$\x12\x15\n\x04\x65tag\x18\x02 \x01(\tB\x07\xbaH\x04r\x02\x18@\"\x14\n\x12\x44\x65leteTaskResponse*Q\n\nTaskStatus\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x0b\n\x07PENDING\x10\x01\x12\x0f\n\x0bIN_PROGRESS\x10\x02\x12\r\n\tCOMPLETED\x10\x03*G\n\x0cTaskPriority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x07\n\x03LOW\x10\x01\x12\n\n\x06MEDIUM\x10\x02\x12\x08\n\x04HIGH\x10\x03\x32\x82\x04\n\x0bTaskService\x12^\n\nCreateTask\x12\x1d.taskapi.v1.CreateTaskRequest\x1a\x10.taskapi.v1.Task\"\x1f\x88\xb5\x18\x02\x82\xd3\xe4\x93\x02\x15\"\r/api/v1/tasks:\x04task\x12W\n\x07GetTask\x12\x1a.taskapi.v1.GetTaskRequest\x1a\x10.taskapi.v1.Task\"\x1e\x88\xb5\x18\x02\x82\xd3\xe4\x93\x02\x14\x12\x12/api/v1/tasks/{id}\x12\x63\n\tListTasks\x12\x1c.taskapi.v1.ListTasksRequest\x1a\x1d.taskapi.v1.ListTasksResponse\"\x19\x88\xb5\x18\x02\x82\xd3\xe4\x93\x02\x0f\x12\r/api/v1/tasks\x12h\n\nUpdateTask\x12\x1d.taskapi.v1.UpdateTaskRequest\x1a\x10.taskapi.v1.Task\")\x88\xb5\x18\x02\x82\xd3\xe4\x93\x02\x1f\x32\x17/api/v1/tasks/{task.id}:\x04task\x12k\n\nDeleteTask\x12\x1d.taskapi.v1.DeleteTaskRequest\x1a\x1e.taskapi.v1.DeleteTaskResponse\"\x1e\x88\xb5\x18\x02\x82\xd3\xe4\x93\x02\x14*\x12/api/v1/tasks/{id}B8Z6github.com/taskapi/taskapi/gen/go/taskapi/v1;taskapiv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15taskapi/v1/task.proto\x12\ntaskapi.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17taskapi/v1/access.proto\"\xa6\x04\n\x04Task\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x1d\n\x05title\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18\x64H\x00\x88\x01\x01\x12\"\n\x0b\x64\x65scription\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\xd0\x0fH\x01\x88\x01\x01\x12\x37\n\x06status\x18\x04 \x01(\x0e\x32\x16.taskapi.v1.TaskStatusB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00H\x02\x88\x01\x01\x12;\n\x08priority\x18\x05 \x01(\x0e\x32\x18.taskapi.v1.TaskPriorityB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00H\x03\x88\x01\x01\x12,\n\x08\x64ue_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x04tags\x18\x07 \x03(\tB\x12\xbaH\x0f\x92\x01\x0c\x10\x14\x18\x01\"\x06r\x04\x10\x01\x18 \x12\x13\n\x05owner\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x37\n\rcomplete_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x15\n\x04\x65tag\x18\x0c \x01(\tB\x07\xbaH\x04r\x02\x18@B\x08\n\x06_titleB\x0e\n\x0c_descriptionB\t\n\x07_statusB\x0b\n\t_priority\"\xa8\x01\n\x11\x43reateTaskRequest\x12\x61\n\x04task\x18\x01 \x01(\x0b\x32\x10.taskapi.v1.TaskBA\xe2\x41\x01\x02\xbaH:\xba\x01\x34\n\x0etitle.required\x12\x11title is required\x1a\x0fhas(this.title)\xc8\x01\x01\x12\x30\n\nrequest_id\x18\x02 \x01(\tB\x1c\xbaH\x19r\x17\x32\x15^[A-Za-z0-9_-]{0,64}$\"7\n\x0eGetTaskRequest\x12%\n\x02id\x18\x01 \x01(\tB\x19\xe2\x41\x01\x02\xbaH\x12r\x10\x32\x0e^[0-9a-f]{24}$\"\xb0\x03\n\x10ListTasksRequest\x12\x35\n\x06status\x18\x01 \x01(\x0e\x32\x16.taskapi.v1.TaskStatusB\x08\xbaH\x05\x82\x01\x02\x10\x01H\x00\x88\x01\x01\x12\x39\n\x08priority\x18\x02 \x01(\x0e\x32\x18.taskapi.v1.TaskPriorityB\x08\xbaH\x05\x82\x01\x02\x10\x01H\x01\x88\x01\x01\x12\x1d\n\x03tag\x18\x03 \x03(\tB\x10\xbaH\r\x92\x01\n\x10\x14\"\x06r\x04\x10\x01\x18 \x12-\n\tdue_after\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ndue_before\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x01q\x18\x06 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x12\x1a\n\x08order_by\x18\x07 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x12\x1a\n\tpage_size\x18\x08 \x01(\x05\x42\x07\xbaH\x04\x1a\x02(\x00\x12\x1c\n\npage_token\x18\t \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12)\n\x05owner\x18\n \x01(\tB\x1a\xbaH\x17r\x15\x32\x13^(|-|[0-9a-f]{24})$B\t\n\x07_statusB\x0b\n\t_priority\"a\n\x11ListTasksResponse\x12\x1f\n\x05tasks\x18\x01 \x03(\x0b\x32\x10.taskapi.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"\xca\x01\n\x11UpdateTaskRequest\x12\x83\x01\n\x04task\x18\x01 \x01(\x0b\x32\x10.taskapi.v1.TaskBc\xe2\x41\x01\x02\xbaH\\\xba\x01V\n\tid.format\x12&id must be 24 lowercase hex characters\x1a!this.id.matches(\'^[0-9a-f]{24}$\')\xc8\x01\x01\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"Q\n\x11\x44\x65leteTaskRequest\x12%\n\x02id\x18\x01 \x01(\tB\x19\xe2\x41\x01\x02\xbaH\x12r\x10\x32\x0e^[0-9a-f]{24}$\x12\x15\n\x04\x65tag\x18\x02 \x01(\tB\x07\xbaH\x04r\x02\x18@\"\x14\n\x12\x44\x65leteTaskResponse*Q\n\nTaskStatus\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x0b\n\x07PENDING\x10\x01\x12\x0f\n\x0bIN_PROGRESS\x10\x02\x12\r\n\tCOMPLETED\x10\x03*G\n\x0cTaskPriority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x07\n\x03LOW\x10\x01\x12\n\n\x06MEDIUM\x10\x02\x12\x08\n\x04HIGH\x10\x03\x32\x82\x04\n\x0bTaskService\x12^\n\nCreateTask\x12\x1d.taskapi.v1.CreateTaskRequest\x1a\x10.taskapi.v1.Task\"\x1f\x88\xb5\x18\x02\x82\xd3\xe4\x93\x02\x15\"\r/api/v1/tasks:\x04task\x12W\n\x07GetTask\x12\x1a.taskapi.v1.GetTaskRequest\x1a\x10.taskapi.v1.Task\"\x1e\x88\xb5\x18\x02\x82\xd3\xe4\x93\x02\x14\x12\x12/api/v1/tasks/{id}\x12\x63\n\tListTasks\x12\x1c.taskapi.v1.ListTasksRequest\x1a\x1d.taskapi.v1.ListTasksResponse\"\x19\x88\xb5\x18\x02\x82\xd3\xe4\x93\x02\x0f\x12\r/api/v1/tasks\x12h\n\nUpdateTask\x12\x1d.taskapi.v1.UpdateTaskRequest\x1a\x10.taskapi.v1.Task\")\x88\xb5\x18\x02\x82\xd3\xe4\x93\x02\x1f\x32\x17/api/v1/tasks/{task.id}:\x04task\x12k\n\nDeleteTask\x12\x1d.taskapi.v1.DeleteTaskRequest\x1a\x1e.taskapi.v1.DeleteTaskResponse\"\x1e\x88\xb5\x18\x02\x82\xd3\xe4\x93\x02\x14*\x12/api/v1/tasks/{id}B8Z6github.com/taskapi/taskapi/gen/go/taskapi/v1;taskapiv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -61,7 +61,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TASK'].fields_by_name['etag']._loaded_options = None
   _globals['_TASK'].fields_by_name['etag']._serialized_options = b'\272H\004r\002\030@'
   _globals['_CREATETASKREQUEST'].fields_by_name['task']._loaded_options = None
-  _globals['_CREATETASKREQUEST'].fields_by_name['task']._serialized_options = b'\342A\001\002\272H?\272\0019\n\023task.title_required\022\021title is required\032\017has(this.title)\310\001\001'
+  _globals['_CREATETASKREQUEST'].fields_by_name['task']._serialized_options = b'\342A\001\002\272H:\272\0014\n\016title.required\022\021title is required\032\017has(this.title)\310\001\001'
   _globals['_CREATETASKREQUEST'].fields_by_name['request_id']._loaded_options = None
   _globals['_CREATETASKREQUEST'].fields_by_name['request_id']._serialized_options = b'\272H\031r\0272\025^[A-Za-z0-9_-]{0,64}$'
   _globals['_GETTASKREQUEST'].fields_by_name['id']._loaded_options = None
@@ -83,7 +83,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTTASKSREQUEST'].fields_by_name['owner']._loaded_options = None
   _globals['_LISTTASKSREQUEST'].fields_by_name['owner']._serialized_options = b'\272H\027r\0252\023^(|-|[0-9a-f]{24})$'
   _globals['_UPDATETASKREQUEST'].fields_by_name['task']._loaded_options = None
-  _globals['_UPDATETASKREQUEST'].fields_by_name['task']._serialized_options = b'\342A\001\002\272H`\272\001Z\n\rtask.id_valid\022&id must be 24 lowercase hex characters\032!this.id.matches(\'^[0-9a-f]{24}$\')\310\001\001'
+  _globals['_UPDATETASKREQUEST'].fields_by_name['task']._serialized_options = b'\342A\001\002\272H\\\272\001V\n\tid.format\022&id must be 24 lowercase hex characters\032!this.id.matches(\'^[0-9a-f]{24}$\')\310\001\001'
   _globals['_DELETETASKREQUEST'].fields_by_name['id']._loaded_options = None
   _globals['_DELETETASKREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\272H\022r\0202\016^[0-9a-f]{24}$'
   _globals['_DELETETASKREQUEST'].fields_by_name['etag']._loaded_options = None
@@ -98,26 +98,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TASKSERVICE'].methods_by_name['UpdateTask']._serialized_options = b'\210\265\030\002\202\323\344\223\002\0372\027/api/v1/tasks/{task.id}:\004task'
   _globals['_TASKSERVICE'].methods_by_name['DeleteTask']._loaded_options = None
   _globals['_TASKSERVICE'].methods_by_name['DeleteTask']._serialized_options = b'\210\265\030\002\202\323\344\223\002\024*\022/api/v1/tasks/{id}'
-  _globals['_TASKSTATUS']._serialized_start=1855
-  _globals['_TASKSTATUS']._serialized_end=1936
-  _globals['_TASKPRIORITY']._serialized_start=1938
-  _globals['_TASKPRIORITY']._serialized_end=2009
+  _globals['_TASKSTATUS']._serialized_start=1846
+  _globals['_TASKSTATUS']._serialized_end=1927
+  _globals['_TASKPRIORITY']._serialized_start=1929
+  _globals['_TASKPRIORITY']._serialized_end=2000
   _globals['_TASK']._serialized_start=222
   _globals['_TASK']._serialized_end=772
   _globals['_CREATETASKREQUEST']._serialized_start=775
-  _globals['_CREATETASKREQUEST']._serialized_end=948
-  _globals['_GETTASKREQUEST']._serialized_start=950
-  _globals['_GETTASKREQUEST']._serialized_end=1005
-  _globals['_LISTTASKSREQUEST']._serialized_start=1008
-  _globals['_LISTTASKSREQUEST']._serialized_end=1440
-  _globals['_LISTTASKSRESPONSE']._serialized_start=1442
-  _globals['_LISTTASKSRESPONSE']._serialized_end=1539
-  _globals['_UPDATETASKREQUEST']._serialized_start=1542
-  _globals['_UPDATETASKREQUEST']._serialized_end=1748
-  _globals['_DELETETASKREQUEST']._serialized_start=1750
-  _globals['_DELETETASKREQUEST']._serialized_end=1831
-  _globals['_DELETETASKRESPONSE']._serialized_start=1833
-  _globals['_DELETETASKRESPONSE']._serialized_end=1853
-  _globals['_TASKSERVICE']._serialized_start=2012
-  _globals['_TASKSERVICE']._serialized_end=2526
+  _globals['_CREATETASKREQUEST']._serialized_end=943
+  _globals['_GETTASKREQUEST']._serialized_start=945
+  _globals['_GETTASKREQUEST']._serialized_end=1000
+  _globals['_LISTTASKSREQUEST']._serialized_start=1003
+  _globals['_LISTTASKSREQUEST']._serialized_end=1435
+  _globals['_LISTTASKSRESPONSE']._serialized_start=1437
+  _globals['_LISTTASKSRESPONSE']._serialized_end=1534
+  _globals['_UPDATETASKREQUEST']._serialized_start=1537
+  _globals['_UPDATETASKREQUEST']._serialized_end=1739
+  _globals['_DELETETASKREQUEST']._serialized_start=1741
+  _globals['_DELETETASKREQUEST']._serialized_end=1822
+  _globals['_DELETETASKRESPONSE']._serialized_start=1824
+  _globals['_DELETETASKRESPONSE']._serialized_end=1844
+  _globals['_TASKSERVICE']._serialized_start=2003
+  _globals['_TASKSERVICE']._serialized_end=2517
 # @@protoc_insertion_point(module_scope)
