@@ -21,6 +21,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import errno
+import functools
+import http.server
 import logging
 import shutil
 import signal
@@ -43,6 +45,8 @@ log = logging.getLogger(__name__)
 DEFAULT_REST_PORT = 8080
 DEFAULT_GRPC_PORT = 8081
 DEFAULT_ADMIN_PORT = 9901
+DEFAULT_WEB_PORT = 3000
+CLIENTS_DIR = Path(__file__).resolve().parent.parent / "clients"
 READY_TIMEOUT_SECONDS = 60.0
 
 
@@ -76,8 +80,9 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
         "--rest-port": _claim_port(args.listen, args.rest_port, "--rest-port"),
         "--grpc-port": _claim_port(args.listen, args.grpc_port, "--grpc-port"),
         "--admin-port": _claim_port("127.0.0.1", args.admin_port, "--admin-port"),
+        "--web-port": _claim_port(args.listen, args.web_port, "--web-port"),
     }
-    # --metrics-port 0 means any free port; TASKAPI_METRICS_PORT=0 means no endpoint.
+    # --metrics-port 0 (or TASKAPI_METRICS_PORT=0) means any free port.
     metrics_port = settings.metrics_port if args.metrics_port is None else args.metrics_port
     if metrics_port or args.metrics_port == 0:
         metrics_port = _claim_port(settings.grpc_host, metrics_port, "--metrics-port")
@@ -113,8 +118,9 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
         except (RuntimeError, TimeoutError) as exc:
             raise DevError(f"the stack did not become healthy: {exc}") from exc
 
-        metrics_port = getattr(app, "metrics_port", 0)  # 0/None: the App serves no /metrics
-        metrics = f"http://{settings.grpc_host}:{metrics_port}/metrics" if metrics_port else "off"
+        metrics = f"http://{settings.grpc_host}:{app.metrics_port}/metrics"
+        pages = stack.enter_context(serve_pages(args.listen, ports["--web-port"]))
+        api_origin = envoy.rest_url.split("/api/")[0]
         print(
             "\n".join(
                 [
@@ -124,6 +130,8 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
                     + ", ".join(f"{settings.grpc_host}:{r.port}" for r in replicas)
                     + ")",
                     f"  metrics  {metrics}",
+                    f"  web      {pages}/web/?api={api_origin}  (the browser client)",
+                    f"  docs     {pages}/openapi/  (OpenAPI reference)",
                     f"  admin    {envoy.admin_url}  (Envoy)",
                     f"  redis    {_redact(redis_url)}",
                     "Press Ctrl-C to stop.",
@@ -290,9 +298,31 @@ def _parser() -> argparse.ArgumentParser:
         "default http://localhost:3000 and http://127.0.0.1:3000)",
     )
     parser.add_argument(
+        "--web-port", type=_port, default=DEFAULT_WEB_PORT, help="the web page and API docs (3000, an allowed CORS origin)"
+    )
+    parser.add_argument(
         "--listen", default="127.0.0.1", help="address Envoy listens on (default 127.0.0.1; 0.0.0.0 for all)"
     )
     return parser
+
+
+@contextmanager
+def serve_pages(host: str, port: int) -> Iterator[str]:
+    """Serve clients/ (the browser page and the OpenAPI docs) as static files."""
+    handler = functools.partial(_QuietFiles, directory=str(CLIENTS_DIR))
+    server = http.server.ThreadingHTTPServer((host, port), handler)
+    thread = threading.Thread(target=server.serve_forever, name="pages", daemon=True)
+    thread.start()
+    try:
+        yield f"http://{host}:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _QuietFiles(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base's name
+        pass  # Envoy logs the API calls; page loads are noise
 
 
 def _port(text: str) -> int:

@@ -61,6 +61,8 @@ def test_taskapi_dev_as_the_readme_says(tmp_path: Path) -> None:
             "0",
             "--metrics-port",
             "0",
+            "--web-port",
+            "0",
         ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -93,6 +95,13 @@ def test_taskapi_dev_as_the_readme_says(tmp_path: Path) -> None:
         with urllib.request.urlopen(metrics.group(1), timeout=10) as response:
             assert response.status == 200
             assert b"# TYPE" in response.read()
+
+        web = output.find(r"web\s+(http://\S+/web/)\?api=")
+        docs = output.find(r"docs\s+(http://\S+/openapi/)")
+        assert web is not None and docs is not None, output.text()
+        for page, marker in ((web.group(1), b"<html"), (docs.group(1) + "taskapi.openapi.json", b'"openapi"')):
+            with urllib.request.urlopen(page, timeout=10) as response:
+                assert response.status == 200 and marker in response.read().lower()
 
         process.send_signal(signal.SIGINT)  # Ctrl-C
         assert process.wait(timeout=60) == 0, output.text()
