@@ -151,8 +151,10 @@ def _buf_generate(descriptor: Path, out: Path) -> None:
         command = [str(BUF), "generate", str(descriptor), "--template", template, "-o", str(out), *filters]
         result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
         if result.returncode != 0:
-            sys.exit(f"buf generate failed ({template}): {result.stderr.strip()}\n"
-                     "the plugins come from `bash scripts/setup.sh --dev`")
+            sys.exit(
+                f"buf generate failed ({template}): {result.stderr.strip()}\n"
+                "the plugins come from `bash scripts/setup.sh --dev`"
+            )
 
 
 def _openapi(descriptor: Path, out_file: Path) -> None:

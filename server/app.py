@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-
 from prometheus_client import CollectorRegistry
 
 from interceptors.chain import build_chain
@@ -88,7 +87,9 @@ class App:
                 prefetch=self._prefetch,
             ),
         )
-        self.metrics_endpoint = serve_metrics(self.metrics.registry, port=settings.metrics_port, addr=settings.grpc_host)
+        self.metrics_endpoint = serve_metrics(
+            self.metrics.registry, port=settings.metrics_port, addr=settings.grpc_host
+        )
 
     @property
     def metrics_port(self) -> int:
@@ -133,7 +134,11 @@ class App:
         for name in ("", *SERVICE_NAMES):
             health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         replica = Replica(
-            server=server, port=bound, health=health_servicer, host=settings.grpc_host, drain_seconds=settings.drain_seconds
+            server=server,
+            port=bound,
+            health=health_servicer,
+            host=settings.grpc_host,
+            drain_seconds=settings.drain_seconds,
         )
         self.replicas.append(replica)
         log.info("replica serving on %s:%s", settings.grpc_host, bound)

@@ -1,8 +1,8 @@
 """The `taskapi` command.
 
-    taskapi serve          run one replica until SIGTERM/SIGINT, then drain
-    taskapi create-admin   create the first admin account (never from a request)
-    taskapi dev            the whole stack locally: replicas, Envoy, Redis
+taskapi serve          run one replica until SIGTERM/SIGINT, then drain
+taskapi create-admin   create the first admin account (never from a request)
+taskapi dev            the whole stack locally: replicas, Envoy, Redis
 """
 
 from __future__ import annotations
@@ -77,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         from server.dev import main as dev_main
 
         return dev_main(argv[1:])
-    parser = argparse.ArgumentParser(prog="taskapi", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="taskapi", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="run one gRPC replica")
     admin = commands.add_parser("create-admin", help="create an admin account")

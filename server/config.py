@@ -93,9 +93,7 @@ class Settings:
             jwt_issuer=reader.str("JWT_ISSUER", cls.jwt_issuer),
             jwt_audience=reader.str("JWT_AUDIENCE", cls.jwt_audience),
             access_token_ttl_seconds=reader.int("ACCESS_TOKEN_TTL_SECONDS", cls.access_token_ttl_seconds, minimum=1),
-            refresh_token_ttl_seconds=reader.int(
-                "REFRESH_TOKEN_TTL_SECONDS", cls.refresh_token_ttl_seconds, minimum=1
-            ),
+            refresh_token_ttl_seconds=reader.int("REFRESH_TOKEN_TTL_SECONDS", cls.refresh_token_ttl_seconds, minimum=1),
             bcrypt_rounds=reader.int("BCRYPT_ROUNDS", cls.bcrypt_rounds, minimum=4),
             bcrypt_concurrency=reader.int("BCRYPT_CONCURRENCY", cls.bcrypt_concurrency, minimum=1),
             rate_limit_ip=reader.rate("RATE_LIMIT_IP", cls.rate_limit_ip),

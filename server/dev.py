@@ -298,7 +298,10 @@ def _parser() -> argparse.ArgumentParser:
         "default http://localhost:3000 and http://127.0.0.1:3000)",
     )
     parser.add_argument(
-        "--web-port", type=_port, default=DEFAULT_WEB_PORT, help="the web page and API docs (3000, an allowed CORS origin)"
+        "--web-port",
+        type=_port,
+        default=DEFAULT_WEB_PORT,
+        help="the web page and API docs (3000, an allowed CORS origin)",
     )
     parser.add_argument(
         "--listen", default="127.0.0.1", help="address Envoy listens on (default 127.0.0.1; 0.0.0.0 for all)"

@@ -44,8 +44,11 @@ class PasswordHasher:
 
     def _slot(self) -> _Slot:
         if not self._waiting.acquire(blocking=False):
-            raise Unavailable("the server is busy checking passwords; retry shortly", retry_after_seconds=1.0,
-                              reason="PASSWORD_HASHING_BUSY")
+            raise Unavailable(
+                "the server is busy checking passwords; retry shortly",
+                retry_after_seconds=1.0,
+                reason="PASSWORD_HASHING_BUSY",
+            )
         return _Slot(self._slots, self._waiting)
 
 

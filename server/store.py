@@ -219,9 +219,7 @@ def update_task(task_id: ObjectId, owner: ObjectId, version: int, changes: dict[
     """Apply `changes` only if the task is still at `version`; None when it is not (or is gone)."""
     sets = {f"set__{k}": v for k, v in changes.items() if v is not None}
     unsets = {f"unset__{k}": True for k, v in changes.items() if v is None}
-    return TaskDoc.objects(id=task_id, owner=owner, version=version).modify(
-        new=True, inc__version=1, **sets, **unsets
-    )
+    return TaskDoc.objects(id=task_id, owner=owner, version=version).modify(new=True, inc__version=1, **sets, **unsets)
 
 
 def delete_task(task_id: ObjectId, owner: ObjectId, version: int | None) -> bool:

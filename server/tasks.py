@@ -123,7 +123,9 @@ class Tasks:
             if task is None:
                 raise NotFound(_NOT_FOUND)
             if etag and etag != etag_of(task):
-                raise Aborted("the task changed since it was read (etag mismatch); read it again", reason="ETAG_MISMATCH")
+                raise Aborted(
+                    "the task changed since it was read (etag mismatch); read it again", reason="ETAG_MISMATCH"
+                )
             changes = self._changes(task, new, paths)
             updated = store.update_task(task.id, owner, task.version, changes)
             if updated is not None:

@@ -119,4 +119,3 @@ def _paths(values: dict[str, Any], present: set[str], mask: list[str] | None, ed
     if "name" in requested and not values.get("name"):
         raise InvalidArgument.field("user.name", "must be 1 to 100 characters")
     return requested
-

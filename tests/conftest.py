@@ -21,8 +21,8 @@ import grpc
 import pytest
 import redis
 
-from server.app import App, Replica
 from interceptors.policy import RateLimit
+from server.app import App, Replica
 from server.config import Settings
 
 TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
@@ -51,8 +51,19 @@ class RedisProcess:
         binary = shutil.which("redis-server")
         assert binary, "redis-server is not installed: run scripts/setup.sh"
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.workdir)],
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -88,7 +99,9 @@ def redis_url(redis_process: RedisProcess) -> str:
 
 def make_settings(redis_url: str = "", **overrides) -> Settings:
     """Test settings: cheap bcrypt, a fixed secret, limits no test reaches by accident."""
-    base = Settings.from_env({k: v for k, v in os.environ.items() if k in ("MONGODB_URI", "MONGODB_DB")} | {"JWT_SECRET": TEST_SECRET})
+    base = Settings.from_env(
+        {k: v for k, v in os.environ.items() if k in ("MONGODB_URI", "MONGODB_DB")} | {"JWT_SECRET": TEST_SECRET}
+    )
     defaults = dict(
         grpc_port=0,
         metrics_port=0,

@@ -116,12 +116,8 @@ class _Descriptor:
                 f"{PACKAGE}.access",
             )
         }
-        self._access_names = {
-            v.number: v.name for v in pool.FindEnumTypeByName(f"{PACKAGE}.AccessLevel").values
-        }
-        self._behavior_names = {
-            v.number: v.name for v in pool.FindEnumTypeByName("google.api.FieldBehavior").values
-        }
+        self._access_names = {v.number: v.name for v in pool.FindEnumTypeByName(f"{PACKAGE}.AccessLevel").values}
+        self._behavior_names = {v.number: v.name for v in pool.FindEnumTypeByName("google.api.FieldBehavior").values}
         self.messages: dict[str, tuple[descriptor_pb2.DescriptorProto, str]] = {}  # name -> (proto, comment)
         self.enums: dict[str, tuple[descriptor_pb2.EnumDescriptorProto, str, list[str]]] = {}
         self.field_comments: dict[tuple[str, int], str] = {}  # (message, field index) -> comment
@@ -135,9 +131,7 @@ class _Descriptor:
             for i, enum in enumerate(file.enum_type):
                 self._index_enum(enum, f"{file.package}.{enum.name}", (5, i), comments)
         self.file_comments = {
-            file.name: {
-                tuple(loc.path): _clean(loc.leading_comments) for loc in file.source_code_info.location
-            }
+            file.name: {tuple(loc.path): _clean(loc.leading_comments) for loc in file.source_code_info.location}
             for file in self.files
         }
 
@@ -163,10 +157,7 @@ class _Descriptor:
 
     def behaviors(self, field: descriptor_pb2.FieldDescriptorProto) -> set[str]:
         options = self._read("FieldOptions", field.options)
-        return {
-            self._behavior_names.get(b, str(b))
-            for b in options.Extensions[self._ext["google.api.field_behavior"]]
-        }
+        return {self._behavior_names.get(b, str(b)) for b in options.Extensions[self._ext["google.api.field_behavior"]]}
 
     def rules(self, field: descriptor_pb2.FieldDescriptorProto):
         options = self._read("FieldOptions", field.options)
@@ -259,7 +250,7 @@ class _Builder:
     def enum_schema(self, name: str) -> dict[str, Any]:
         enum, comment, value_comments = self.d.enums[name]
         lines = [comment] if comment else []
-        lines += [f"- `{v.name}`: {c}" for v, c in zip(enum.value, value_comments)]
+        lines += [f"- `{v.name}`: {c}" for v, c in zip(enum.value, value_comments, strict=False)]
         lines.append("Accepted case-insensitively on input.")
         return {"type": "string", "enum": [v.name for v in enum.value], "description": "\n".join(lines)}
 
@@ -317,9 +308,7 @@ class _Builder:
             raise ValueError(f"{service}.{method.name}: the edge cannot serve response_body")
         self.need(response)
         ok = _ref(response)
-        responses: dict[str, Any] = {
-            "200": {"description": "OK", "content": {"application/json": {"schema": ok}}}
-        }
+        responses: dict[str, Any] = {"200": {"description": "OK", "content": {"application/json": {"schema": ok}}}}
         responses["400"] = ERROR_RESPONSE
         if access == "ACCESS_LEVEL_PUBLIC":
             op["security"] = []
@@ -446,9 +435,7 @@ def document(fds: descriptor_pb2.FileDescriptorSet) -> dict[str, Any]:
                 for binding in [rule, *rule.additional_bindings]:
                     if binding.WhichOneof("pattern") is None:
                         continue
-                    path, verb, op = builder.operation(
-                        service.name, method, comments.get((6, s, 2, m), ""), binding
-                    )
+                    path, verb, op = builder.operation(service.name, method, comments.get((6, s, 2, m), ""), binding)
                     paths.setdefault(path, {})[verb] = op
     for name in ERROR_DETAILS:
         builder.need(name)
@@ -492,7 +479,9 @@ def document(fds: descriptor_pb2.FileDescriptorSet) -> dict[str, Any]:
                     "content": {"application/json": {"schema": _ref("google.rpc.Status")}},
                 },
                 "RateLimited": {
-                    "description": "RESOURCE_EXHAUSTED: too many requests. `details` carries RetryInfo and QuotaFailure.",
+                    "description": (
+                        "RESOURCE_EXHAUSTED: too many requests. `details` carries RetryInfo and QuotaFailure."
+                    ),
                     "headers": {
                         "Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}},
                         "RateLimit-Policy": {

@@ -46,7 +46,9 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
             self._cache.fill(caller.user_id, entry, response.SerializeToString(), version)
         return response
 
-    def ListTasks(self, request: task_pb2.ListTasksRequest, context: grpc.ServicerContext) -> task_pb2.ListTasksResponse:
+    def ListTasks(
+        self, request: task_pb2.ListTasksRequest, context: grpc.ServicerContext
+    ) -> task_pb2.ListTasksResponse:
         caller = current_call().caller
         entry = cache_entry(LIST_TASKS, request, caller)
         version = None
@@ -71,6 +73,8 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
         )
         return task_to_proto(task)
 
-    def DeleteTask(self, request: task_pb2.DeleteTaskRequest, context: grpc.ServicerContext) -> task_pb2.DeleteTaskResponse:
+    def DeleteTask(
+        self, request: task_pb2.DeleteTaskRequest, context: grpc.ServicerContext
+    ) -> task_pb2.DeleteTaskResponse:
         self._tasks.delete(current_call().caller, request.id, request.etag)
         return task_pb2.DeleteTaskResponse()

@@ -26,12 +26,16 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
 
     def UpdateCurrentUser(self, request, context: grpc.ServicerContext) -> user_pb2.User:
         values, present = user_values(request.user)
-        user = self._users.update(current_call().caller.user_id, values, present, _mask(request), editable=SELF_EDITABLE)
+        user = self._users.update(
+            current_call().caller.user_id, values, present, _mask(request), editable=SELF_EDITABLE
+        )
         return user_to_proto(user)
 
     def ChangePassword(self, request, context: grpc.ServicerContext) -> user_pb2.ChangePasswordResponse:
         caller = current_call().caller
-        self._accounts.change_password(caller.user_id, request.current_password, request.new_password, caller.session_id)
+        self._accounts.change_password(
+            caller.user_id, request.current_password, request.new_password, caller.session_id
+        )
         return user_pb2.ChangePasswordResponse()
 
     def ListUsers(self, request, context: grpc.ServicerContext) -> user_pb2.ListUsersResponse:

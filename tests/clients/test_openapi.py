@@ -10,8 +10,8 @@ import json
 import pytest
 from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
-from taskapi.v1 import access_pb2
 
+from taskapi.v1 import access_pb2
 from tests.clients.conftest import CLIENTS, ROOT
 
 VERBS = ("get", "put", "post", "delete", "patch")
@@ -35,11 +35,7 @@ def methods() -> list:
 
 
 def _operations(doc: dict) -> dict[str, tuple[str, str, dict]]:
-    return {
-        op["operationId"]: (verb, path, op)
-        for path, verbs in doc["paths"].items()
-        for verb, op in verbs.items()
-    }
+    return {op["operationId"]: (verb, path, op) for path, verbs in doc["paths"].items() for verb, op in verbs.items()}
 
 
 def test_every_rpc_is_an_operation_on_its_http_rule(doc, methods):
@@ -90,9 +86,7 @@ def test_parameters_follow_the_transcoder(doc):
     # body "*": the whole request message is the body and nothing is left for the query.
     register = ops["AuthService_Register"][2]
     assert "parameters" not in register
-    assert register["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
-        "RegisterRequest"
-    )
+    assert register["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("RegisterRequest")
 
 
 def test_schemas_use_the_proto3_json_mapping(doc):

@@ -6,6 +6,7 @@ import threading
 
 import grpc
 import pytest
+
 from taskapi.v1 import auth_pb2, task_pb2, user_pb2
 from taskapi_client import (
     AlreadyExists,
@@ -15,7 +16,6 @@ from taskapi_client import (
     Unauthenticated,
     Unavailable,
 )
-
 from tests.conftest import free_port, unique_email
 
 PASSWORD = "correct horse battery"

@@ -172,7 +172,10 @@ def test_no_breaking_change_against_previous_protos(tmp_path):
     archive = subprocess.run(["git", "archive", base, "protos"], cwd=ROOT, capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(old_source)], input=archive.stdout, check=True)
     old, new = tmp_path / "old.binpb", tmp_path / "new.binpb"
-    assert _run(sys.executable, "scripts/protos.py", "image", str(old), "--source", str(old_source / "protos")).returncode == 0
+    assert (
+        _run(sys.executable, "scripts/protos.py", "image", str(old), "--source", str(old_source / "protos")).returncode
+        == 0
+    )
     assert _run(sys.executable, "scripts/protos.py", "image", str(new)).returncode == 0
     result = _run(str(BUF), "breaking", str(new), "--against", str(old), "--path", "taskapi")
     assert result.returncode == 0, f"breaking change against {base}:\n{result.stdout}{result.stderr}"

@@ -101,9 +101,7 @@ def register(
 
 
 def login(client: RestClient, email: str, password: str = PASSWORD) -> Account:
-    return Account(
-        email, password, session_of(client.post("auth/login", {"email": email, "password": password}))
-    )
+    return Account(email, password, session_of(client.post("auth/login", {"email": email, "password": password})))
 
 
 @pytest.fixture

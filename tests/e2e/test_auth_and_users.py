@@ -37,9 +37,7 @@ def test_register_returns_a_session(client: RestClient) -> None:
 
 
 def test_register_email_taken_case_insensitively(client: RestClient, account: Account) -> None:
-    response = client.post(
-        "auth/register", {"email": account.email.upper(), "password": PASSWORD, "name": "Twin"}
-    )
+    response = client.post("auth/register", {"email": account.email.upper(), "password": PASSWORD, "name": "Twin"})
     assert_error(response, 409, ALREADY_EXISTS)
 
 
@@ -102,9 +100,7 @@ def test_get_current_user(client: RestClient, account: Account) -> None:
 
 
 def test_update_current_user_name(client: RestClient, account: Account) -> None:
-    response = client.patch(
-        "users/me", {"name": "Renamed"}, token=account.token, query={"updateMask": "name"}
-    )
+    response = client.patch("users/me", {"name": "Renamed"}, token=account.token, query={"updateMask": "name"})
     assert resource(response)["name"] == "Renamed"
     assert resource(client.get("users/me", token=account.token))["name"] == "Renamed"
 
@@ -124,12 +120,8 @@ def test_change_password_revokes_other_sessions(client: RestClient, account: Acc
         token=account.token,
     )
     assert response.status == 200, response
-    assert_error(
-        client.post("auth/refresh", {"refreshToken": other_device.refresh_token}), 401, UNAUTHENTICATED
-    )
-    assert_error(
-        client.post("auth/login", {"email": account.email, "password": PASSWORD}), 401, UNAUTHENTICATED
-    )
+    assert_error(client.post("auth/refresh", {"refreshToken": other_device.refresh_token}), 401, UNAUTHENTICATED)
+    assert_error(client.post("auth/login", {"email": account.email, "password": PASSWORD}), 401, UNAUTHENTICATED)
     assert login(client, account.email, new_password).user["id"] == account.user["id"]
 
 
@@ -143,9 +135,7 @@ def test_change_password_needs_the_current_one(client: RestClient, account: Acco
     assert login(client, account.email).user["id"] == account.user["id"]
 
 
-def test_admin_only_rpcs_are_forbidden_to_users(
-    client: RestClient, account: Account, other_account: Account
-) -> None:
+def test_admin_only_rpcs_are_forbidden_to_users(client: RestClient, account: Account, other_account: Account) -> None:
     assert_error(client.get("users", token=account.token), 403, PERMISSION_DENIED)
     other = other_account.user["id"]
     assert_error(
@@ -160,9 +150,7 @@ def test_admin_only_rpcs_are_forbidden_to_users(
 
 
 def test_get_user_self(client: RestClient, account: Account) -> None:
-    assert (
-        resource(client.get(f"users/{account.user['id']}", token=account.token))["id"] == account.user["id"]
-    )
+    assert resource(client.get(f"users/{account.user['id']}", token=account.token))["id"] == account.user["id"]
 
 
 def test_admin_lists_gets_and_updates_users(client: RestClient, admin: Account, account: Account) -> None:
@@ -173,9 +161,7 @@ def test_admin_lists_gets_and_updates_users(client: RestClient, admin: Account, 
     assert page["totalSize"] >= 2
     if page["totalSize"] > 2:
         assert page["nextPageToken"]
-        second = client.get(
-            "users", token=admin.token, query={"pageSize": 2, "pageToken": page["nextPageToken"]}
-        )
+        second = client.get("users", token=admin.token, query={"pageSize": 2, "pageToken": page["nextPageToken"]})
         assert second.status == 200, second
         assert {u["id"] for u in second.json()["users"]}.isdisjoint({u["id"] for u in page["users"]})
 
@@ -194,9 +180,7 @@ def test_admin_lists_gets_and_updates_users(client: RestClient, admin: Account, 
 
 def test_admin_disables_a_user(client: RestClient, admin: Account, account: Account) -> None:
     user_id = account.user["id"]
-    response = client.patch(
-        f"users/{user_id}", {"disabled": True}, token=admin.token, query={"updateMask": "disabled"}
-    )
+    response = client.patch(f"users/{user_id}", {"disabled": True}, token=admin.token, query={"updateMask": "disabled"})
     assert resource(response)["disabled"] is True
     assert client.post("auth/login", {"email": account.email, "password": PASSWORD}).status in (401, 403)
 

@@ -14,9 +14,7 @@ def test_port_in_use_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> Non
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        status = dev.main(
-            ["--rest-port", str(port), "--grpc-port", "0", "--admin-port", "0", "--metrics-port", "0"]
-        )
+        status = dev.main(["--rest-port", str(port), "--grpc-port", "0", "--admin-port", "0", "--metrics-port", "0"])
     assert status == 1
     error = capsys.readouterr().err
     assert f"port {port}" in error and "--rest-port" in error

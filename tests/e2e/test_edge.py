@@ -7,9 +7,9 @@ from pathlib import Path
 
 import grpc
 import pytest
-from taskapi.v1 import auth_pb2, auth_pb2_grpc, task_pb2, task_pb2_grpc
 
 from server import edge
+from taskapi.v1 import auth_pb2, auth_pb2_grpc, task_pb2, task_pb2_grpc
 from tests.conftest import unique_email
 from tests.e2e.conftest import ALLOWED_ORIGIN, PASSWORD, Account, Stack, assert_error
 from tests.support.edge import RestClient, edge_config
@@ -35,17 +35,13 @@ def test_rendered_config_keeps_admin_on_loopback(tmp_path: Path) -> None:
     ("method", "path"),
     [("GET", "/api/v1/nope"), ("PUT", "/api/v1/tasks"), ("GET", "/api/v2/tasks"), ("GET", "/")],
 )
-def test_unmapped_path_or_method_is_404_json(
-    client: RestClient, account: Account, method: str, path: str
-) -> None:
+def test_unmapped_path_or_method_is_404_json(client: RestClient, account: Account, method: str, path: str) -> None:
     body = assert_error(client.request(method, path, token=account.token), 404, NOT_FOUND)
     assert body["details"] == []
 
 
 def test_unknown_query_parameter_is_400_json(client: RestClient, account: Account) -> None:
-    body = assert_error(
-        client.get("tasks", token=account.token, query={"colour": "red"}), 400, INVALID_ARGUMENT
-    )
+    body = assert_error(client.get("tasks", token=account.token, query={"colour": "red"}), 400, INVALID_ARGUMENT)
     assert "colour" in body["message"]
 
 
@@ -90,9 +86,7 @@ def test_cors_headers_on_actual_requests(client: RestClient, account: Account) -
     assert allowed.status == 200
     assert allowed.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
     exposed = allowed.headers["access-control-expose-headers"].lower()
-    assert {"ratelimit", "ratelimit-policy", "retry-after", "x-request-id"} <= {
-        h.strip() for h in exposed.split(",")
-    }
+    assert {"ratelimit", "ratelimit-policy", "retry-after", "x-request-id"} <= {h.strip() for h in exposed.split(",")}
     other = client.get("users/me", token=account.token, headers={"origin": "http://evil.example"})
     assert other.status == 200
     assert "access-control-allow-origin" not in other.headers
@@ -162,9 +156,7 @@ def test_grpc_through_envoy(stack: Stack) -> None:
         fetched = tasks.GetTask(task_pb2.GetTaskRequest(id=created.id), metadata=metadata, timeout=10)
         assert fetched.title == "over grpc"
         with pytest.raises(grpc.RpcError) as error:
-            tasks.GetTask(
-                task_pb2.GetTaskRequest(id="0123456789abcdef01234567"), metadata=metadata, timeout=10
-            )
+            tasks.GetTask(task_pb2.GetTaskRequest(id="0123456789abcdef01234567"), metadata=metadata, timeout=10)
         assert error.value.code() == grpc.StatusCode.NOT_FOUND
         unknown = channel.unary_unary("/taskapi.v1.NoSuchService/Nope")
         with pytest.raises(grpc.RpcError) as error:

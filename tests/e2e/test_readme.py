@@ -79,9 +79,7 @@ def test_taskapi_dev_as_the_readme_says(tmp_path: Path) -> None:
 
         client = RestClient(rest)
         email = "ada@example.com"
-        registered = client.post(
-            "auth/register", {"email": email, "password": "correct horse battery", "name": "Ada"}
-        )
+        registered = client.post("auth/register", {"email": email, "password": "correct horse battery", "name": "Ada"})
         assert registered.status == 200, registered
         logged_in = client.post("auth/login", {"email": email, "password": "correct horse battery"})
         assert logged_in.status == 200, logged_in

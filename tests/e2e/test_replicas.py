@@ -5,10 +5,9 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from tests.support.edge import HEALTH_CHECK_INTERVAL_SECONDS
 from tests.conftest import make_settings
 from tests.e2e.conftest import Stack, register, request_id, resource, running_stack
-from tests.support.edge import Response, RestClient, upstream_requests
+from tests.support.edge import HEALTH_CHECK_INTERVAL_SECONDS, Response, RestClient, upstream_requests
 
 
 def test_requests_spread_across_both_replicas(stack: Stack, client: RestClient) -> None:
@@ -42,9 +41,7 @@ def test_stopping_a_replica_fails_no_idempotent_request(redis_url: str, tmp_path
                 responses = [
                     client.get(f"tasks/{task['id']}", token=account.token),
                     client.get("tasks", token=account.token, query={"pageSize": 5}),
-                    client.post(
-                        "tasks", {"title": f"create {rid}"}, token=account.token, query={"requestId": rid}
-                    ),
+                    client.post("tasks", {"title": f"create {rid}"}, token=account.token, query={"requestId": rid}),
                 ]
                 calls["count"] += len(responses)
                 failures.extend(r for r in responses if r.status != 200)

@@ -43,9 +43,7 @@ def test_enums_are_case_insensitive_on_input(client: RestClient, account: Accoun
 
 
 def test_create_without_title_names_the_field(client: RestClient, account: Account) -> None:
-    body = assert_error(
-        client.post("tasks", {"description": "no title"}, token=account.token), 400, INVALID_ARGUMENT
-    )
+    body = assert_error(client.post("tasks", {"description": "no title"}, token=account.token), 400, INVALID_ARGUMENT)
     assert "task.title" in violated_fields(body)
 
 
@@ -58,9 +56,7 @@ def test_create_field_rules(client: RestClient, account: Account) -> None:
 
 
 def test_unknown_enum_and_malformed_json_are_400(client: RestClient, account: Account) -> None:
-    assert_error(
-        client.post("tasks", {"title": "t", "priority": "URGENT"}, token=account.token), 400, INVALID_ARGUMENT
-    )
+    assert_error(client.post("tasks", {"title": "t", "priority": "URGENT"}, token=account.token), 400, INVALID_ARGUMENT)
     malformed = client.request(
         "POST", "tasks", body=b'{"title": ', token=account.token, headers={"content-type": "application/json"}
     )
@@ -86,9 +82,7 @@ def test_get_missing_or_bad_id(client: RestClient, account: Account) -> None:
     assert_error(client.get("tasks/not-an-id", token=account.token), 400, INVALID_ARGUMENT)
 
 
-def test_another_users_task_is_not_found(
-    client: RestClient, account: Account, other_account: Account
-) -> None:
+def test_another_users_task_is_not_found(client: RestClient, account: Account, other_account: Account) -> None:
     task = create(client, account, title="mine")
     missing = assert_error(client.get(f"tasks/{MISSING_ID}", token=other_account.token), 404, NOT_FOUND)
     theirs = assert_error(client.get(f"tasks/{task['id']}", token=other_account.token), 404, NOT_FOUND)
@@ -105,9 +99,7 @@ def test_tasks_need_a_token(client: RestClient) -> None:
 
 
 def test_list_with_filters_order_and_pages(client: RestClient, account: Account) -> None:
-    a = create(
-        client, account, title="Alpha report", priority="LOW", tags=["work"], dueTime="2030-01-01T00:00:00Z"
-    )
+    a = create(client, account, title="Alpha report", priority="LOW", tags=["work"], dueTime="2030-01-01T00:00:00Z")
     b = create(
         client,
         account,
@@ -156,14 +148,10 @@ def test_list_with_filters_order_and_pages(client: RestClient, account: Account)
 
 
 def test_list_page_size_rules(client: RestClient, account: Account) -> None:
-    body = assert_error(
-        client.get("tasks", token=account.token, query={"pageSize": -1}), 400, INVALID_ARGUMENT
-    )
+    body = assert_error(client.get("tasks", token=account.token, query={"pageSize": -1}), 400, INVALID_ARGUMENT)
     assert "page_size" in violated_fields(body) or "pageSize" in violated_fields(body)
     assert client.get("tasks", token=account.token, query={"pageSize": 1000}).status == 200
-    assert_error(
-        client.get("tasks", token=account.token, query={"pageToken": "garbage"}), 400, INVALID_ARGUMENT
-    )
+    assert_error(client.get("tasks", token=account.token, query={"pageToken": "garbage"}), 400, INVALID_ARGUMENT)
 
 
 def test_update_with_mask_changes_only_masked_fields(client: RestClient, account: Account) -> None:
@@ -197,9 +185,7 @@ def test_update_with_stale_etag_is_aborted(client: RestClient, account: Account)
 
 def test_update_rejects_bad_fields(client: RestClient, account: Account) -> None:
     task = create(client, account)
-    response = client.patch(
-        f"tasks/{task['id']}", {"title": ""}, token=account.token, query={"updateMask": "title"}
-    )
+    response = client.patch(f"tasks/{task['id']}", {"title": ""}, token=account.token, query={"updateMask": "title"})
     assert "task.title" in violated_fields(assert_error(response, 400, INVALID_ARGUMENT))
 
 

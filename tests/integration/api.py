@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import grpc
+import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -37,8 +38,18 @@ class Api:
 
     def register(self, prefix: str = "user", password: str = PASSWORD) -> User:
         email = unique_email(prefix)
-        response = self.auth.Register(auth_pb2.RegisterRequest(email=email, password=password, name=prefix.title()), timeout=10)
+        response = self.auth.Register(
+            auth_pb2.RegisterRequest(email=email, password=password, name=prefix.title()), timeout=10
+        )
         return User(session=response, email=email, password=password)
+
+
+def fails(call, code: grpc.StatusCode) -> grpc.RpcError:
+    """Run `call`, assert it fails with `code`, return the error."""
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    assert info.value.code() == code, info.value.details()
+    return info.value
 
 
 def error_details(error: grpc.RpcError) -> dict[str, object]:
@@ -48,8 +59,12 @@ def error_details(error: grpc.RpcError) -> dict[str, object]:
     if status is None:
         return found
     for detail in status.details:
-        for kind in (error_details_pb2.BadRequest, error_details_pb2.ErrorInfo, error_details_pb2.RetryInfo,
-                     error_details_pb2.QuotaFailure):
+        for kind in (
+            error_details_pb2.BadRequest,
+            error_details_pb2.ErrorInfo,
+            error_details_pb2.RetryInfo,
+            error_details_pb2.QuotaFailure,
+        ):
             if detail.Is(kind.DESCRIPTOR):
                 message = kind()
                 detail.Unpack(message)

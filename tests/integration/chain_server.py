@@ -62,16 +62,12 @@ class CannedAuth(auth_pb2_grpc.AuthServiceServicer):
     def Login(self, request: auth_pb2.LoginRequest, context: grpc.ServicerContext) -> auth_pb2.AuthSession:
         return auth_pb2.AuthSession()
 
-    def Register(
-        self, request: auth_pb2.RegisterRequest, context: grpc.ServicerContext
-    ) -> auth_pb2.AuthSession:
+    def Register(self, request: auth_pb2.RegisterRequest, context: grpc.ServicerContext) -> auth_pb2.AuthSession:
         return auth_pb2.AuthSession()
 
 
 class CannedTasks(task_pb2_grpc.TaskServiceServicer):
-    def GetTask(
-        self, request: task_pb2.GetTaskRequest, context: grpc.ServicerContext
-    ) -> task_pb2.Task:
+    def GetTask(self, request: task_pb2.GetTaskRequest, context: grpc.ServicerContext) -> task_pb2.Task:
         return task_pb2.Task(id=request.id, title="canned")
 
     def DeleteTask(self, request: task_pb2.DeleteTaskRequest, context: grpc.ServicerContext) -> Any:
@@ -96,9 +92,7 @@ def make_chain(
 
 
 @contextmanager
-def run_server(
-    interceptors: Sequence[ServerInterceptor], *, workers: int = 4
-) -> Iterator[tuple[grpc.Server, int]]:
+def run_server(interceptors: Sequence[ServerInterceptor], *, workers: int = 4) -> Iterator[tuple[grpc.Server, int]]:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers), interceptors=list(interceptors))
     auth_pb2_grpc.add_AuthServiceServicer_to_server(CannedAuth(), server)
     task_pb2_grpc.add_TaskServiceServicer_to_server(CannedTasks(), server)

@@ -80,7 +80,16 @@ def _me(api: Api, token: str):
 
 def _token(claims: dict, secret: str = TEST_SECRET, algorithm: str = "HS256") -> str:
     now = int(time.time())
-    base = {"sub": "0" * 24, "role": "USER", "sid": "x", "jti": "j", "iat": now, "exp": now + 60, "iss": "taskapi", "aud": "taskapi"}
+    base = {
+        "sub": "0" * 24,
+        "role": "USER",
+        "sid": "x",
+        "jti": "j",
+        "iat": now,
+        "exp": now + 60,
+        "iss": "taskapi",
+        "aud": "taskapi",
+    }
     return jwt.encode(base | claims, secret, algorithm=algorithm)
 
 
@@ -108,8 +117,14 @@ def test_refresh_rotates_and_reuse_revokes_the_family(api):
     assert second.refresh_token != first.refresh_token and second.user.id == user.id
     assert _me(api, second.access_token).id == user.id
     # The rotated token is presented again: the whole family is revoked.
-    assert _code(lambda: api.auth.Refresh(auth_pb2.RefreshRequest(refresh_token=first.refresh_token))) == grpc.StatusCode.UNAUTHENTICATED
-    assert _code(lambda: api.auth.Refresh(auth_pb2.RefreshRequest(refresh_token=second.refresh_token))) == grpc.StatusCode.UNAUTHENTICATED
+    assert (
+        _code(lambda: api.auth.Refresh(auth_pb2.RefreshRequest(refresh_token=first.refresh_token)))
+        == grpc.StatusCode.UNAUTHENTICATED
+    )
+    assert (
+        _code(lambda: api.auth.Refresh(auth_pb2.RefreshRequest(refresh_token=second.refresh_token)))
+        == grpc.StatusCode.UNAUTHENTICATED
+    )
     assert _code(lambda: _me(api, second.access_token)) == grpc.StatusCode.UNAUTHENTICATED
     assert _code(lambda: _me(api, first.access_token)) == grpc.StatusCode.UNAUTHENTICATED
     # Another sign-in is another family, unaffected.
@@ -122,7 +137,10 @@ def test_logout_ends_refresh_and_access_tokens(api):
     assert _me(api, user.session.access_token)  # warms the session cache
     api.auth.Logout(auth_pb2.LogoutRequest(refresh_token=user.session.refresh_token))
     assert _code(lambda: _me(api, user.session.access_token)) == grpc.StatusCode.UNAUTHENTICATED
-    assert _code(lambda: api.auth.Refresh(auth_pb2.RefreshRequest(refresh_token=user.session.refresh_token))) == grpc.StatusCode.UNAUTHENTICATED
+    assert (
+        _code(lambda: api.auth.Refresh(auth_pb2.RefreshRequest(refresh_token=user.session.refresh_token)))
+        == grpc.StatusCode.UNAUTHENTICATED
+    )
     api.auth.Logout(auth_pb2.LogoutRequest(refresh_token=user.session.refresh_token))  # idempotent
 
 
@@ -132,7 +150,8 @@ def test_change_password_revokes_other_sessions_only(api):
     assert _me(api, other.access_token)
     with pytest.raises(grpc.RpcError) as info:
         api.users.ChangePassword(
-            user_pb2.ChangePasswordRequest(current_password="not it at all", new_password="new password 1"), metadata=user.auth
+            user_pb2.ChangePasswordRequest(current_password="not it at all", new_password="new password 1"),
+            metadata=user.auth,
         )
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and violated_fields(info.value) == {"current_password"}
     api.users.ChangePassword(
@@ -140,7 +159,10 @@ def test_change_password_revokes_other_sessions_only(api):
     )
     assert _me(api, user.session.access_token).id == user.id
     assert _code(lambda: _me(api, other.access_token)) == grpc.StatusCode.UNAUTHENTICATED
-    assert _code(lambda: api.auth.Login(auth_pb2.LoginRequest(email=user.email, password=PASSWORD))) == grpc.StatusCode.UNAUTHENTICATED
+    assert (
+        _code(lambda: api.auth.Login(auth_pb2.LoginRequest(email=user.email, password=PASSWORD)))
+        == grpc.StatusCode.UNAUTHENTICATED
+    )
     assert api.auth.Login(auth_pb2.LoginRequest(email=user.email, password="new password 1")).user.id == user.id
 
 

@@ -89,7 +89,9 @@ def test_service_keeps_answering_when_redis_is_down(private_redis):
             api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth)
             private_redis.stop()
             # Everything still works from the store: auth, reads, writes, new sign-ups.
-            updated = api.tasks.UpdateTask(T.UpdateTaskRequest(task=T.Task(id=task.id, title="no redis")), metadata=user.auth)
+            updated = api.tasks.UpdateTask(
+                T.UpdateTaskRequest(task=T.Task(id=task.id, title="no redis")), metadata=user.auth
+            )
             assert updated.title == "no redis"
             assert api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth, timeout=5).title == "no redis"
             assert api.tasks.ListTasks(T.ListTasksRequest(), metadata=user.auth, timeout=5).total_size == 1

@@ -13,8 +13,8 @@ from prometheus_client import CollectorRegistry
 
 from interceptors.logging import JsonFormatter, LoggingInterceptor
 from interceptors.metrics import Metrics, MetricsInterceptor
-from interceptors.ratelimit import RateLimitInterceptor, redis_client
 from interceptors.policy import RateLimit
+from interceptors.ratelimit import RateLimitInterceptor, redis_client
 from taskapi.v1 import auth_pb2, task_pb2
 from tests.integration.chain_server import TASK_ID, make_chain, run_server, stubs, unique_prefix
 
@@ -66,9 +66,7 @@ def test_one_json_line_per_call_without_secrets(redis_url: str, caplog: pytest.L
     # the rejected call is also counted by the outer metrics interceptor
     labels = {"grpc_type": "unary", "grpc_service": "taskapi.v1.AuthService", "grpc_method": "Login"}
     assert (
-        metrics.registry.get_sample_value(
-            "grpc_server_handled_total", {**labels, "grpc_code": "RESOURCE_EXHAUSTED"}
-        )
+        metrics.registry.get_sample_value("grpc_server_handled_total", {**labels, "grpc_code": "RESOURCE_EXHAUSTED"})
         == 1
     )
 

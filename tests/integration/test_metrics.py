@@ -10,8 +10,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from interceptors.metrics import Metrics, MetricsInterceptor, serve_metrics
-from interceptors.ratelimit import RateLimitInterceptor, redis_client
 from interceptors.policy import RateLimit
+from interceptors.ratelimit import RateLimitInterceptor, redis_client
 from taskapi.v1 import auth_pb2, task_pb2
 from tests.integration.chain_server import TASK_ID, make_chain, run_server, stubs, unique_prefix
 
@@ -86,16 +86,9 @@ def test_counts_and_codes_read_back_over_http(redis_url: str) -> None:
 
     assert decisions("allowed", "redis") == 4
     assert decisions("rejected", "redis") == 1
-    assert (
-        samples[("taskapi_cache_requests_total", frozenset({"cache": "task", "result": "hit"}.items()))] == 2
-    )
-    assert (
-        samples[("taskapi_cache_requests_total", frozenset({"cache": "task", "result": "miss"}.items()))] == 1
-    )
-    assert (
-        samples[("taskapi_cache_requests_total", frozenset({"cache": "user", "result": "error"}.items()))]
-        == 1
-    )
+    assert samples[("taskapi_cache_requests_total", frozenset({"cache": "task", "result": "hit"}.items()))] == 2
+    assert samples[("taskapi_cache_requests_total", frozenset({"cache": "task", "result": "miss"}.items()))] == 1
+    assert samples[("taskapi_cache_requests_total", frozenset({"cache": "user", "result": "error"}.items()))] == 1
 
 
 def test_two_servers_keep_separate_registries() -> None:

@@ -16,8 +16,8 @@ from prometheus_client import CollectorRegistry
 
 from interceptors.context import current_call
 from interceptors.metrics import Metrics
-from interceptors.ratelimit import RateLimitInterceptor, redis_client
 from interceptors.policy import RateLimit
+from interceptors.ratelimit import RateLimitInterceptor, redis_client
 from taskapi.v1 import auth_pb2, task_pb2
 from tests.conftest import RedisProcess
 from tests.integration.chain_server import TASK_ID, make_chain, run_server, stubs, unique_prefix
@@ -153,9 +153,7 @@ def test_script_reloaded_after_flush(redis_url: str) -> None:
             assert dict(call.initial_metadata())["ratelimit"].startswith("limit=100, remaining=98,")
 
 
-def test_redis_outage_falls_back_and_recovers(
-    redis_process: RedisProcess, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_redis_outage_falls_back_and_recovers(redis_process: RedisProcess, caplog: pytest.LogCaptureFixture) -> None:
     proc = redis_process  # our own server, never REDIS_URL's: this test stops it
     metrics = Metrics(CollectorRegistry())
     ip = RateLimit(requests=3, window_seconds=60)

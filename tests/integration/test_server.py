@@ -18,7 +18,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from server import store
 from server.app import App, run_server
 from server.tasks import parse_order_by
-from taskapi.v1 import auth_pb2, task_pb2 as T
+from taskapi.v1 import auth_pb2
+from taskapi.v1 import task_pb2 as T
 from tests.conftest import free_port, make_settings, unique_email
 from tests.integration.api import PASSWORD, Api, error_details
 
@@ -28,7 +29,9 @@ SERVICES = ("taskapi.v1.AuthService", "taskapi.v1.TaskService", "taskapi.v1.User
 def test_health_reports_every_service(channel):
     stub = health_pb2_grpc.HealthStub(channel)
     for service in ("", *SERVICES):
-        assert stub.Check(health_pb2.HealthCheckRequest(service=service)).status == health_pb2.HealthCheckResponse.SERVING
+        assert (
+            stub.Check(health_pb2.HealthCheckRequest(service=service)).status == health_pb2.HealthCheckResponse.SERVING
+        )
 
 
 def test_reflection_lists_the_services(channel):
@@ -42,7 +45,9 @@ def test_oversized_messages_are_refused(channel):
     api = Api(channel)
     user = api.register()
     with pytest.raises(grpc.RpcError) as info:
-        api.tasks.CreateTask(T.CreateTaskRequest(task=T.Task(title="big", description="x" * (2 << 20))), metadata=user.auth)
+        api.tasks.CreateTask(
+            T.CreateTaskRequest(task=T.Task(title="big", description="x" * (2 << 20))), metadata=user.auth
+        )
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
@@ -81,7 +86,9 @@ def test_drain_finishes_in_flight_calls_and_reports_not_serving(redis_url):
     app = App(make_settings(redis_url, bcrypt_rounds=13))  # a slow register keeps a call in flight
     replica = app.start_replica(0)
     with grpc.insecure_channel(replica.address) as channel:
-        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service="taskapi.v1.TaskService"))
+        watch = health_pb2_grpc.HealthStub(channel).Watch(
+            health_pb2.HealthCheckRequest(service="taskapi.v1.TaskService")
+        )
         assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
         result: dict = {}
 
@@ -104,8 +111,15 @@ def test_drain_finishes_in_flight_calls_and_reports_not_serving(redis_url):
 
 def test_serve_command_drains_on_sigterm(redis_url, tmp_path):
     port = free_port()
-    env = os.environ | {"TASKAPI_GRPC_PORT": str(port), "TASKAPI_METRICS_PORT": "0", "REDIS_URL": redis_url, "BCRYPT_ROUNDS": "4"}
-    process = subprocess.Popen([sys.executable, "-m", "server.cli", "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    env = os.environ | {
+        "TASKAPI_GRPC_PORT": str(port),
+        "TASKAPI_METRICS_PORT": "0",
+        "REDIS_URL": redis_url,
+        "BCRYPT_ROUNDS": "4",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             grpc.channel_ready_future(channel).result(timeout=30)
@@ -120,7 +134,9 @@ def test_serve_command_drains_on_sigterm(redis_url, tmp_path):
         process.communicate()
 
 
-@pytest.mark.skipif(not os.environ.get("MONGODB_URI"), reason="needs a real MongoDB (MONGODB_URI): mongomock has no query planner")
+@pytest.mark.skipif(
+    not os.environ.get("MONGODB_URI"), reason="needs a real MongoDB (MONGODB_URI): mongomock has no query planner"
+)
 def test_list_queries_use_indexes(app):
     from bson import ObjectId
 

@@ -10,7 +10,7 @@ import pytest
 from google.protobuf import field_mask_pb2, timestamp_pb2
 
 from taskapi.v1 import task_pb2
-from tests.integration.api import Api, error_details, violated_fields
+from tests.integration.api import Api, error_details, fails, violated_fields
 
 T = task_pb2
 
@@ -26,18 +26,13 @@ def _ts(moment: datetime) -> timestamp_pb2.Timestamp:
     return ts
 
 
-def _fails(call, code: grpc.StatusCode) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as info:
-        call()
-    assert info.value.code() == code, info.value.details()
-    return info.value
-
-
 def test_create_get_update_delete(api):
     user = api.register()
     due = datetime(2031, 1, 2, 3, 4, 5, tzinfo=UTC)
     created = api.tasks.CreateTask(
-        T.CreateTaskRequest(task=T.Task(title="Write", description="the spec", due_time=_ts(due), tags=["work", "docs"])),
+        T.CreateTaskRequest(
+            task=T.Task(title="Write", description="the spec", due_time=_ts(due), tags=["work", "docs"])
+        ),
         metadata=user.auth,
     )
     assert (created.status, created.priority, created.owner) == (T.PENDING, T.MEDIUM, user.id)
@@ -50,31 +45,43 @@ def test_create_get_update_delete(api):
     )
     assert updated.status == T.COMPLETED and updated.title == "Write" and updated.tags == ["work", "docs"]
     assert updated.HasField("complete_time") and updated.etag != created.etag
-    reopened = api.tasks.UpdateTask(T.UpdateTaskRequest(task=T.Task(id=created.id, status=T.IN_PROGRESS)), metadata=user.auth)
+    reopened = api.tasks.UpdateTask(
+        T.UpdateTaskRequest(task=T.Task(id=created.id, status=T.IN_PROGRESS)), metadata=user.auth
+    )
     assert not reopened.HasField("complete_time")
     api.tasks.DeleteTask(T.DeleteTaskRequest(id=created.id), metadata=user.auth)
-    _fails(lambda: api.tasks.GetTask(T.GetTaskRequest(id=created.id), metadata=user.auth), grpc.StatusCode.NOT_FOUND)
-    _fails(lambda: api.tasks.DeleteTask(T.DeleteTaskRequest(id=created.id), metadata=user.auth), grpc.StatusCode.NOT_FOUND)
+    fails(lambda: api.tasks.GetTask(T.GetTaskRequest(id=created.id), metadata=user.auth), grpc.StatusCode.NOT_FOUND)
+    fails(
+        lambda: api.tasks.DeleteTask(T.DeleteTaskRequest(id=created.id), metadata=user.auth), grpc.StatusCode.NOT_FOUND
+    )
 
 
 def test_field_rules_on_create(api):
     user = api.register()
-    error = _fails(lambda: api.tasks.CreateTask(T.CreateTaskRequest(task=T.Task()), metadata=user.auth), grpc.StatusCode.INVALID_ARGUMENT)
+    error = fails(
+        lambda: api.tasks.CreateTask(T.CreateTaskRequest(task=T.Task()), metadata=user.auth),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
     assert violated_fields(error) == {"task.title"} and "title is required" in error.details()
     too_many = [f"t{i}" for i in range(21)]
-    error = _fails(
+    error = fails(
         lambda: api.tasks.CreateTask(
             T.CreateTaskRequest(task=T.Task(title="x" * 101, description="d" * 2001, tags=too_many)), metadata=user.auth
         ),
         grpc.StatusCode.INVALID_ARGUMENT,
     )
     assert violated_fields(error) == {"task.title", "task.description", "task.tags"}
-    error = _fails(
-        lambda: api.tasks.CreateTask(T.CreateTaskRequest(task=T.Task(title="t", tags=["ok", "x" * 33])), metadata=user.auth),
+    error = fails(
+        lambda: api.tasks.CreateTask(
+            T.CreateTaskRequest(task=T.Task(title="t", tags=["ok", "x" * 33])), metadata=user.auth
+        ),
         grpc.StatusCode.INVALID_ARGUMENT,
     )
     assert violated_fields(error) == {"task.tags[1]"}
-    _fails(lambda: api.tasks.GetTask(T.GetTaskRequest(id="not-an-id"), metadata=user.auth), grpc.StatusCode.INVALID_ARGUMENT)
+    fails(
+        lambda: api.tasks.GetTask(T.GetTaskRequest(id="not-an-id"), metadata=user.auth),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
 
 
 def test_create_is_idempotent_with_a_request_id(api):
@@ -94,17 +101,22 @@ def test_another_users_task_is_not_found_and_unchanged(api):
     task = api.tasks.CreateTask(T.CreateTaskRequest(task=T.Task(title="Mine")), metadata=owner.auth)
     for call in (
         lambda: api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=stranger.auth),
-        lambda: api.tasks.UpdateTask(T.UpdateTaskRequest(task=T.Task(id=task.id, title="Theirs")), metadata=stranger.auth),
+        lambda: api.tasks.UpdateTask(
+            T.UpdateTaskRequest(task=T.Task(id=task.id, title="Theirs")), metadata=stranger.auth
+        ),
         lambda: api.tasks.DeleteTask(T.DeleteTaskRequest(id=task.id), metadata=stranger.auth),
     ):
-        error = _fails(call, grpc.StatusCode.NOT_FOUND)
+        error = fails(call, grpc.StatusCode.NOT_FOUND)
         assert error.details() == "task not found"
-    missing = _fails(lambda: api.tasks.GetTask(T.GetTaskRequest(id="0" * 24), metadata=stranger.auth), grpc.StatusCode.NOT_FOUND)
+    missing = fails(
+        lambda: api.tasks.GetTask(T.GetTaskRequest(id="0" * 24), metadata=stranger.auth), grpc.StatusCode.NOT_FOUND
+    )
     assert missing.details() == "task not found"
     assert api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=owner.auth) == task
     assert api.tasks.ListTasks(T.ListTasksRequest(), metadata=stranger.auth).total_size == 0
-    _fails(
-        lambda: api.tasks.ListTasks(T.ListTasksRequest(owner=owner.id), metadata=stranger.auth), grpc.StatusCode.PERMISSION_DENIED
+    fails(
+        lambda: api.tasks.ListTasks(T.ListTasksRequest(owner=owner.id), metadata=stranger.auth),
+        grpc.StatusCode.PERMISSION_DENIED,
     )
 
 
@@ -115,35 +127,49 @@ def test_update_mask_presence_and_etag(api):
     )
     # With a mask, only the named fields change, even if others are in the body.
     masked = api.tasks.UpdateTask(
-        T.UpdateTaskRequest(task=T.Task(id=task.id, title="B", description="ignored"), update_mask=field_mask_pb2.FieldMask(paths=["title"])),
+        T.UpdateTaskRequest(
+            task=T.Task(id=task.id, title="B", description="ignored"),
+            update_mask=field_mask_pb2.FieldMask(paths=["title"]),
+        ),
         metadata=user.auth,
     )
     assert (masked.title, masked.description, masked.priority) == ("B", "keep", T.HIGH)
     # A masked field absent from the body is cleared (AIP-134); tags can only be cleared that way.
     cleared = api.tasks.UpdateTask(
-        T.UpdateTaskRequest(task=T.Task(id=task.id), update_mask=field_mask_pb2.FieldMask(paths=["tags", "description"])),
+        T.UpdateTaskRequest(
+            task=T.Task(id=task.id), update_mask=field_mask_pb2.FieldMask(paths=["tags", "description"])
+        ),
         metadata=user.auth,
     )
     assert cleared.tags == [] and cleared.description == ""
-    stale = _fails(
-        lambda: api.tasks.UpdateTask(T.UpdateTaskRequest(task=T.Task(id=task.id, title="C", etag=task.etag)), metadata=user.auth),
+    stale = fails(
+        lambda: api.tasks.UpdateTask(
+            T.UpdateTaskRequest(task=T.Task(id=task.id, title="C", etag=task.etag)), metadata=user.auth
+        ),
         grpc.StatusCode.ABORTED,
     )
     assert error_details(stale)["ErrorInfo"].reason == "ETAG_MISMATCH"
-    fresh = api.tasks.UpdateTask(T.UpdateTaskRequest(task=T.Task(id=task.id, title="C", etag=cleared.etag)), metadata=user.auth)
+    fresh = api.tasks.UpdateTask(
+        T.UpdateTaskRequest(task=T.Task(id=task.id, title="C", etag=cleared.etag)), metadata=user.auth
+    )
     assert fresh.title == "C"
-    _fails(lambda: api.tasks.DeleteTask(T.DeleteTaskRequest(id=task.id, etag=cleared.etag), metadata=user.auth), grpc.StatusCode.ABORTED)
+    fails(
+        lambda: api.tasks.DeleteTask(T.DeleteTaskRequest(id=task.id, etag=cleared.etag), metadata=user.auth),
+        grpc.StatusCode.ABORTED,
+    )
     for paths in (["owner"], ["nonsense"]):
-        error = _fails(
+        error = fails(
             lambda p=paths: api.tasks.UpdateTask(
-                T.UpdateTaskRequest(task=T.Task(id=task.id), update_mask=field_mask_pb2.FieldMask(paths=p)), metadata=user.auth
+                T.UpdateTaskRequest(task=T.Task(id=task.id), update_mask=field_mask_pb2.FieldMask(paths=p)),
+                metadata=user.auth,
             ),
             grpc.StatusCode.INVALID_ARGUMENT,
         )
         assert violated_fields(error) == {"update_mask"}
-    error = _fails(
+    error = fails(
         lambda: api.tasks.UpdateTask(
-            T.UpdateTaskRequest(task=T.Task(id=task.id), update_mask=field_mask_pb2.FieldMask(paths=["title"])), metadata=user.auth
+            T.UpdateTaskRequest(task=T.Task(id=task.id), update_mask=field_mask_pb2.FieldMask(paths=["title"])),
+            metadata=user.auth,
         ),
         grpc.StatusCode.INVALID_ARGUMENT,
     )
@@ -155,20 +181,36 @@ def test_page_size_rules(api):
     user = api.register()
     for i in range(3):
         api.tasks.CreateTask(T.CreateTaskRequest(task=T.Task(title=f"t{i}")), metadata=user.auth)
-    _fails(lambda: api.tasks.ListTasks(T.ListTasksRequest(page_size=-1), metadata=user.auth), grpc.StatusCode.INVALID_ARGUMENT)
+    fails(
+        lambda: api.tasks.ListTasks(T.ListTasksRequest(page_size=-1), metadata=user.auth),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
     assert len(api.tasks.ListTasks(T.ListTasksRequest(page_size=1000), metadata=user.auth).tasks) == 3
     page = api.tasks.ListTasks(T.ListTasksRequest(page_size=2), metadata=user.auth)
     assert len(page.tasks) == 2 and page.next_page_token and page.total_size == 3
     for token in (page.next_page_token[:-3] + "abc", "garbage", page.next_page_token.replace(".", "x.")):
-        error = _fails(lambda t=token: api.tasks.ListTasks(T.ListTasksRequest(page_size=2, page_token=t), metadata=user.auth), grpc.StatusCode.INVALID_ARGUMENT)
+        error = fails(
+            lambda t=token: api.tasks.ListTasks(T.ListTasksRequest(page_size=2, page_token=t), metadata=user.auth),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        )
         assert violated_fields(error) == {"page_token"}
     # A token is bound to its query: other filters, another order or another user fail.
-    for other in (T.ListTasksRequest(page_size=2, q="t", page_token=page.next_page_token),
-                  T.ListTasksRequest(page_size=2, order_by="title", page_token=page.next_page_token)):
-        _fails(lambda r=other: api.tasks.ListTasks(r, metadata=user.auth), grpc.StatusCode.INVALID_ARGUMENT)
+    for other in (
+        T.ListTasksRequest(page_size=2, q="t", page_token=page.next_page_token),
+        T.ListTasksRequest(page_size=2, order_by="title", page_token=page.next_page_token),
+    ):
+        fails(lambda r=other: api.tasks.ListTasks(r, metadata=user.auth), grpc.StatusCode.INVALID_ARGUMENT)
     stranger = api.register()
-    _fails(lambda: api.tasks.ListTasks(T.ListTasksRequest(page_size=2, page_token=page.next_page_token), metadata=stranger.auth), grpc.StatusCode.INVALID_ARGUMENT)
-    error = _fails(lambda: api.tasks.ListTasks(T.ListTasksRequest(order_by="owner"), metadata=user.auth), grpc.StatusCode.INVALID_ARGUMENT)
+    fails(
+        lambda: api.tasks.ListTasks(
+            T.ListTasksRequest(page_size=2, page_token=page.next_page_token), metadata=stranger.auth
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    error = fails(
+        lambda: api.tasks.ListTasks(T.ListTasksRequest(order_by="owner"), metadata=user.auth),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
     assert violated_fields(error) == {"order_by"}
 
 
@@ -214,17 +256,47 @@ def _due_key(task: T.Task):
 
 CASES = [
     ("default order", dict(page_size=17), None, lambda t: (t.create_time.ToNanoseconds(), t.id), True),
-    ("status filter by due", dict(page_size=23, status=T.PENDING, order_by="dueTime"),
-     lambda t: t.status == T.PENDING, lambda t: (*_due_key(t), t.id), False),
-    ("priority desc then due desc", dict(page_size=31, order_by="priority desc, due_time desc"), None,
-     lambda t: (t.priority, *_due_key(t), t.id), True),
-    ("tags all", dict(page_size=9, tag=["a", "b"], order_by="title"), lambda t: {"a", "b"} <= set(t.tags),
-     lambda t: (t.title, t.id), False),
-    ("q and priority", dict(page_size=7, q="review", priority=T.HIGH), lambda t: "review" in t.description.lower() and t.priority == T.HIGH,
-     lambda t: (t.create_time.ToNanoseconds(), t.id), True),
-    ("due window", dict(page_size=11, due_after=_ts(datetime(2030, 1, 5, tzinfo=UTC)), due_before=_ts(datetime(2030, 1, 15, tzinfo=UTC)), order_by="dueTime desc"),
-     lambda t: t.HasField("due_time") and datetime(2030, 1, 5, tzinfo=UTC) <= t.due_time.ToDatetime(tzinfo=UTC) < datetime(2030, 1, 15, tzinfo=UTC),
-     lambda t: (*_due_key(t), t.id), True),
+    (
+        "status filter by due",
+        dict(page_size=23, status=T.PENDING, order_by="dueTime"),
+        lambda t: t.status == T.PENDING,
+        lambda t: (*_due_key(t), t.id),
+        False,
+    ),
+    (
+        "priority desc then due desc",
+        dict(page_size=31, order_by="priority desc, due_time desc"),
+        None,
+        lambda t: (t.priority, *_due_key(t), t.id),
+        True,
+    ),
+    (
+        "tags all",
+        dict(page_size=9, tag=["a", "b"], order_by="title"),
+        lambda t: {"a", "b"} <= set(t.tags),
+        lambda t: (t.title, t.id),
+        False,
+    ),
+    (
+        "q and priority",
+        dict(page_size=7, q="review", priority=T.HIGH),
+        lambda t: "review" in t.description.lower() and t.priority == T.HIGH,
+        lambda t: (t.create_time.ToNanoseconds(), t.id),
+        True,
+    ),
+    (
+        "due window",
+        dict(
+            page_size=11,
+            due_after=_ts(datetime(2030, 1, 5, tzinfo=UTC)),
+            due_before=_ts(datetime(2030, 1, 15, tzinfo=UTC)),
+            order_by="dueTime desc",
+        ),
+        lambda t: t.HasField("due_time")
+        and datetime(2030, 1, 5, tzinfo=UTC) <= t.due_time.ToDatetime(tzinfo=UTC) < datetime(2030, 1, 15, tzinfo=UTC),
+        lambda t: (*_due_key(t), t.id),
+        True,
+    ),
 ]
 
 
@@ -243,7 +315,9 @@ def test_pages_stay_consistent_while_tasks_are_added(many_tasks):
     request = T.ListTasksRequest(page_size=50, order_by="createTime")
     first = api.tasks.ListTasks(request, metadata=user.auth)
     late = api.tasks.CreateTask(T.CreateTaskRequest(task=T.Task(title="late arrival")), metadata=user.auth)
-    rest, _ = _all_pages(api, user, T.ListTasksRequest(page_size=50, order_by="createTime", page_token=first.next_page_token))
+    rest, _ = _all_pages(
+        api, user, T.ListTasksRequest(page_size=50, order_by="createTime", page_token=first.next_page_token)
+    )
     seen = [t.id for t in first.tasks] + [t.id for t in rest if t.id != late.id]
     assert seen == [t.id for t in sorted(expected, key=lambda t: (t.create_time.ToNanoseconds(), t.id))]
     assert len(set(seen)) == len(seen)

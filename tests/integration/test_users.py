@@ -8,7 +8,7 @@ from google.protobuf import field_mask_pb2
 
 from taskapi.v1 import auth_pb2, task_pb2, user_pb2
 from tests.conftest import unique_email
-from tests.integration.api import PASSWORD, Api, User, violated_fields
+from tests.integration.api import PASSWORD, Api, User, fails, violated_fields
 
 U = user_pb2
 
@@ -26,13 +26,6 @@ def admin(app, api) -> User:
     return User(session=session, email=email, password=PASSWORD)
 
 
-def _fails(call, code: grpc.StatusCode) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as info:
-        call()
-    assert info.value.code() == code, info.value.details()
-    return info.value
-
-
 def test_me_and_rename(api):
     user = api.register()
     me = api.users.GetCurrentUser(U.GetCurrentUserRequest(), metadata=user.auth)
@@ -44,18 +37,27 @@ def test_me_and_rename(api):
         U.UpdateCurrentUserRequest(user=U.User(name="x"), update_mask=field_mask_pb2.FieldMask(paths=["email"])),
         U.UpdateCurrentUserRequest(user=U.User(disabled=True)),
     ):
-        error = _fails(lambda r=request: api.users.UpdateCurrentUser(r, metadata=user.auth), grpc.StatusCode.INVALID_ARGUMENT)
+        error = fails(
+            lambda r=request: api.users.UpdateCurrentUser(r, metadata=user.auth), grpc.StatusCode.INVALID_ARGUMENT
+        )
         assert violated_fields(error) == {"update_mask"}
     assert api.users.GetCurrentUser(U.GetCurrentUserRequest(), metadata=user.auth).role == U.USER
 
 
 def test_admin_only_rpcs_refuse_users(api):
     user, other = api.register(), api.register()
-    _fails(lambda: api.users.ListUsers(U.ListUsersRequest(), metadata=user.auth), grpc.StatusCode.PERMISSION_DENIED)
-    _fails(lambda: api.users.UpdateUser(U.UpdateUserRequest(user=U.User(id=user.id, role=U.ADMIN)), metadata=user.auth),
-           grpc.StatusCode.PERMISSION_DENIED)
-    _fails(lambda: api.users.GetUser(U.GetUserRequest(id=other.id), metadata=user.auth), grpc.StatusCode.PERMISSION_DENIED)
-    _fails(lambda: api.users.DeleteUser(U.DeleteUserRequest(id=other.id), metadata=user.auth), grpc.StatusCode.PERMISSION_DENIED)
+    fails(lambda: api.users.ListUsers(U.ListUsersRequest(), metadata=user.auth), grpc.StatusCode.PERMISSION_DENIED)
+    fails(
+        lambda: api.users.UpdateUser(U.UpdateUserRequest(user=U.User(id=user.id, role=U.ADMIN)), metadata=user.auth),
+        grpc.StatusCode.PERMISSION_DENIED,
+    )
+    fails(
+        lambda: api.users.GetUser(U.GetUserRequest(id=other.id), metadata=user.auth), grpc.StatusCode.PERMISSION_DENIED
+    )
+    fails(
+        lambda: api.users.DeleteUser(U.DeleteUserRequest(id=other.id), metadata=user.auth),
+        grpc.StatusCode.PERMISSION_DENIED,
+    )
     assert api.users.GetUser(U.GetUserRequest(id=user.id), metadata=user.auth).id == user.id
 
 
@@ -67,7 +69,9 @@ def test_admin_lists_and_pages_users(api, admin):
         ids.append(api.auth.Register(auth_pb2.RegisterRequest(email=email, password=PASSWORD, name="P")).user.id)
     seen, token = [], ""
     while True:
-        page = api.users.ListUsers(U.ListUsersRequest(q=marker.upper(), page_size=2, page_token=token), metadata=admin.auth)
+        page = api.users.ListUsers(
+            U.ListUsersRequest(q=marker.upper(), page_size=2, page_token=token), metadata=admin.auth
+        )
         assert page.total_size == 5
         seen += [u.id for u in page.users]
         token = page.next_page_token
@@ -86,7 +90,10 @@ def test_admin_reads_any_task_but_changes_none(api, admin):
     assert [t.id for t in listed.tasks] == [task.id]
     everyone = api.tasks.ListTasks(task_pb2.ListTasksRequest(owner="-", page_size=100), metadata=admin.auth)
     assert everyone.total_size >= 1
-    _fails(lambda: api.tasks.DeleteTask(task_pb2.DeleteTaskRequest(id=task.id), metadata=admin.auth), grpc.StatusCode.NOT_FOUND)
+    fails(
+        lambda: api.tasks.DeleteTask(task_pb2.DeleteTaskRequest(id=task.id), metadata=admin.auth),
+        grpc.StatusCode.NOT_FOUND,
+    )
 
 
 def test_disabling_a_user_stops_their_tokens(api, admin):
@@ -94,16 +101,26 @@ def test_disabling_a_user_stops_their_tokens(api, admin):
     assert api.users.GetCurrentUser(U.GetCurrentUserRequest(), metadata=user.auth)
     disabled = api.users.UpdateUser(U.UpdateUserRequest(user=U.User(id=user.id, disabled=True)), metadata=admin.auth)
     assert disabled.disabled
-    _fails(lambda: api.users.GetCurrentUser(U.GetCurrentUserRequest(), metadata=user.auth), grpc.StatusCode.UNAUTHENTICATED)
-    _fails(lambda: api.auth.Login(auth_pb2.LoginRequest(email=user.email, password=PASSWORD)), grpc.StatusCode.UNAUTHENTICATED)
-    _fails(lambda: api.auth.Refresh(auth_pb2.RefreshRequest(refresh_token=user.session.refresh_token)), grpc.StatusCode.UNAUTHENTICATED)
+    fails(
+        lambda: api.users.GetCurrentUser(U.GetCurrentUserRequest(), metadata=user.auth), grpc.StatusCode.UNAUTHENTICATED
+    )
+    fails(
+        lambda: api.auth.Login(auth_pb2.LoginRequest(email=user.email, password=PASSWORD)),
+        grpc.StatusCode.UNAUTHENTICATED,
+    )
+    fails(
+        lambda: api.auth.Refresh(auth_pb2.RefreshRequest(refresh_token=user.session.refresh_token)),
+        grpc.StatusCode.UNAUTHENTICATED,
+    )
 
 
 def test_role_change_applies_at_once(api, admin):
     user = api.register()
-    _fails(lambda: api.users.ListUsers(U.ListUsersRequest(), metadata=user.auth), grpc.StatusCode.PERMISSION_DENIED)
+    fails(lambda: api.users.ListUsers(U.ListUsersRequest(), metadata=user.auth), grpc.StatusCode.PERMISSION_DENIED)
     promoted = api.users.UpdateUser(
-        U.UpdateUserRequest(user=U.User(id=user.id, role=U.ADMIN, name="ignored"), update_mask=field_mask_pb2.FieldMask(paths=["role"])),
+        U.UpdateUserRequest(
+            user=U.User(id=user.id, role=U.ADMIN, name="ignored"), update_mask=field_mask_pb2.FieldMask(paths=["role"])
+        ),
         metadata=admin.auth,
     )
     assert promoted.role == U.ADMIN and promoted.name != "ignored"
@@ -114,10 +131,17 @@ def test_delete_user_cascades(api, admin):
     user = api.register()
     task = api.tasks.CreateTask(task_pb2.CreateTaskRequest(task=task_pb2.Task(title="gone soon")), metadata=user.auth)
     api.users.DeleteUser(U.DeleteUserRequest(id=user.id), metadata=admin.auth)
-    _fails(lambda: api.tasks.GetTask(task_pb2.GetTaskRequest(id=task.id), metadata=admin.auth), grpc.StatusCode.NOT_FOUND)
-    _fails(lambda: api.users.GetCurrentUser(U.GetCurrentUserRequest(), metadata=user.auth), grpc.StatusCode.UNAUTHENTICATED)
-    _fails(lambda: api.auth.Refresh(auth_pb2.RefreshRequest(refresh_token=user.session.refresh_token)), grpc.StatusCode.UNAUTHENTICATED)
-    _fails(lambda: api.users.GetUser(U.GetUserRequest(id=user.id), metadata=admin.auth), grpc.StatusCode.NOT_FOUND)
+    fails(
+        lambda: api.tasks.GetTask(task_pb2.GetTaskRequest(id=task.id), metadata=admin.auth), grpc.StatusCode.NOT_FOUND
+    )
+    fails(
+        lambda: api.users.GetCurrentUser(U.GetCurrentUserRequest(), metadata=user.auth), grpc.StatusCode.UNAUTHENTICATED
+    )
+    fails(
+        lambda: api.auth.Refresh(auth_pb2.RefreshRequest(refresh_token=user.session.refresh_token)),
+        grpc.StatusCode.UNAUTHENTICATED,
+    )
+    fails(lambda: api.users.GetUser(U.GetUserRequest(id=user.id), metadata=admin.auth), grpc.StatusCode.NOT_FOUND)
     # Self-deletion works too, and the email is free again.
     again = api.auth.Register(auth_pb2.RegisterRequest(email=user.email, password=PASSWORD, name="Back"))
     me = again

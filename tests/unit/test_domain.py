@@ -64,7 +64,9 @@ def test_page_tokens_round_trip_and_reject_tampering():
 def test_order_by_parsing():
     assert parse_order_by("") == [("create_time", pymongo.DESCENDING), ("_id", pymongo.DESCENDING)]
     assert parse_order_by(" priority desc , dueTime ") == [
-        ("priority", pymongo.DESCENDING), ("due_time", pymongo.ASCENDING), ("_id", pymongo.ASCENDING)
+        ("priority", pymongo.DESCENDING),
+        ("due_time", pymongo.ASCENDING),
+        ("_id", pymongo.ASCENDING),
     ]
     for bad in ("owner", "title sideways", "title, title", "priority desc asc"):
         with pytest.raises(InvalidArgument):
@@ -79,7 +81,9 @@ def test_keyset_treats_null_as_lowest():
     }
     descending = parse_order_by("dueTime desc")
     moment = datetime(2030, 1, 1)
-    assert _keyset_after(descending, [moment, oid])["$or"][0] == {"$or": [{"due_time": {"$lt": moment}}, {"due_time": None}]}
+    assert _keyset_after(descending, [moment, oid])["$or"][0] == {
+        "$or": [{"due_time": {"$lt": moment}}, {"due_time": None}]
+    }
 
 
 def test_passwords_hash_verify_and_refuse_overlong():

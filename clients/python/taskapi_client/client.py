@@ -29,6 +29,7 @@ from typing import Any, Self, TypeVar
 
 import grpc
 from google.protobuf import field_mask_pb2
+
 from taskapi.v1 import auth_pb2, auth_pb2_grpc, task_pb2, task_pb2_grpc, user_pb2, user_pb2_grpc
 
 from .errors import TaskApiError, Unauthenticated, Unavailable, from_rpc_error
@@ -56,9 +57,7 @@ class TaskApiClient:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if channel is None:
-            channel = (
-                grpc.secure_channel(target, credentials) if credentials else grpc.insecure_channel(target)
-            )
+            channel = grpc.secure_channel(target, credentials) if credentials else grpc.insecure_channel(target)
         self._channel = channel
         self.auth = auth_pb2_grpc.AuthServiceStub(channel)
         self.tasks = task_pb2_grpc.TaskServiceStub(channel)
