@@ -1,10 +1,20 @@
 """Per-call overhead of the whole interceptor chain against a bare server.
 
-Real servers on loopback, a real channel, real Redis (REDIS_URL, or a redis-server
-started here). The chain is build_chain's production order (metrics, call state, JSON
-logging to memory, errors, auth, rate limit, protovalidate) with the tests' token-free
-Authenticator, so JWT verification is not in the figure. Sequential unary GetTask
-calls, so the figure is latency added per call, not throughput. Prints figures; asserts nothing.
+1. Over gRPC: real servers on loopback, a real channel, real Redis (REDIS_URL, or a
+   redis-server started here). The chain is build_chain's production order (metrics, call
+   state, JSON logging to memory, errors, auth, rate limit, protovalidate) with the tests'
+   token-free Authenticator, so JWT verification is not in the figure. Sequential unary
+   GetTask calls, so the figure is latency added per call, not throughput.
+2. In process, no transport: the same chain's composed handler called directly with a
+   stand-in for the ServicerContext (only the methods the chain calls), still with the
+   real Redis decision. CPU and wall time per call, best of rounds, for the chain as one
+   InterceptorChain (production) and for the same layers registered one by one with
+   grpc.server (what the server did before: every layer rebuilt its handler per call).
+   Wall-clock latency on a shared 2-core box moves with the neighbours; this CPU figure
+   is the steady one for "what does the chain cost".
+3. For scale: one JWT verification (Tokens.verify), which the production chain adds.
+
+Prints figures; asserts nothing.
 
     .venv/bin/python bench/bench_chain.py [calls]
 """
@@ -24,17 +34,34 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: tests' helpers
 
+import grpc  # noqa: E402
+import jwt  # noqa: E402
+from grpc import _interceptor  # noqa: E402 - bench only: grpcio's per-call interceptor pipeline
 from prometheus_client import CollectorRegistry  # noqa: E402
+
+try:  # the chain as one interceptor; absent in trees from before it (for before/after runs)
+    from interceptors.chain import InterceptorChain  # noqa: E402
+except ImportError:  # pragma: no cover
+    InterceptorChain = type("InterceptorChain", (), {})  # noqa: N806
 
 from interceptors.logging import JsonFormatter, LoggingInterceptor  # noqa: E402
 from interceptors.metrics import Metrics, MetricsInterceptor  # noqa: E402
-from interceptors.ratelimit import RateLimitInterceptor, redis_client  # noqa: E402
 from interceptors.policy import RateLimit  # noqa: E402
+from interceptors.ratelimit import RateLimitInterceptor, redis_client  # noqa: E402
+from server.auth import Tokens  # noqa: E402
 from taskapi.v1 import task_pb2  # noqa: E402
-from tests.conftest import RedisProcess  # noqa: E402
-from tests.integration.chain_server import TASK_ID, make_chain, run_server, stubs, unique_prefix  # noqa: E402
+from tests.conftest import RedisProcess, make_settings  # noqa: E402
+from tests.integration.chain_server import (  # noqa: E402
+    GET_TASK,
+    TASK_ID,
+    CannedTasks,
+    make_chain,
+    run_server,
+    stubs,
+    unique_prefix,
+)
 
-ROUNDS = 5
+ROUNDS = 7
 
 
 @contextmanager
@@ -62,6 +89,75 @@ def per_call_us(stub: object, calls: int) -> float:
     return (time.perf_counter() - start) / calls * 1e6
 
 
+class _Context:
+    """The ServicerContext methods the chain calls, with no transport behind them."""
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", "Bearer user-1"), ("user-agent", "grpc-python/bench"))
+
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:50000"
+
+    def send_initial_metadata(self, metadata: object) -> None:
+        pass
+
+    def code(self) -> None:
+        return None
+
+
+class _Details:
+    method = GET_TASK
+    invocation_metadata = ()
+
+
+def in_process_us(interceptors: list, calls: int) -> tuple[float, float]:
+    """(CPU, wall) us per call, best of ROUNDS, of resolving and running the handler as grpc does."""
+    servicer = grpc.method_handlers_generic_handler(
+        "taskapi.v1.TaskService", {"GetTask": grpc.unary_unary_rpc_method_handler(CannedTasks().GetTask)}
+    )
+    # grpcio's own per-call step: the registered interceptors' intercept_service, in order.
+    pipeline = _interceptor.service_pipeline(interceptors)
+    request, context, details = task_pb2.GetTaskRequest(id=TASK_ID), _Context(), _Details()
+
+    resolve = pipeline.execute if pipeline is not None else lambda find, d: find(d)
+
+    def run(n: int) -> tuple[float, float]:
+        cpu, wall = time.process_time(), time.perf_counter()
+        for _ in range(n):
+            resolve(servicer.service, details).unary_unary(request, context)
+        return (time.process_time() - cpu) / n * 1e6, (time.perf_counter() - wall) / n * 1e6
+
+    run(200)
+    rounds = [run(calls) for _ in range(ROUNDS)]
+    return min(r[0] for r in rounds), min(r[1] for r in rounds)
+
+
+def jwt_verify_us(calls: int) -> float:
+    settings = make_settings("")
+    tokens = Tokens(settings)
+    token = jwt.encode(
+        {
+            "sub": "0123456789abcdef01234567",
+            "role": "USER",
+            "sid": "s",
+            "jti": "j",
+            "iat": int(time.time()),
+            "exp": int(time.time()) + 900,
+            "iss": settings.jwt_issuer,
+            "aud": settings.jwt_audience,
+        },
+        settings.jwt_secret,
+        algorithm="HS256",
+    )
+    best = float("inf")
+    for _ in range(ROUNDS):
+        start = time.process_time()
+        for _ in range(calls):
+            tokens.verify(token)
+        best = min(best, (time.process_time() - start) / calls * 1e6)
+    return best
+
+
 def main() -> None:
     calls = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
     # Log lines are formatted and written, as in production, but to memory.
@@ -82,9 +178,7 @@ def main() -> None:
             key_prefix=unique_prefix(),
             metrics=metrics,
         )
-        chain = make_chain(
-            metrics=MetricsInterceptor(metrics), logging=LoggingInterceptor(), ratelimit=limiter
-        )
+        chain = make_chain(metrics=MetricsInterceptor(metrics), logging=LoggingInterceptor(), ratelimit=limiter)
         with run_server([]) as (_, bare_port), run_server(chain) as (_, chain_port):
             with stubs(bare_port) as (_, bare), stubs(chain_port) as (_, full):
                 per_call_us(bare, 200)  # warm up channels, threads and the Lua script
@@ -93,15 +187,31 @@ def main() -> None:
                 for _ in range(ROUNDS):  # interleaved, so drift hits both alike
                     bare_us.append(per_call_us(bare, calls))
                     full_us.append(per_call_us(full, calls))
+        one = make_chain(metrics=MetricsInterceptor(metrics), logging=LoggingInterceptor(), ratelimit=limiter)
+        layers = list(one[0].layers) if isinstance(one[0], InterceptorChain) else one
+        chain_cpu, chain_wall = in_process_us(one, calls)
+        layered_cpu, layered_wall = in_process_us(layers, calls)
+        none_cpu, none_wall = in_process_us([], calls)
         decided = metrics.registry.get_sample_value(
             "taskapi_ratelimit_decisions_total", {"decision": "allowed", "backend": "redis"}
         )
 
     bare_med, full_med = statistics.median(bare_us), statistics.median(full_us)
+    # The best round is the one least disturbed by other work on the machine.
+    bare_min, full_min = min(bare_us), min(full_us)
     print(f"calls per round: {calls}, rounds: {ROUNDS}, redis decisions: {decided:.0f}")
-    print(f"bare server:     {bare_med:8.1f} us/call (median of rounds)")
-    print(f"full chain:      {full_med:8.1f} us/call (median of rounds)")
-    print(f"chain overhead:  {full_med - bare_med:8.1f} us/call")
+    print(f"bare server:     {bare_med:8.1f} us/call (median of rounds)   {bare_min:8.1f} (best round)")
+    print(f"full chain:      {full_med:8.1f} us/call (median of rounds)   {full_min:8.1f} (best round)")
+    print(
+        f"chain overhead:  {full_med - bare_med:8.1f} us/call (medians)        {full_min - bare_min:8.1f} (best rounds)"
+    )
+    print("\nin process, no transport (best of rounds)       CPU us/call   wall us/call")
+    print(f"  no interceptors                                {none_cpu:8.1f}      {none_wall:8.1f}")
+    print(f"  chain as one InterceptorChain (production)     {chain_cpu:8.1f}      {chain_wall:8.1f}")
+    label = f"same {len(layers)} layers registered one by one"
+    print(f"  {label:<46} {layered_cpu:8.1f}      {layered_wall:8.1f}")
+    jwt_us = jwt_verify_us(calls)
+    print(f"\nJWT verification (Tokens.verify), not in the figures above: {jwt_us:.1f} us CPU/call")
 
 
 if __name__ == "__main__":

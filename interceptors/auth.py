@@ -96,4 +96,6 @@ def _bearer_token(context: grpc.ServicerContext) -> str:
             if scheme.lower() == "bearer" and token.strip():
                 return token.strip()
             break
-    raise Unauthenticated("a bearer token is required: send `authorization: Bearer <access token>`", reason="TOKEN_MISSING")
+    raise Unauthenticated(
+        "a bearer token is required: send `authorization: Bearer <access token>`", reason="TOKEN_MISSING"
+    )

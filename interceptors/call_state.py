@@ -33,8 +33,13 @@ class CallStateInterceptor(ServerInterceptor):
     Entries further left were written by the client and are not trusted.
     """
 
+    _MAX_PEERS = 1024  # bound on the trust cache; peers are a few proxies, or clients when direct
+
     def __init__(self, trusted_proxies: Iterable[Network]) -> None:
         self._trusted = tuple(trusted_proxies)
+        # peer address -> trusted? Behind Envoy every call asks about the same few
+        # addresses; parsing one and testing it against each network costs microseconds.
+        self._peer_trusted: dict[str, bool] = {}
 
     def intercept(self, method: Callable, request: Any, context: grpc.ServicerContext, method_name: str) -> Any:
         metadata = dict(context.invocation_metadata())
@@ -62,6 +67,15 @@ class CallStateInterceptor(ServerInterceptor):
         return address
 
     def _is_trusted(self, address: str) -> bool:
+        trusted = self._peer_trusted.get(address)
+        if trusted is None:
+            trusted = self._check_trusted(address)
+            if len(self._peer_trusted) >= self._MAX_PEERS:
+                self._peer_trusted.clear()  # many direct clients: start over rather than grow
+            self._peer_trusted[address] = trusted
+        return trusted
+
+    def _check_trusted(self, address: str) -> bool:
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:

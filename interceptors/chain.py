@@ -18,12 +18,21 @@ The first interceptor is the outermost: it sees the call first and its end last.
     8. Validation   checks field rules once the caller may call the method at all.
 
 Metrics, Logging and RateLimit are optional here so tests can build a chain without them.
+
+The layers run inside ONE grpc.ServerInterceptor (InterceptorChain), which composes
+their handlers once per method rather than once per call: grpc-interceptor's
+`intercept_service` builds a new RpcMethodHandler and closure on every call, so eight
+registered layers cost eight rebuilds per call, for a result that never changes.
+Each layer keeps its one `intercept()` hook, which still runs on every call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
+import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc_interceptor import ServerInterceptor
 
@@ -45,7 +54,8 @@ def build_chain(
     metrics: MetricsInterceptor | None = None,
     logging: LoggingInterceptor | None = None,
     ratelimit: RateLimitInterceptor | None = None,
-) -> list[ServerInterceptor]:
+) -> list[grpc.ServerInterceptor]:
+    """The chain, ready for `grpc.server(interceptors=...)`: one interceptor running all layers."""
     policy = AccessPolicy(services)
     chain: list[ServerInterceptor | None] = [
         metrics,
@@ -57,4 +67,59 @@ def build_chain(
         AccessInterceptor(authenticator, policy),
         ValidationInterceptor(),
     ]
-    return [interceptor for interceptor in chain if interceptor is not None]
+    return [InterceptorChain([interceptor for interceptor in chain if interceptor is not None])]
+
+
+@dataclass(frozen=True)
+class _MethodDetails:
+    """What a layer's `intercept_service` may read when its handler is composed.
+
+    Only the method: the composed handler outlives the call it was built for, so it must
+    not keep that call's metadata (a bearer token) alive.
+    """
+
+    method: str
+    invocation_metadata: tuple[tuple[str, str], ...] = ()
+
+
+class InterceptorChain(grpc.ServerInterceptor):
+    """Runs `layers` (outermost first) as one interceptor, composing them once per method.
+
+    Each layer's own `intercept_service` wraps the handler below it, exactly as if the
+    layers were registered one by one, but only the first time a method is called: later
+    calls reuse the composed handler while the server returns the same handler object
+    for the method (it does: handlers are registered once). A layer must therefore make
+    per-call decisions in `intercept()`, never in `intercept_service`.
+    """
+
+    _MAX_METHODS = 4096  # a bound against a generic handler that accepts any method name
+
+    def __init__(self, layers: Sequence[ServerInterceptor]) -> None:
+        self.layers = tuple(layers)
+        # method -> (the server's handler, that handler wrapped in every layer)
+        self._composed: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    def intercept_service(
+        self, continuation: Callable[[Any], grpc.RpcMethodHandler | None], handler_call_details: Any
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        if handler is None:  # unknown method: grpcio answers UNIMPLEMENTED itself
+            return None
+        method = handler_call_details.method
+        composed = self._composed.get(method)
+        if composed is not None and composed[0] is handler:
+            return composed[1]
+        wrapped = self._compose(method, handler)
+        if len(self._composed) < self._MAX_METHODS:
+            self._composed[method] = (handler, wrapped)  # a racing thread may compose too: same result
+        return wrapped
+
+    def _compose(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        details = _MethodDetails(method)
+        wrapped: grpc.RpcMethodHandler | None = handler
+        for layer in reversed(self.layers):
+            inner = wrapped
+            wrapped = layer.intercept_service(lambda _details, inner=inner: inner, details)
+            if wrapped is None:  # a layer declined the method: so does the chain
+                break
+        return wrapped  # type: ignore[return-value]

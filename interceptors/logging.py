@@ -38,9 +38,7 @@ class LoggingInterceptor(ServerInterceptor):
     def __init__(self, logger: logging.Logger = log) -> None:
         self._log = logger
 
-    def intercept(
-        self, method: Callable, request: Any, context: grpc.ServicerContext, method_name: str
-    ) -> Any:
+    def intercept(self, method: Callable, request: Any, context: grpc.ServicerContext, method_name: str) -> Any:
         start = time.perf_counter()
         try:
             response = method(request, context)
@@ -51,13 +49,7 @@ class LoggingInterceptor(ServerInterceptor):
         return response
 
     def _emit(self, method_name: str, code: grpc.StatusCode, start: float) -> None:
-        level = (
-            logging.ERROR
-            if code in _ERROR_CODES
-            else logging.WARNING
-            if code in _WARNING_CODES
-            else logging.INFO
-        )
+        level = logging.ERROR if code in _ERROR_CODES else logging.WARNING if code in _WARNING_CODES else logging.INFO
         if not self._log.isEnabledFor(level):
             return
         duration_ms = round((time.perf_counter() - start) * 1000.0, 3)
@@ -68,13 +60,19 @@ class LoggingInterceptor(ServerInterceptor):
         else:
             request_id, client_ip = state.request_id, state.client_ip
             user_id = state.caller.user_id if state.caller is not None else None
-        self._log.log(
+        # makeRecord + handle is what Logger.log does, minus findCaller: walking the stack
+        # for a call site that is always this line costs more than the rest of the record.
+        logger = self._log
+        record = logger.makeRecord(
+            logger.name,
             level,
+            __file__,
+            0,
             "%s %s %.1f ms",
-            method_name,
-            code.name,
-            duration_ms,
-            extra={
+            (method_name, code.name, duration_ms),
+            None,
+            "_emit",
+            {
                 "grpc_method": method_name,
                 "grpc_code": code.name,
                 "duration_ms": duration_ms,
@@ -83,6 +81,7 @@ class LoggingInterceptor(ServerInterceptor):
                 "client_ip": client_ip,
             },
         )
+        logger.handle(record)
 
 
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is
@@ -94,12 +93,33 @@ _RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)))
 }
 
 
+# default=str: an odd extra value must never turn a log call into an exception. Built
+# once: json.dumps with any option builds a new encoder per call.
+_ENCODER = json.JSONEncoder(default=str, separators=(",", ":"))
+
+
 class JsonFormatter(logging.Formatter):
     """Formats each record as one JSON object: time, level, logger, message, extras."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._second: tuple[int, str] = (-1, "")  # the last whole second and its ISO text
+
+    def _time(self, created: float) -> str:
+        """ISO 8601 UTC with milliseconds, as datetime.isoformat; the seconds part cached."""
+        whole = int(created)
+        micros = round((created - whole) * 1e6)  # datetime rounds to microseconds too
+        if micros == 1_000_000:
+            whole, micros = whole + 1, 0
+        second, text = self._second  # one tuple: threads never see a half-updated pair
+        if second != whole:
+            text = datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            self._second = (whole, text)
+        return f"{text}.{micros // 1000:03d}+00:00"
+
     def format(self, record: logging.LogRecord) -> str:
         payload: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "time": self._time(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -111,5 +131,4 @@ class JsonFormatter(logging.Formatter):
             payload["exc_info"] = self.formatException(record.exc_info)
         if record.stack_info:
             payload["stack_info"] = self.formatStack(record.stack_info)
-        # default=str: an odd extra value must never turn a log call into an exception.
-        return json.dumps(payload, default=str, separators=(",", ":"))
+        return _ENCODER.encode(payload)

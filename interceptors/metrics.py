@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
@@ -53,9 +53,7 @@ def final_code(context: grpc.ServicerContext, exc: BaseException | None) -> grpc
 class Metrics:
     """The collectors, and the small API the rest of the service records through."""
 
-    def __init__(
-        self, registry: CollectorRegistry, *, buckets: tuple[float, ...] = GO_DEFAULT_BUCKETS
-    ) -> None:
+    def __init__(self, registry: CollectorRegistry, *, buckets: tuple[float, ...] = GO_DEFAULT_BUCKETS) -> None:
         self.registry = registry
         rpc_labels = ["grpc_type", "grpc_service", "grpc_method"]
         self.started = Counter(
@@ -73,8 +71,7 @@ class Metrics:
         self.handling_seconds = Histogram(
             "grpc_server_handling_seconds",
             # grpc-prometheus's own help text, so the two read the same in dashboards.
-            "Histogram of response latency (seconds) of gRPC that had been application-level "
-            "handled by the server.",
+            "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
             rpc_labels,
             buckets=buckets,
             registry=registry,
@@ -114,6 +111,16 @@ class _MethodMetrics:
     method: str
     started: Any
     handling: Any
+    handled: Any  # the grpc_server_handled counter, for children by code
+    # grpc_code -> child, filled as codes occur (at most the 17 status codes)
+    handled_by_code: dict[grpc.StatusCode, Any] = field(default_factory=dict)
+
+    def handled_child(self, code: grpc.StatusCode) -> Any:
+        child = self.handled_by_code.get(code)
+        if child is None:  # first call ending with this code; a racing thread gets the same child
+            child = self.handled.labels(self.grpc_type, self.service, self.method, code.name)
+            self.handled_by_code[code] = child
+        return child
 
 
 class MetricsInterceptor(ServerInterceptor):
@@ -145,11 +152,10 @@ class MetricsInterceptor(ServerInterceptor):
                 method,
                 self._metrics.started.labels(grpc_type, service, method),
                 self._metrics.handling_seconds.labels(grpc_type, service, method),
+                self._metrics.handled,
             )
 
-    def intercept(
-        self, method: Callable, request: Any, context: grpc.ServicerContext, method_name: str
-    ) -> Any:
+    def intercept(self, method: Callable, request: Any, context: grpc.ServicerContext, method_name: str) -> Any:
         m = self._methods[method_name]
         m.started.inc()
         start = time.perf_counter()
@@ -163,9 +169,7 @@ class MetricsInterceptor(ServerInterceptor):
         self._done(m, start, final_code(context, None))
         return response
 
-    def _stream(
-        self, m: _MethodMetrics, start: float, responses: Iterator, context: grpc.ServicerContext
-    ) -> Iterator:
+    def _stream(self, m: _MethodMetrics, start: float, responses: Iterator, context: grpc.ServicerContext) -> Iterator:
         # A streaming call ends when its iterator does, not when the handler returns it.
         try:
             yield from responses
@@ -176,7 +180,7 @@ class MetricsInterceptor(ServerInterceptor):
 
     def _done(self, m: _MethodMetrics, start: float, code: grpc.StatusCode) -> None:
         m.handling.observe(time.perf_counter() - start)
-        self._metrics.handled.labels(m.grpc_type, m.service, m.method, code.name).inc()
+        m.handled_child(code).inc()
 
 
 def _grpc_type(handler: grpc.RpcMethodHandler) -> str:

@@ -23,6 +23,7 @@ per-process GCRA until a probe (at most every `retry_interval_seconds`) succeeds
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -159,6 +160,12 @@ class RateLimitInterceptor(ServerInterceptor):
     ) -> None:
         self._redis = redis_client
         self._ip, self._user, self._auth = ip, user, auth
+        # Descriptions are fixed per limit: built here, not on every call.
+        self._ip_text = _describe(ip, "per client IP")
+        self._user_text = _describe(user, "per user")
+        what = "for Login and Register"
+        self._auth_ip_text = _describe(auth, what + " per IP")
+        self._auth_email_text = _describe(auth, what + " per email")
         self._auth_methods = auth_methods
         self._exempt = exempt_prefixes
         self._prefix = key_prefix
@@ -200,31 +207,20 @@ class RateLimitInterceptor(ServerInterceptor):
         )
 
     def _budgets(self, method_name: str, request: Any, state: CallState) -> list[Budget]:
-        ip = state.client_ip
-        budgets = [Budget(f"ip:{ip}", f"ip:{ip}", self._ip, _describe(self._ip, "per client IP"))]
+        ip = "ip:" + state.client_ip
+        budgets = [Budget(ip, ip, self._ip, self._ip_text)]
         if state.caller is not None:
-            uid = state.caller.user_id
-            budgets.append(
-                Budget(f"user:{uid}", f"user:{uid}", self._user, _describe(self._user, "per user"))
-            )
+            user = "user:" + state.caller.user_id
+            budgets.append(Budget(user, user, self._user, self._user_text))
         if method_name in self._auth_methods:
-            what = "for Login and Register"
-            budgets.append(
-                Budget(f"auth-ip:{ip}", f"auth-ip:{ip}", self._auth, _describe(self._auth, what + " per IP"))
-            )
+            auth_ip = "auth-" + ip
+            budgets.append(Budget(auth_ip, auth_ip, self._auth, self._auth_ip_text))
             email = str(getattr(request, "email", "")).strip().lower()
             if email:
                 # Hashed: an email is personal data and must not sit in Redis keys or
                 # travel back in error details (the client knows which email it sent).
-                digest = hashlib.sha256(email.encode()).hexdigest()[:20]
-                budgets.append(
-                    Budget(
-                        f"auth-email:{digest}",
-                        f"auth-email:{digest}",
-                        self._auth,
-                        _describe(self._auth, what + " per email"),
-                    )
-                )
+                auth_email = "auth-email:" + hashlib.sha256(email.encode()).hexdigest()[:20]
+                budgets.append(Budget(auth_email, auth_email, self._auth, self._auth_email_text))
         return budgets
 
     def _decide(
@@ -292,9 +288,7 @@ class RateLimitInterceptor(ServerInterceptor):
             if self._down_since is not None:
                 return
             self._down_since = now
-        log.warning(
-            "Redis unreachable for rate limiting (%s); using per-process limits until it is back", exc
-        )
+        log.warning("Redis unreachable for rate limiting (%s); using per-process limits until it is back", exc)
 
     def _mark_up(self) -> None:
         if self._down_since is None:
@@ -308,15 +302,21 @@ class RateLimitInterceptor(ServerInterceptor):
 def _headers(outcomes: list[Outcome], tightest: Outcome) -> list[tuple[str, str]]:
     # IETF draft-ietf-httpapi-ratelimit-headers: the policy list names every budget that
     # applies (tightest first); `ratelimit` describes the tightest one.
-    policies = [tightest.budget.limit.policy]
-    for o in outcomes:
-        if o.budget.limit.policy not in policies:
-            policies.append(o.budget.limit.policy)
-    limit = tightest.budget.limit.requests
+    limit = tightest.budget.limit
+    state = f"limit={limit.requests}, remaining={tightest.remaining}, reset={tightest.reset_seconds}"
     return [
-        ("ratelimit-policy", ", ".join(policies)),
-        ("ratelimit", f"limit={limit}, remaining={tightest.remaining}, reset={tightest.reset_seconds}"),
+        ("ratelimit-policy", _policy_header(limit, tuple(o.budget.limit for o in outcomes))),
+        ("ratelimit", state),
     ]
+
+
+@functools.lru_cache(maxsize=64)  # a handful of (tightest, limits) combinations ever occur
+def _policy_header(tightest: RateLimit, limits: tuple[RateLimit, ...]) -> str:
+    policies = [tightest.policy]
+    for limit in limits:
+        if limit.policy not in policies:
+            policies.append(limit.policy)
+    return ", ".join(policies)
 
 
 def _describe(limit: RateLimit, scope: str) -> str:

@@ -62,7 +62,12 @@ class App:
         self.tokens = Tokens(settings)
         self.accounts = Accounts(
             settings,
-            PasswordHasher(rounds=settings.bcrypt_rounds, concurrency=settings.bcrypt_concurrency),
+            PasswordHasher(
+                rounds=settings.bcrypt_rounds,
+                concurrency=settings.bcrypt_concurrency,
+                # Password checks may hold at most half the workers; the rest serve everything else.
+                max_waiting=max(1, settings.workers // 2 - settings.bcrypt_concurrency),
+            ),
             self.tokens,
             self.shared_cache,
         )
