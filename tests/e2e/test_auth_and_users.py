@@ -165,7 +165,9 @@ def test_admin_lists_gets_and_updates_users(client: RestClient, admin: Account, 
         assert second.status == 200, second
         assert {u["id"] for u in second.json()["users"]}.isdisjoint({u["id"] for u in page["users"]})
 
-    admins = client.get("users", token=admin.token, query={"role": "ADMIN", "pageSize": 100}).json()["users"]
+    admins = client.get(
+        "users", token=admin.token, query={"role": "ADMIN", "q": admin.user["email"], "pageSize": 100}
+    ).json()["users"]
     assert all(user["role"] == "ADMIN" for user in admins)
     assert admin.user["id"] in {user["id"] for user in admins}
 

@@ -78,7 +78,9 @@ def test_admin_lists_and_pages_users(api, admin):
         if not token:
             break
     assert seen == ids
-    admins = api.users.ListUsers(U.ListUsersRequest(role=U.ADMIN, page_size=100), metadata=admin.auth).users
+    admins = api.users.ListUsers(
+        U.ListUsersRequest(role=U.ADMIN, q=admin.email, page_size=100), metadata=admin.auth
+    ).users
     assert admin.session.user.id in {u.id for u in admins} and all(u.role == U.ADMIN for u in admins)
 
 
