@@ -126,6 +126,8 @@ class Tasks:
                 raise Aborted(
                     "the task changed since it was read (etag mismatch); read it again", reason="ETAG_MISMATCH"
                 )
+            if not paths:  # nothing to change: no write, same etag
+                return task
             changes = self._changes(task, new, paths)
             updated = store.update_task(task.id, owner, task.version, changes)
             if updated is not None:

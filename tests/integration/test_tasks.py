@@ -149,6 +149,8 @@ def test_update_mask_presence_and_etag(api):
         grpc.StatusCode.ABORTED,
     )
     assert error_details(stale)["ErrorInfo"].reason == "ETAG_MISMATCH"
+    unchanged = api.tasks.UpdateTask(T.UpdateTaskRequest(task=T.Task(id=task.id)), metadata=user.auth)
+    assert unchanged == cleared  # an update that names nothing writes nothing
     fresh = api.tasks.UpdateTask(
         T.UpdateTaskRequest(task=T.Task(id=task.id, title="C", etag=cleared.etag)), metadata=user.auth
     )
