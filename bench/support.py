@@ -206,3 +206,15 @@ def percentile(sorted_values: list[float], p: float) -> float:
         return float("nan")
     index = min(len(sorted_values) - 1, max(0, round(p / 100 * (len(sorted_values) - 1))))
     return sorted_values[index]
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """utime + stime of another process, from /proc/<pid>/stat (no psutil needed)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # fields 14, 15 of stat(5)
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent not idle since boot, from /proc/stat (every process, ours or not)."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # minus idle and iowait

@@ -1,0 +1,233 @@
+"""REST throughput and latency through the real Envoy edge, driven by `wrk`.
+
+What runs
+  One App in this process with `--replicas` sync gRPC replicas (they share this process's
+  GIL), the same as `taskapi dev`: real JWT auth, the rate limiter deciding in a private
+  redis-server (limits huge: it decides every call, never rejects), the shared read cache,
+  the embedded mongomock store, JSON call logs formatted and written to /dev/null. In
+  front, a real Envoy (server/edge.py, `--envoy-workers` threads, JSON access log to
+  /dev/null) transcoding JSON REST to gRPC. Seeded through gRPC with 4 users x 20 tasks.
+
+The load
+  `wrk` (C, its own process) with a Lua script: 80% `GET /api/v1/tasks/{id}` of a random
+  task, 20% `GET /api/v1/tasks?pageSize=10`, each with the owner's bearer token; keep-alive
+  HTTP/1.1 connections, one request in flight per connection. A 1 s warm-up fills the
+  read cache, then `--seconds` per connection count.
+
+  floor   the same wrk against `GET /api/v1/no-such-thing`, which Envoy answers itself
+          (404 from the transcoder, `reject_unknown_method`): Envoy's cost with no upstream.
+          Every one of its responses is non-2xx by design.
+
+Columns
+  req/s, p50/p99 (wrk --latency), non-2xx (wrk's "Non-2xx or 3xx responses" + socket errors)
+  CPU us/call   CPU time delta / requests, per process: server (this process: every replica
+                and its Redis client work), envoy and redis (utime+stime from /proc/<pid>/stat;
+                redis's pid from INFO), wrk (RUSAGE_CHILDREN once reaped)
+  srv cores     this process's CPU / wall time: near 1.00, the shared GIL is the ceiling
+  box cores     all cores' busy time / wall time (of os.cpu_count()): includes anything else
+                running on the machine
+  up/req        requests Envoy sent upstream / requests (1.00: no retries; a bit more when
+                wrk stops with requests in flight; 0 for the floor)
+
+    .venv/bin/python bench/bench_rest.py [--replicas 2] [--seconds 3] [--connections 1,8,32]
+        [--envoy-workers 2] [--get-share 0.8] [--no-floor]
+
+Prints a table; asserts nothing. Exits 2 when wrk is not installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import support  # noqa: E402
+
+from server.app import App  # noqa: E402
+from server.edge import CLUSTER, Envoy  # noqa: E402
+from tests.support.edge import edge_config  # noqa: E402
+
+# Formatted for one wrk thread in init(); `requests` (path, index into `tokens`) is filled in by lua_script().
+LUA = """
+local gets, lists = {}, {}
+function init(args)
+  for _, r in ipairs(requests) do
+    local req = wrk.format("GET", r[1], {["Authorization"] = "Bearer " .. tokens[r[2]]})
+    table.insert(r[1]:find("?", 1, true) and lists or gets, req)
+  end
+end
+function request()
+  if math.random() < get_share then return gets[math.random(#gets)] end
+  return lists[math.random(#lists)]
+end
+"""
+
+
+def lua_script(accounts: list[support.Account], get_share: float) -> str:
+    """The mix: each user's tasks by id and their first page, with their token (Lua is 1-based)."""
+    tokens = ", ".join(f'"{a.token}"' for a in accounts)
+    pairs = [(f"/api/v1/tasks/{t}", n) for n, a in enumerate(accounts, 1) for t in a.task_ids]
+    pairs += [("/api/v1/tasks?pageSize=10", n) for n in range(1, len(accounts) + 1)]
+    rows = ",\n  ".join(f'{{"{path}", {n}}}' for path, n in pairs)
+    return f"get_share = {get_share}\ntokens = {{{tokens}}}\nrequests = {{\n  {rows}\n}}\n" + LUA
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    connections: int
+    req_per_s: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int
+    us_per_call: dict[str, float]  # CPU per request: server (this process), envoy, redis, wrk
+    server_cores: float  # this process's CPU / wall time: ~1.0 is one GIL's worth
+    box_cores: float
+    upstream_per_req: float
+
+
+def _ms(value: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value)
+    if match is None:
+        raise ValueError(f"wrk latency {value!r}")
+    number, unit = match.groups()
+    return float(number) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
+
+
+def _wrk_field(pattern: str, out: str) -> str:
+    match = re.search(pattern, out, re.M)
+    if match is None:
+        raise ValueError(f"no {pattern!r} in wrk's output:\n{out}")
+    return match.group(1)
+
+
+def upstream_total(envoy: Envoy) -> int:
+    body = envoy.admin_get(f"/stats?filter=^cluster.{CLUSTER}.upstream_rq_total$")
+    return int(body.split(":")[1]) if ":" in body else 0
+
+
+def _cpu(pids: dict[str, int]) -> dict[str, float]:
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk, once reaped (Envoy is not, until the end)
+    return {
+        "server": time.process_time(),
+        **{name: support.proc_cpu_seconds(pid) for name, pid in pids.items()},
+        "wrk": children.ru_utime + children.ru_stime,
+        "box": support.machine_busy_seconds(),
+    }
+
+
+def run_wrk(name: str, envoy: Envoy, pids: dict[str, int], url: str, lua: Path | None, conns: int, secs: int) -> Row:
+    cmd = ["wrk", "-t", str(min(2, conns)), "-c", str(conns), "-d", f"{secs}s", "--latency", url]
+    if lua is not None:
+        cmd[1:1] = ["-s", str(lua)]
+    cpu0, up0, wall0 = _cpu(pids), upstream_total(envoy), time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - wall0
+    cpu = {k: v - cpu0[k] for k, v in _cpu(pids).items()}
+    up = upstream_total(envoy) - up0
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
+    out = done.stdout
+    requests = int(_wrk_field(r"(\d+) requests in", out))
+    non_2xx = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
+    non_2xx += sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))  # socket errors
+    return Row(
+        name=name,
+        connections=conns,
+        req_per_s=float(_wrk_field(r"Requests/sec:\s+([\d.]+)", out)),
+        p50_ms=_ms(_wrk_field(r"^\s*50%\s+(\S+)", out)),
+        p99_ms=_ms(_wrk_field(r"^\s*99%\s+(\S+)", out)),
+        non_2xx=non_2xx,
+        us_per_call={k: v * 1e6 / max(1, requests) for k, v in cpu.items() if k != "box"},
+        server_cores=cpu["server"] / wall,
+        box_cores=cpu["box"] / wall,
+        upstream_per_req=up / max(1, requests),
+    )
+
+
+CPU_COLUMNS = ("server", "envoy", "redis", "wrk")
+HEADER = (
+    f"{'load':<6} {'conns':>5} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'non-2xx':>7}  CPU us/call:"
+    + "".join(f" {c:>6}" for c in CPU_COLUMNS)
+    + f"  {'srv cores':>9} {'box cores':>9} {'up/req':>6}"
+)
+
+
+def print_row(r: Row) -> None:
+    print(
+        f"{r.name:<6} {r.connections:>5} {r.req_per_s:>7.0f} {r.p50_ms:>7.2f} {r.p99_ms:>7.2f} {r.non_2xx:>7} "
+        f"{'':12}"
+        + "".join(f" {r.us_per_call[c]:>6.0f}" for c in CPU_COLUMNS)
+        + f"  {r.server_cores:>9.2f} {r.box_cores:>9.2f} {r.upstream_per_req:>6.2f}",
+        flush=True,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--replicas", type=int, default=2)
+    parser.add_argument("--seconds", type=int, default=3, help="per row (wrk takes whole seconds)")
+    parser.add_argument("--connections", default="1,8,32")
+    parser.add_argument("--envoy-workers", type=int, default=2, help="Envoy --concurrency (taskapi dev uses 2)")
+    parser.add_argument("--get-share", type=float, default=0.8, help="GetTask share of the mix; the rest ListTasks")
+    parser.add_argument("--no-floor", action="store_true", help="skip the Envoy-only 404 rows")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
+        sys.exit(2)
+    levels = [int(c) for c in args.connections.split(",")]
+
+    support.log_like_production()
+    with support.redis_url() as url, tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        settings = support.bench_settings(url)
+        app = App(settings)
+        try:
+            replicas = [app.start_replica(0) for _ in range(args.replicas)]
+            accounts = support.seed(replicas[0].address)
+            lua = workdir / "mix.lua"
+            lua.write_text(lua_script(accounts, args.get_share))
+            config = edge_config(
+                [(settings.grpc_host, r.port) for r in replicas],
+                access_log=os.devnull,
+                health_check_interval_seconds=2.0,
+            )
+            with open(workdir / "envoy.log", "wb") as envoy_log:
+                envoy = Envoy(
+                    config, workdir, stdout=subprocess.DEVNULL, stderr=envoy_log, concurrency=args.envoy_workers
+                )
+                with envoy:
+                    envoy.wait_healthy(replicas=args.replicas)
+                    print(
+                        f"replicas={args.replicas} envoy workers={args.envoy_workers} seconds={args.seconds} "
+                        f"get share={args.get_share} "
+                        f"cores={os.cpu_count()} tasks={sum(len(a.task_ids) for a in accounts)}",
+                        flush=True,
+                    )
+                    assert envoy.process is not None
+                    pids = {"envoy": envoy.process.pid, "redis": int(app.redis.info("server")["process_id"])}
+                    rest = envoy.rest_url.rstrip("/").removesuffix("/api/v1")
+                    run_wrk("warmup", envoy, pids, rest, lua, 8, 1)
+                    print(HEADER)
+                    for conns in levels:
+                        print_row(run_wrk("rest", envoy, pids, rest, lua, conns, args.seconds))
+                    if not args.no_floor:
+                        for conns in levels:
+                            floor_url = envoy.rest_url + "no-such-thing"
+                            print_row(run_wrk("floor", envoy, pids, floor_url, None, conns, args.seconds))
+        finally:
+            app.close(grace=0)
+
+
+if __name__ == "__main__":
+    main()
