@@ -129,6 +129,7 @@ def test_serve_command_drains_on_sigterm(redis_url, tmp_path):
         output, _ = process.communicate(timeout=30)
         assert process.returncode == 0
         assert "JWT_SECRET is not set" in output.decode()  # the loud warning of the embedded default
+        assert '"stopped"' in output.decode()  # drained and closed before exiting
     finally:
         process.kill()
         process.communicate()
