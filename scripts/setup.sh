@@ -38,8 +38,11 @@ $dev && extras="[dev]"
 stamp=".venv/.installed$extras"
 if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then
   echo "setup: pip install -e .$extras"
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".$extras" 2>&1 | grep -v '^WARNING: Location' || true
-  .venv/bin/python -c "import grpc, server" # fail here, not later, if the install did not take
+  # The log is shown only on failure: pip's build warnings are noise on every first run.
+  if ! .venv/bin/python -m pip install -q --disable-pip-version-check -e ".$extras" > .venv/pip.log 2>&1; then
+    cat .venv/pip.log >&2
+    exit 1
+  fi
   touch "$stamp"
 fi
 

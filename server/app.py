@@ -53,6 +53,7 @@ class App:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        settings.warn_about_defaults()
         store.connect(settings)
         self.redis = connect_redis(settings.redis_url, settings.redis_timeout_ms)
         self.metrics = Metrics(CollectorRegistry())

@@ -104,12 +104,17 @@ class Settings:
             trusted_proxies=reader.networks("TRUSTED_PROXIES", cls.trusted_proxies),
             ephemeral_secret=ephemeral,
         )
-        if settings.ephemeral_secret:
+        return settings
+
+    def warn_about_defaults(self) -> None:
+        """Say loudly what the embedded default is not fit for (called once at start-up)."""
+        if self.ephemeral_secret:
             log.warning(
                 "JWT_SECRET is not set: using an ephemeral random secret. Tokens die with this "
-                "process and replicas cannot verify each other's tokens. Set JWT_SECRET in production."
+                "process and only replicas in this process can verify them. Set JWT_SECRET in production."
             )
-        return settings
+        if not self.mongodb_uri:
+            log.warning("MONGODB_URI is not set: using the embedded in-memory store; data dies with this process.")
 
 
 class _Reader:

@@ -42,7 +42,8 @@ def test_bad_settings_fail_fast_with_the_variable_named(env, message):
 def test_missing_secret_is_ephemeral_and_loud(caplog):
     settings = Settings.from_env({})
     assert settings.ephemeral_secret and len(settings.jwt_secret) >= 32
-    assert "JWT_SECRET is not set" in caplog.text
+    settings.warn_about_defaults()
+    assert "JWT_SECRET is not set" in caplog.text and "MONGODB_URI is not set" in caplog.text
 
 
 def test_page_tokens_round_trip_and_reject_tampering():
