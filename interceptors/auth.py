@@ -68,7 +68,13 @@ class TokenInterceptor(ServerInterceptor):
 
     def intercept(self, method: Callable, request: Any, context: grpc.ServicerContext, method_name: str) -> Any:
         if self._policy.level(method_name) != PUBLIC:
-            current_call().caller = self._authenticator.authenticate(_bearer_token(context))
+            state = current_call()
+            try:
+                state.caller = self._authenticator.authenticate(_bearer_token(context))
+            except Unauthenticated as error:
+                # Not raised here: the rate limiter must count this call by IP first
+                # (token guessing is limited too); AccessInterceptor raises it.
+                state.auth_error = error
         return method(request, context)
 
 
@@ -81,8 +87,8 @@ class AccessInterceptor(ServerInterceptor):
         level = self._policy.level(method_name)
         if level != PUBLIC:
             state = current_call()
-            if state.caller is None:  # TokenInterceptor missing from the chain: fail closed
-                raise Unauthenticated("a bearer token is required", reason="TOKEN_MISSING")
+            if state.caller is None:  # a bad token, or no TokenInterceptor in the chain: fail closed
+                raise state.auth_error or Unauthenticated("a bearer token is required", reason="TOKEN_MISSING")
             state.caller = self._authenticator.confirm(state.caller)
             if level == ADMIN and not state.caller.is_admin:
                 raise PermissionDenied("this method is for admins only", reason="ADMIN_ONLY")

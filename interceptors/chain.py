@@ -10,11 +10,12 @@ The first interceptor is the outermost: it sees the call first and its end last.
                     it), outside Errors (it logs the final status code).
     4. Errors       turns every exception from below into a status with details, so
                     what is outside it only ever sees a finished status.
-    5. Token        verifies the bearer token (no I/O) and names the caller.
+    5. Token        verifies the bearer token (no I/O) and names the caller; a bad token
+                    is only recorded, so the rate limiter still counts the call by IP.
     6. RateLimit    after Token, because the per-user budget needs the caller; one Redis
                     round trip that also prefetches what Access and the handler read.
-    7. Access       confirms the session is live (revoked, disabled, current role) from
-                    the prefetched read, and applies the proto-declared access level.
+    7. Access       rejects a bad token, confirms the session is live (revoked, disabled,
+                    current role) from the prefetched read, and applies the access level.
     8. Validation   checks field rules once the caller may call the method at all.
 
 Metrics, Logging and RateLimit are optional here so tests can build a chain without them.

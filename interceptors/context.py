@@ -37,6 +37,8 @@ class CallState:
     client_ip: str
     request_id: str
     caller: Caller | None = None
+    # Why the token was refused; raised by the access check, after the rate limiter counted the call.
+    auth_error: Exception | None = None
     # Sent as initial metadata before the response (or the error): Envoy turns it
     # into HTTP headers, which trailing metadata on an error never becomes.
     response_metadata: list[tuple[str, str]] = field(default_factory=list)

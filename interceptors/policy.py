@@ -16,3 +16,10 @@ class RateLimit:
     def policy(self) -> str:
         """The IETF RateLimit-Policy value, e.g. `100;w=900`."""
         return f"{self.requests};w={self.window_seconds}"
+
+
+# API.md's defaults: 100 requests per 15 minutes per client IP (and per user), and a
+# tighter budget for Login and Register per IP and per email.
+DEFAULT_IP = RateLimit(requests=100, window_seconds=900)
+DEFAULT_USER = RateLimit(requests=100, window_seconds=900)
+DEFAULT_AUTH = RateLimit(requests=10, window_seconds=900)

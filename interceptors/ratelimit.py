@@ -43,15 +43,12 @@ from redis.retry import Retry
 from interceptors.context import CallState, current_call
 from interceptors.errors import QuotaViolation, ResourceExhausted
 from interceptors.metrics import Metrics
-from interceptors.policy import RateLimit
+from interceptors.policy import DEFAULT_AUTH, DEFAULT_IP, DEFAULT_USER, RateLimit
 
 log = logging.getLogger(__name__)
 
 LOGIN = "/taskapi.v1.AuthService/Login"
 REGISTER = "/taskapi.v1.AuthService/Register"
-DEFAULT_IP = RateLimit(requests=100, window_seconds=900)
-DEFAULT_USER = RateLimit(requests=100, window_seconds=900)
-DEFAULT_AUTH = RateLimit(requests=10, window_seconds=900)
 # Probes and tooling must not eat the clients' budget (a kubelet probing every 10 s
 # alone would spend 90 of 100 calls per 15 min from the node's IP).
 DEFAULT_EXEMPT = ("/grpc.health.v1.", "/grpc.reflection.")
@@ -71,6 +68,7 @@ def redis_client(url: str, *, timeout_seconds: float) -> redis.Redis:
         socket_timeout=timeout_seconds,
         socket_connect_timeout=timeout_seconds,
         retry=Retry(NoBackoff(), 0),
+        max_connections=64,  # bounded: more than the worker threads that share it
     )
 
 

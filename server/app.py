@@ -151,9 +151,15 @@ class App:
         return replica
 
     def close(self, grace: float | None = None) -> None:
-        for replica in list(self.replicas):
-            replica.stop(self.settings.shutdown_grace_seconds if grace is None else grace)
-        self.replicas.clear()
+        """Drain every replica at once: one drain period, then all stop together."""
+        grace = self.settings.shutdown_grace_seconds if grace is None else grace
+        replicas, self.replicas = self.replicas, []
+        for replica in replicas:
+            replica.health.enter_graceful_shutdown()
+        if replicas and self.settings.drain_seconds > 0:
+            time.sleep(self.settings.drain_seconds)
+        for stopped in [replica.server.stop(grace) for replica in replicas]:
+            stopped.wait()
         self.metrics_endpoint.close()
         if self.redis is not None:
             self.redis.close()

@@ -112,12 +112,26 @@ class Tokens:
         return caller, float(claims["exp"])
 
 
+# Redis holds, per session, "<user id>:<role>" (live, as of the store), "revoked", or
+# "recheck:<nonce>" (re-read the store). A fill replaces only the value its reader saw,
+# so a store read that raced a revocation can never overwrite the "revoked" marker.
+_REVOKED = b"revoked"
+_RECHECK = b"recheck:"
+_FILL_SESSION = """
+local current = redis.call('GET', KEYS[1]) or ''
+if current ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 1
+"""
+
+
 class Authenticator:
     """The auth interceptors' hooks: verify the token, then confirm its session is live."""
 
     def __init__(self, tokens: Tokens, cache: SharedCache) -> None:
         self._tokens = tokens
         self._cache = cache
+        self._fill = cache.script(_FILL_SESSION)
 
     def authenticate(self, token: str) -> Caller:
         return self._tokens.verify(token)
@@ -133,11 +147,14 @@ class Authenticator:
         if not have:
             result = self._cache.run(lambda pipe: pipe.get(command[1]))
             cached = result[0] if result else None
-        if cached is not None:
+        if cached == _REVOKED:
+            raise Unauthenticated(SESSION_ENDED, reason="SESSION_REVOKED")
+        if cached is not None and not cached.startswith(_RECHECK):
             user_id, role = cached.decode().split(":")
         else:
             user_id, role = self._live_session_from_store(caller)
-            self._cache.run(lambda pipe: pipe.set(command[1], f"{user_id}:{role}", ex=LIVE_SESSION_TTL))
+            value = f"{user_id}:{role}"
+            self._cache.call_script(self._fill, [command[1]], [cached or b"", value, LIVE_SESSION_TTL])
         if user_id != caller.user_id:
             raise Unauthenticated(SESSION_ENDED, reason="SESSION_REVOKED")
         # The role is the account's current one, not the one minted into the token.
@@ -203,7 +220,11 @@ class Accounts:
         user = store.find_user(str(record.user_id))
         if user is None or user.disabled:
             raise Unauthenticated(SESSION_ENDED, reason="SESSION_REVOKED")
-        return self._start_session(user, family=record.family)
+        session = self._start_session(user, family=record.family)
+        if store.family_revoked(record.family):  # a logout raced us: our new token must die with it
+            self.end_sessions([record.family])
+            raise Unauthenticated(SESSION_ENDED, reason="SESSION_REVOKED")
+        return session
 
     def logout(self, refresh_token: str) -> None:
         """Idempotent: an unknown or already revoked token is not an error."""
@@ -222,11 +243,13 @@ class Accounts:
 
     def end_sessions(self, families: list[str]) -> None:
         store.revoke_families(families)
-        self._cache.delete(*(live_session_key(family) for family in families))
+        # The marker outlives any "live" entry (same TTL, set later), so no racing fill wins.
+        self._cache.put({live_session_key(family): _REVOKED for family in families}, LIVE_SESSION_TTL)
 
     def forget_user_sessions(self, families: list[str]) -> None:
-        """Drop cached liveness so the next call re-reads the account (role change, disable)."""
-        self._cache.delete(*(live_session_key(family) for family in families))
+        """Make the next call of these sessions re-read the account (role change, deletion)."""
+        marker = _RECHECK + secrets.token_hex(8).encode()
+        self._cache.put({live_session_key(family): marker for family in families}, LIVE_SESSION_TTL)
 
     def _start_session(self, user: store.UserDoc, family: str) -> Session:
         refresh_token = secrets.token_urlsafe(32)

@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from interceptors.policy import RateLimit
+from interceptors.policy import DEFAULT_AUTH, DEFAULT_IP, DEFAULT_USER, RateLimit
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +52,11 @@ class Settings:
     refresh_token_ttl_seconds: int = 7 * 24 * 3600
     bcrypt_rounds: int = 12
     bcrypt_concurrency: int = 2  # hashes at once, so bcrypt cannot starve other calls
+    admin_password: str = field(default="", repr=False)  # for `taskapi create-admin` only
     # Rate limits (API.md defaults)
-    rate_limit_ip: RateLimit = RateLimit(requests=100, window_seconds=900)
-    rate_limit_user: RateLimit = RateLimit(requests=100, window_seconds=900)
-    rate_limit_auth: RateLimit = RateLimit(requests=10, window_seconds=900)  # Login/Register, per IP and per email
+    rate_limit_ip: RateLimit = DEFAULT_IP
+    rate_limit_user: RateLimit = DEFAULT_USER
+    rate_limit_auth: RateLimit = DEFAULT_AUTH  # Login/Register, per IP and per email
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
         ipaddress.ip_network("127.0.0.0/8"),
         ipaddress.ip_network("::1/128"),
@@ -98,6 +99,7 @@ class Settings:
             refresh_token_ttl_seconds=reader.int("REFRESH_TOKEN_TTL_SECONDS", cls.refresh_token_ttl_seconds, minimum=1),
             bcrypt_rounds=reader.int("BCRYPT_ROUNDS", cls.bcrypt_rounds, minimum=4),
             bcrypt_concurrency=reader.int("BCRYPT_CONCURRENCY", cls.bcrypt_concurrency, minimum=1),
+            admin_password=reader.str("TASKAPI_ADMIN_PASSWORD", ""),
             rate_limit_ip=reader.rate("RATE_LIMIT_IP", cls.rate_limit_ip),
             rate_limit_user=reader.rate("RATE_LIMIT_USER", cls.rate_limit_user),
             rate_limit_auth=reader.rate("RATE_LIMIT_AUTH", cls.rate_limit_auth),

@@ -91,16 +91,13 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
         redis_url = settings.redis_url
         if not redis_url:
             redis_url = stack.enter_context(local_redis(workdir / "redis")).url
-        settings = dataclasses.replace(settings, redis_url=redis_url, metrics_port=metrics_port)
+        # No drain delay: Envoy, the only balancer, is stopped before the replicas.
+        settings = dataclasses.replace(settings, redis_url=redis_url, metrics_port=metrics_port, drain_seconds=0.0)
 
         app = App(settings)
+        # LIFO: registered before Envoy's stop, so the replicas stop after Envoy is gone.
         stack.callback(app.close)
-        replicas = []
-        for _ in range(args.replicas):
-            replica = app.start_replica(port=0)
-            # LIFO: registered before Envoy's stop, so they drain after Envoy is gone.
-            stack.callback(replica.stop, settings.shutdown_grace_seconds)
-            replicas.append(replica)
+        replicas = [app.start_replica(port=0) for _ in range(args.replicas)]
 
         config = EdgeConfig(
             rest_port=ports["--rest-port"],

@@ -15,8 +15,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+
+from interceptors.ratelimit import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -24,17 +24,8 @@ CacheListener = Callable[[str, str], None]  # (cache name, "hit" | "miss" | "err
 
 
 def connect_redis(url: str, timeout_ms: int) -> redis.Redis | None:
-    if not url:
-        return None
-    timeout = timeout_ms / 1000
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        # No retries: during an outage each call should wait one short timeout, not four.
-        retry=Retry(NoBackoff(), 0),
-        max_connections=64,
-    )
+    """The process's one Redis client (limiter, session checks, cache), or None without a URL."""
+    return redis_client(url, timeout_seconds=timeout_ms / 1000) if url else None
 
 
 class SharedCache:
@@ -84,6 +75,14 @@ class SharedCache:
         except redis.RedisError as exc:
             self._mark_down(exc)
             return None
+
+    def put(self, values: dict[str, bytes], ttl_seconds: int) -> None:
+        """Set `values` with a TTL; if Redis cannot take them, delete them as soon as it can."""
+        if self.client is None or not values:
+            return
+        done = self.run(lambda pipe: [pipe.set(key, value, ex=ttl_seconds) for key, value in values.items()])
+        if done is None:
+            self.delete(*values)
 
     def delete(self, *keys: str) -> None:
         """Delete now, or remember to delete as soon as Redis answers again."""

@@ -278,5 +278,10 @@ def user_families(user_id: ObjectId, *, live_only: bool = True) -> list[str]:
     return list(query.distinct("family"))
 
 
+def family_revoked(family: str) -> bool:
+    """Revocation marks every token of the family, so one revoked token means a revoked family."""
+    return RefreshTokenDoc.objects(family=family, revoked=True).first() is not None
+
+
 def family_is_live(family: str, user_id: ObjectId) -> bool:
-    return RefreshTokenDoc.objects(family=family, user_id=user_id, revoked=False).first() is not None
+    return RefreshTokenDoc.objects(family=family, user_id=user_id).first() is not None and not family_revoked(family)

@@ -81,10 +81,6 @@ class Tasks:
 
     def create(self, caller: Caller, new: TaskValues, request_id: str) -> store.TaskDoc:
         owner = ObjectId(caller.user_id)
-        if request_id:
-            existing = store.find_task_by_request_id(owner, request_id)
-            if existing is not None:
-                return existing
         moment = now()
         status = new.values.get("status") or PENDING
         task = store.TaskDoc(
@@ -102,9 +98,10 @@ class Tasks:
             complete_time=moment if status == COMPLETED else None,
         )
         created = store.insert_task(task)
-        if created is None:  # a concurrent retry with the same request_id won the insert
+        if created is None:  # (owner, request_id) exists: a retry; answer with the first task
             created = store.find_task_by_request_id(owner, request_id)
-            assert created is not None
+            if created is None:  # the first task was deleted since: the id is spent
+                raise NotFound(_NOT_FOUND)
             return created
         self._cache.invalidate(caller.user_id)
         return created
@@ -139,13 +136,16 @@ class Tasks:
 
     def delete(self, caller: Caller, task_id: str, etag: str) -> None:
         owner = ObjectId(caller.user_id)
+        if not etag:  # one conditional delete; nothing there (or not yours) is NOT_FOUND
+            if not store.delete_task(ObjectId(task_id), owner, None):
+                raise NotFound(_NOT_FOUND)
+            self._cache.invalidate(caller.user_id)
+            return
         task = store.find_task(task_id, owner)
         if task is None:
             raise NotFound(_NOT_FOUND)
-        if etag and etag != etag_of(task):
+        if etag != etag_of(task) or not store.delete_task(task.id, owner, task.version):
             raise Aborted("the task changed since it was read (etag mismatch); read it again", reason="ETAG_MISMATCH")
-        if not store.delete_task(task.id, owner, task.version if etag else None):
-            raise Aborted("the task changed concurrently; read it again", reason="ETAG_MISMATCH")
         self._cache.invalidate(caller.user_id)
 
     def list(self, caller: Caller, spec: TaskFilter, page_size: int, page_token: str) -> TaskPage:

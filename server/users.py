@@ -50,14 +50,20 @@ class Users:
         *,
         editable: tuple[str, ...],
     ) -> store.UserDoc:
-        """Change the fields of `user_id` that the request names, if all are `editable`."""
+        """Change the fields of `user_id` that the request names, if all are `editable`.
+
+        Without a mask, a field sent with its current value is not a change: a client may
+        send back the User it read, with a new name, even where it may not edit the role.
+        """
+        user = store.find_user(user_id)
+        if user is None:
+            raise NotFound(_NOT_FOUND)
+        if not mask:
+            present = {path for path in present if values[path] != getattr(user, path)}
         paths = _paths(values, present, mask, editable)
         changes: dict[str, Any] = {path: values[path] for path in paths}
         if "role" in changes:
             changes["role"] = changes["role"] or ROLE_USER
-        user = store.find_user(user_id)
-        if user is None:
-            raise NotFound(_NOT_FOUND)
         if not changes:
             return user
         changes["update_time"] = now()
@@ -103,7 +109,7 @@ class Users:
 
 def _paths(values: dict[str, Any], present: set[str], mask: list[str] | None, editable: tuple[str, ...]) -> set[str]:
     if not mask:
-        requested = present & {*ADMIN_EDITABLE, "email"}
+        requested = present & set(ADMIN_EDITABLE)
     elif mask == ["*"]:
         requested = set(editable)
     else:

@@ -94,7 +94,5 @@ def user_values(user: user_pb2.User) -> tuple[dict, set[str]]:
         values["role"] = ROLE_FROM_PROTO.get(user.role)
     if user.HasField("disabled"):
         values["disabled"] = user.disabled
-    present = set(values)
-    if user.email:
-        present.add("email")
-    return values, present
+    # email is output only: ignored in a body (AIP-203), refused only when a mask names it.
+    return values, set(values)

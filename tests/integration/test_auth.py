@@ -8,7 +8,8 @@ import grpc
 import jwt
 import pytest
 
-from server import cli
+from server import cli, store
+from server.auth import live_session_key
 from taskapi.v1 import auth_pb2, task_pb2, user_pb2
 from tests.conftest import TEST_SECRET, unique_email
 from tests.integration.api import PASSWORD, Api, error_details, violated_fields
@@ -182,3 +183,36 @@ def test_create_admin_command_makes_an_admin(api, monkeypatch, capsys):
         metadata=(("authorization", f"Bearer {session.access_token}"),),
     )
     assert task.owner == session.user.id
+
+
+def test_a_session_check_that_raced_a_logout_cannot_revive_it(app, api):
+    """A confirm that read the store just before a logout fills Redis just after it."""
+    user = api.register()
+    caller = app.tokens.verify(user.session.access_token)
+    key = live_session_key(caller.session_id)
+    api.auth.Logout(auth_pb2.LogoutRequest(refresh_token=user.session.refresh_token))
+    stale_fill = app.shared_cache.call_script(
+        app.authenticator._fill, [key], [b"", f"{user.id}:USER", 60]
+    )  # what the slow reader would write
+    assert stale_fill == 0 and app.shared_cache.client.get(key) == b"revoked"
+    assert _code(lambda: _me(api, user.session.access_token)) == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_a_refresh_that_raced_a_logout_leaves_nothing_alive(app, api, monkeypatch):
+    """The logout is injected between the refresh's rotation and its new token (a real race window)."""
+    user = api.register()
+    find_user = store.find_user
+
+    def logout_first(user_id):
+        monkeypatch.setattr(store, "find_user", find_user)
+        app.accounts.logout(user.session.refresh_token)
+        return find_user(user_id)
+
+    monkeypatch.setattr(store, "find_user", logout_first)
+    assert (
+        _code(lambda: api.auth.Refresh(auth_pb2.RefreshRequest(refresh_token=user.session.refresh_token)))
+        == grpc.StatusCode.UNAUTHENTICATED
+    )
+    family = app.tokens.verify(user.session.access_token).session_id
+    assert not store.RefreshTokenDoc.objects(family=family, revoked=False).count()
+    assert _code(lambda: _me(api, user.session.access_token)) == grpc.StatusCode.UNAUTHENTICATED

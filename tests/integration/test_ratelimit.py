@@ -246,3 +246,19 @@ def test_without_redis_limits_locally() -> None:
             with pytest.raises(grpc.RpcError) as err:
                 get_task(tasks)
             assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_calls_with_a_bad_token_are_counted_by_ip(redis_url: str) -> None:
+    """Token guessing spends the IP budget: a refused token is rejected only after the limiter counted it."""
+    ip = RateLimit(requests=2, window_seconds=60)
+    with run_server(make_chain(ratelimit=limiter(redis_url, ip=ip))) as (_, port):
+        with stubs(port) as (_, tasks):
+            for remaining in (1, 0):
+                with pytest.raises(grpc.RpcError) as err:
+                    tasks.GetTask(task_pb2.GetTaskRequest(id=TASK_ID), metadata=[("authorization", "Bearer forged")])
+                assert err.value.code() is grpc.StatusCode.UNAUTHENTICATED
+                headers = dict(err.value.initial_metadata())
+                assert headers["ratelimit"].startswith(f"limit=2, remaining={remaining},")
+            with pytest.raises(grpc.RpcError) as err:
+                tasks.GetTask(task_pb2.GetTaskRequest(id=TASK_ID), metadata=[("authorization", "Bearer forged")])
+            assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED

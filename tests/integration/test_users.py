@@ -42,6 +42,11 @@ def test_me_and_rename(api):
         )
         assert violated_fields(error) == {"update_mask"}
     assert api.users.GetCurrentUser(U.GetCurrentUserRequest(), metadata=user.auth).role == U.USER
+    # Sending back what was read, with a new name, is fine: unchanged and output-only fields are no change.
+    whole = api.users.GetCurrentUser(U.GetCurrentUserRequest(), metadata=user.auth)
+    whole.name = "Third Name"
+    again = api.users.UpdateCurrentUser(U.UpdateCurrentUserRequest(user=whole), metadata=user.auth)
+    assert (again.name, again.email, again.role) == ("Third Name", user.email, U.USER)
 
 
 def test_admin_only_rpcs_refuse_users(api):
@@ -96,6 +101,13 @@ def test_admin_reads_any_task_but_changes_none(api, admin):
         lambda: api.tasks.DeleteTask(task_pb2.DeleteTaskRequest(id=task.id), metadata=admin.auth),
         grpc.StatusCode.NOT_FOUND,
     )
+    fails(
+        lambda: api.tasks.UpdateTask(
+            task_pb2.UpdateTaskRequest(task=task_pb2.Task(id=task.id, title="admin was here")), metadata=admin.auth
+        ),
+        grpc.StatusCode.NOT_FOUND,
+    )
+    assert api.tasks.GetTask(task_pb2.GetTaskRequest(id=task.id), metadata=user.auth) == task
 
 
 def test_disabling_a_user_stops_their_tokens(api, admin):
@@ -147,4 +159,7 @@ def test_delete_user_cascades(api, admin):
     # Self-deletion works too, and the email is free again.
     again = api.auth.Register(auth_pb2.RegisterRequest(email=user.email, password=PASSWORD, name="Back"))
     me = again
-    api.users.DeleteUser(U.DeleteUserRequest(id=me.user.id), metadata=(("authorization", f"Bearer {me.access_token}"),))
+    own = (("authorization", f"Bearer {me.access_token}"),)
+    api.users.DeleteUser(U.DeleteUserRequest(id=me.user.id), metadata=own)
+    fails(lambda: api.users.GetCurrentUser(U.GetCurrentUserRequest(), metadata=own), grpc.StatusCode.UNAUTHENTICATED)
+    fails(lambda: api.users.GetUser(U.GetUserRequest(id=me.user.id), metadata=admin.auth), grpc.StatusCode.NOT_FOUND)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import threading
 from datetime import datetime
 
+import bcrypt
 import pymongo
 import pytest
 from bson import ObjectId
@@ -87,19 +87,25 @@ def test_keyset_treats_null_as_lowest():
     }
 
 
-def test_passwords_hash_verify_and_refuse_overlong():
+def test_passwords_hash_verify_and_refuse_overlong(monkeypatch):
     hasher = PasswordHasher(rounds=4, concurrency=1)
     stored = hasher.hash("correct horse")
     assert hasher.verify("correct horse", stored) and not hasher.verify("wrong horse", stored)
-    assert not hasher.verify("correct horse", None)  # unknown user: still a full check, still False
+    checked = []
+    real_checkpw = bcrypt.checkpw
+    monkeypatch.setattr(
+        bcrypt, "checkpw", lambda secret, hashed: checked.append(hashed) or real_checkpw(secret, hashed)
+    )
+    # An unknown user or an overlong password still costs one full check at the same cost, and fails.
+    assert not hasher.verify("correct horse", None)
     assert not hasher.verify("x" * 73, stored)
+    assert len(checked) == 2 and all(h[:7] == stored.encode()[:7] for h in checked)
     with pytest.raises(InvalidArgument):
         hasher.hash("x" * 73)
 
 
 def test_password_hashing_sheds_load_instead_of_queueing_forever():
     hasher = PasswordHasher(rounds=4, concurrency=1, max_waiting=0)
-    release = threading.Event()
     held = hasher._slot()
     held.__enter__()
     try:
@@ -107,5 +113,4 @@ def test_password_hashing_sheds_load_instead_of_queueing_forever():
             hasher.hash("another password")
     finally:
         held.__exit__(None, None, None)
-        release.set()
     assert hasher.verify("x" * 10, hasher.hash("x" * 10))
