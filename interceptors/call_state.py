@@ -6,6 +6,7 @@ import ipaddress
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import unquote
 
 import grpc
 from grpc_interceptor import ServerInterceptor
@@ -16,8 +17,11 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def peer_ip(peer: str) -> str:
-    """`ipv4:1.2.3.4:5678` / `ipv6:[::1]:5678` -> the address; anything else as is."""
-    kind, _, rest = peer.partition(":")
+    """`ipv4:1.2.3.4:5678` / `ipv6:%5B::1%5D:5678` -> the address; anything else as is.
+
+    grpcio percent-encodes the brackets of IPv6 peers, so decode before splitting.
+    """
+    kind, _, rest = unquote(peer).partition(":")
     if kind == "ipv4":
         return rest.rsplit(":", 1)[0]
     if kind == "ipv6":

@@ -133,7 +133,7 @@ class App:
         health_servicer = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-        bound = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port if port is None else port}")
+        bound = server.add_insecure_port(host_port(settings.grpc_host, settings.grpc_port if port is None else port))
         if bound == 0:
             raise OSError(f"cannot listen on {settings.grpc_host}:{port}")
         server.start()
@@ -175,7 +175,7 @@ class Replica:
 
     @property
     def address(self) -> str:
-        return f"{self.host}:{self.port}"
+        return host_port(self.host, self.port)
 
     def stop(self, grace: float) -> None:
         """Drain: report NOT_SERVING and keep serving while balancers notice, then refuse
@@ -184,6 +184,11 @@ class Replica:
         if self.drain_seconds > 0:
             time.sleep(self.drain_seconds)
         self.server.stop(grace).wait()
+
+
+def host_port(host: str, port: int) -> str:
+    """`host:port`, with an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @contextmanager

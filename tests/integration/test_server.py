@@ -15,6 +15,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from interceptors.policy import RateLimit
 from server import store
 from server.app import App, run_server
 from server.tasks import parse_order_by
@@ -157,3 +158,17 @@ def test_run_server_context_manager_serves_and_stops(redis_url):
     with run_server(make_settings(redis_url)) as replica:
         with grpc.insecure_channel(replica.address) as channel:
             assert Api(channel).register().id
+
+
+def test_an_ipv6_proxy_is_trusted_for_the_client_address(redis_url):
+    """Envoy may reach a replica over IPv6: its X-Forwarded-For must still name the client."""
+    settings = make_settings(redis_url, grpc_host="::1", rate_limit_ip=RateLimit(requests=1, window_seconds=60))
+    with run_server(settings) as replica, grpc.insecure_channel(replica.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)  # exempt from limits: only readiness here
+        health.Check(health_pb2.HealthCheckRequest())
+        auth = Api(channel).auth
+        for client in (f"10.9.{os.getpid() % 250}.1", f"10.9.{os.getpid() % 250}.2"):  # one call each: within budget
+            request = auth_pb2.LoginRequest(email=unique_email(), password=PASSWORD)
+            with pytest.raises(grpc.RpcError) as info:
+                auth.Login(request, metadata=[("x-forwarded-for", client)])
+            assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED  # unknown user, not RESOURCE_EXHAUSTED

@@ -9,6 +9,7 @@ import pymongo
 import pytest
 from bson import ObjectId
 
+from interceptors.call_state import peer_ip
 from interceptors.errors import InvalidArgument, Unavailable
 from server.config import Settings
 from server.page_tokens import PageTokens, query_digest
@@ -114,3 +115,16 @@ def test_password_hashing_sheds_load_instead_of_queueing_forever():
     finally:
         held.__exit__(None, None, None)
     assert hasher.verify("x" * 10, hasher.hash("x" * 10))
+
+
+@pytest.mark.parametrize(
+    ("peer", "address"),
+    [
+        ("ipv4:127.0.0.1:5000", "127.0.0.1"),
+        ("ipv6:%5B::1%5D:39864", "::1"),  # what grpcio 1.85 reports
+        ("ipv6:[2001:db8::7]:443", "2001:db8::7"),
+        ("unix:/tmp/socket", "unix:/tmp/socket"),
+    ],
+)
+def test_peer_addresses_parse_for_both_families(peer, address):
+    assert peer_ip(peer) == address
