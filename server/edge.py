@@ -35,7 +35,8 @@ DESCRIPTOR = ROOT / "envoy" / "taskapi.binpb"
 CLUSTER = "taskapi_replicas"
 SERVICES = ("taskapi.v1.AuthService", "taskapi.v1.TaskService", "taskapi.v1.UserService")
 
-# Reads: a retry after any upstream reset cannot duplicate an effect.
+# Reads: repeating one cannot change anything, so they are retried after any
+# failure, even one in the middle of the call.
 IDEMPOTENT_METHODS = (
     "/taskapi.v1.TaskService/GetTask",
     "/taskapi.v1.TaskService/ListTasks",
@@ -43,20 +44,29 @@ IDEMPOTENT_METHODS = (
     "/taskapi.v1.UserService/GetUser",
     "/taskapi.v1.UserService/ListUsers",
 )
-# Every RPC, writes included, is retried only when the request provably never
-# reached a server: the connection failed, the stream was refused (HTTP/2
-# REFUSED_STREAM, as a draining replica does) or reset before it was sent, or the
-# server answered UNAVAILABLE (it sheds a call before doing anything).
-SAFE_RETRY_ON = "connect-failure,refused-stream,reset-before-request,unavailable"
-# Calls whose repetition changes nothing are also retried after a reset or a
-# CANCELLED mid-call (a replica shutting down cancels calls it has accepted).
-IDEMPOTENT_RETRY_ON = SAFE_RETRY_ON + ",reset,cancelled"
+# Every other RPC (writes: Register, Login, Refresh, Update*, Delete*, ...) is retried
+# only when the request provably never reached a replica: the connection failed, the
+# stream was refused (HTTP/2 REFUSED_STREAM, as a draining replica does for new
+# streams), or it was reset before the request was sent. Never on UNAVAILABLE: the
+# server answers that in the middle of a write too (a MongoDB connection failure
+# after a partial write). A retried Refresh whose first attempt rotated the token
+# before failing looks like token reuse and revokes the whole session; a retried
+# Register answers 409 for the account its first attempt created.
+SAFE_RETRY_ON = "connect-failure,refused-stream,reset-before-request"
+# Calls whose repetition changes nothing are also retried after UNAVAILABLE (store
+# down, call shed), a reset mid-call, or CANCELLED (a replica shutting down cancels
+# calls it has accepted).
+IDEMPOTENT_RETRY_ON = SAFE_RETRY_ON + ",unavailable,reset,cancelled"
 # A REST create that carries a requestId is idempotent (the server returns the
 # first task for a repeated id). The id travels in the query string, which the
 # transcoder keeps in x-envoy-original-path when it rewrites :path; the REST
 # listener drops any client-sent copy of that header first, so it cannot be forged.
+# Over native gRPC the id is inside the protobuf body, which Envoy cannot see, so
+# a gRPC CreateTask gets the safe policy only (the Python SDK retries it itself).
 CREATE_TASK = "/taskapi.v1.TaskService/CreateTask"
 WITH_REQUEST_ID = r"[^?]*\?(.*&)?(requestId|request_id)=[A-Za-z0-9_-]+(&.*)?"
+# The REST API as clients send it, before the transcoder rewrites it to a gRPC path.
+REST_PREFIX = "/api/v1/"
 
 # Envoy's own replies, by HTTP status → the gRPC code the JSON body carries (the
 # same numbers the transcoder puts in `code` for errors from the server).
@@ -354,13 +364,34 @@ def _rest_routes(timeout: str, deadline: list[dict[str, Any]]) -> list[dict[str,
         }
         for service in SERVICES
     ]
-    # Everything else. The CORS filter runs before the transcoder has rewritten
-    # /api/v1/... to a gRPC path, and it only applies a policy when the request
-    # matches a route to a cluster; this route is that match. The transcoder then
-    # re-routes a REST call to one of the routes above, or answers 404 itself for a
-    # path that maps to no RPC, so only native gRPC calls sent to the REST port (the
-    # transcoder passes those through) are forwarded by it.
-    routes.append({"match": {"prefix": "/"}, "route": _to_replicas(timeout, SAFE_RETRY_ON)})
+    # REST calls as sent (/api/v1/...), before the transcoder rewrites them. The CORS
+    # filter runs before the transcoder, and it only applies a policy (preflights
+    # included) when the request matches a route to a cluster; this route is that
+    # match. The transcoder then re-routes a REST call to one of the routes above, or
+    # answers 404 itself for a path that maps to no RPC. Native gRPC (content-type
+    # application/grpc...) is passed through untouched by the transcoder, so it is
+    # excluded here: it never reaches a replica under a REST path.
+    routes.append(
+        {
+            "match": {
+                "prefix": REST_PREFIX,
+                "headers": [
+                    {
+                        "name": "content-type",
+                        "string_match": {"prefix": "application/grpc"},
+                        "invert_match": True,
+                        # A request without content-type (a CORS preflight, a GET) is
+                        # not gRPC: without this a missing header never matches.
+                        "treat_missing_header_as_empty": True,
+                    }
+                ],
+            },
+            "route": _to_replicas(timeout, SAFE_RETRY_ON),
+        }
+    )
+    # No catch-all: anything else (grpc.reflection.*, grpc.health.*, any other path)
+    # matches no route, and Envoy answers 404 in the JSON error shape (local_reply).
+    # The server treats reflection as public, so it must not be reachable from here.
     return routes
 
 

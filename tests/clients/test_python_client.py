@@ -5,8 +5,10 @@ from __future__ import annotations
 import threading
 
 import grpc
+import pymongo.errors
 import pytest
 
+from server import store
 from taskapi.v1 import auth_pb2, task_pb2, user_pb2
 from taskapi_client import (
     AlreadyExists,
@@ -132,9 +134,73 @@ def test_unavailable_is_retried_with_backoff_then_raised():
         ) as api,
         pytest.raises(Unavailable),
     ):
-        api.login("nobody@example.com", PASSWORD)
+        api.get_task("0" * 24)  # a read: safe to repeat
     assert len(delays) == 2  # three attempts, two pauses
     assert all(0 <= d <= 0.04 for d in delays)
+
+
+def test_non_idempotent_calls_are_not_retried_even_when_unreachable():
+    delays: list[float] = []
+    closed = f"127.0.0.1:{free_port()}"  # nothing listens there
+    with TaskApiClient(closed, timeout=5, max_attempts=3, sleep=delays.append) as api:
+        with pytest.raises(Unavailable):
+            api.login("nobody@example.com", PASSWORD)
+        with pytest.raises(Unavailable):
+            api.register("nobody@example.com", PASSWORD, "Nobody")
+        with pytest.raises(Unavailable):
+            api.call(api.tasks.DeleteTask, task_pb2.DeleteTaskRequest(id="0" * 24))
+    assert delays == []
+
+
+def test_create_without_request_id_is_not_retried_through_call():
+    """`create_task` always sends a request_id; a raw CreateTask without one is not idempotent."""
+    delays: list[float] = []
+    with TaskApiClient(f"127.0.0.1:{free_port()}", timeout=5, max_attempts=3, sleep=delays.append) as api:
+        with pytest.raises(Unavailable):
+            api.call(api.tasks.CreateTask, task_pb2.CreateTaskRequest(task=task_pb2.Task(title="t")))
+        assert delays == []
+        with pytest.raises(Unavailable):
+            api.create_task(title="t")
+        assert len(delays) == 2
+
+
+class _FailOnce:
+    """Wraps a server/store.py function: the first call raises AutoReconnect (a MongoDB
+    connection failure, injected by the test), later calls run the real function."""
+
+    def __init__(self, real):
+        self.real = real
+        self.calls = 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == 1:
+            raise pymongo.errors.AutoReconnect("injected by the test: connection lost mid-write")
+        return self.real(*args, **kwargs)
+
+
+def test_refresh_that_fails_mid_write_is_not_retried(api, monkeypatch):
+    """The real server (server/app.py's App, `replica` fixture) rotates the old refresh
+    token, then fails to insert the new one. A retry would present the rotated token,
+    which the server treats as reuse and answers by revoking the whole session."""
+    delays: list[float] = []
+    api._sleep = delays.append
+    failing = _FailOnce(store.insert_refresh_token)
+    monkeypatch.setattr(store, "insert_refresh_token", failing)  # injected failure
+    with pytest.raises(Unavailable):
+        api.refresh()
+    assert failing.calls == 1  # one attempt reached the server; no retry
+    assert delays == []
+
+
+def test_read_that_fails_once_is_retried(api, monkeypatch):
+    task = api.create_task(title="read me")
+    delays: list[float] = []
+    api._sleep = delays.append
+    failing = _FailOnce(store.find_task)
+    monkeypatch.setattr(store, "find_task", failing)  # injected failure
+    assert api.get_task(task.id).id == task.id
+    assert failing.calls == 2 and len(delays) == 1
 
 
 def test_other_errors_are_not_retried(api):

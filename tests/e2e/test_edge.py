@@ -3,6 +3,7 @@ request ids, headers, gRPC passthrough, and a config that `envoy --mode validate
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import grpc
@@ -12,9 +13,9 @@ from server import edge
 from taskapi.v1 import auth_pb2, auth_pb2_grpc, task_pb2, task_pb2_grpc
 from tests.conftest import unique_email
 from tests.e2e.conftest import ALLOWED_ORIGIN, PASSWORD, Account, Stack, assert_error
-from tests.support.edge import RestClient, edge_config
+from tests.support.edge import RestClient, edge_config, upstream_requests
 
-INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED = 3, 5, 8
+INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED, UNIMPLEMENTED = 3, 5, 8, 12
 
 
 def test_rendered_config_passes_envoy_validate(tmp_path: Path) -> None:
@@ -162,3 +163,100 @@ def test_grpc_through_envoy(stack: Stack) -> None:
         with pytest.raises(grpc.RpcError) as error:
             unknown(b"", timeout=10)
         assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_grpc_reflection_is_not_reachable_through_the_rest_port(stack: Stack) -> None:
+    """The server treats reflection as public; the REST listener routes only the three
+    services, so a reflection call sent there never reaches a replica."""
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    rest_port = f"127.0.0.1:{stack.envoy.config.rest_port}"
+    before = upstream_requests(stack.envoy)
+    with grpc.insecure_channel(rest_port) as channel:
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        with pytest.raises(grpc.RpcError) as error:
+            list(
+                reflection.ServerReflectionInfo(
+                    iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10
+                )
+            )
+        assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED, error.value
+    assert upstream_requests(stack.envoy) == before
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        "/grpc.health.v1.Health/Check",
+        "/taskapi.v1.NoSuchService/Nope",
+        "/api/v1/tasks/x",  # a REST path, but native gRPC is not transcoded, so not forwarded
+    ],
+)
+def test_other_paths_on_the_rest_port_never_reach_a_replica(stack: Stack, client: RestClient, path: str) -> None:
+    before = upstream_requests(stack.envoy)
+    # Native gRPC (which the transcoder passes through): Envoy answers it itself, in
+    # gRPC's shape (HTTP 200, grpc-status UNIMPLEMENTED), as gRPC clients expect.
+    framed = b"\x00\x00\x00\x00\x00"  # one empty gRPC message
+    response = client.post(path, body=framed, headers={"content-type": "application/grpc", "te": "trailers"})
+    assert response.headers["grpc-status"] == str(UNIMPLEMENTED), response.headers
+    assert response.body == b""
+    # The same path as a plain HTTP call: 404 in the JSON error shape.
+    assert_error(client.post(path, {}), 404, NOT_FOUND)
+    assert upstream_requests(stack.envoy) == before
+
+
+def test_native_grpc_to_the_services_still_works_on_the_rest_port(stack: Stack) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{stack.envoy.config.rest_port}") as channel:
+        auth = auth_pb2_grpc.AuthServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as error:
+            auth.Login(auth_pb2.LoginRequest(email=unique_email("nobody"), password=PASSWORD), timeout=10)
+        assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED  # the server answered
+
+
+@pytest.mark.parametrize(
+    ("method", "retry_on"),
+    [
+        ("/taskapi.v1.AuthService/Refresh", edge.SAFE_RETRY_ON),
+        ("/taskapi.v1.AuthService/Register", edge.SAFE_RETRY_ON),
+        ("/taskapi.v1.UserService/ChangePassword", edge.SAFE_RETRY_ON),
+        ("/taskapi.v1.TaskService/UpdateTask", edge.SAFE_RETRY_ON),
+        ("/taskapi.v1.TaskService/GetTask", edge.IDEMPOTENT_RETRY_ON),
+        ("/taskapi.v1.UserService/ListUsers", edge.IDEMPOTENT_RETRY_ON),
+    ],
+)
+def test_only_idempotent_calls_are_retried_on_unavailable(method: str, retry_on: str) -> None:
+    """UNAVAILABLE can come after part of a write happened (a store failure mid-call):
+    writes are retried only when they never reached a replica."""
+    for routes in _route_tables():
+        # The first route that matches the method's path (CreateTask's needs a header too).
+        route = next(
+            r
+            for r in routes
+            if "headers" not in r["match"]
+            and (r["match"].get("path") == method or method.startswith(r["match"].get("prefix", "\0")))
+        )
+        assert route["route"]["retry_policy"]["retry_on"] == retry_on
+    assert "unavailable" not in edge.SAFE_RETRY_ON.split(",")
+    assert "reset" not in edge.SAFE_RETRY_ON.split(",") and "cancelled" not in edge.SAFE_RETRY_ON.split(",")
+    assert "unavailable" in edge.IDEMPOTENT_RETRY_ON.split(",")
+
+
+def test_create_task_is_retried_on_unavailable_only_with_a_request_id() -> None:
+    rest_routes, grpc_routes = _route_tables()
+    with_id = [r for r in rest_routes if r["match"].get("path") == edge.CREATE_TASK]
+    assert len(with_id) == 1 and with_id[0]["match"]["headers"]
+    assert with_id[0]["route"]["retry_policy"]["retry_on"] == edge.IDEMPOTENT_RETRY_ON
+    # Over native gRPC the request_id is in the body, where Envoy cannot see it.
+    assert not [r for r in grpc_routes if r["match"].get("path") == edge.CREATE_TASK]
+
+
+def _route_tables() -> list[list[dict]]:
+    """The rendered route tables, REST listener first (they are rendered as one JSON line each)."""
+    rendered = edge.render(edge_config([("127.0.0.1", 1)]))
+    tables = [
+        json.loads(line.split(":", 1)[1]) for line in rendered.splitlines() if line.strip().startswith("routes: ")
+    ]
+    assert len(tables) == 2, tables
+    return tables

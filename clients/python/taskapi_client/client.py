@@ -12,10 +12,14 @@ What it does for the caller, and why:
   reused one revokes the whole family, so concurrent callers must not refresh twice:
   only the first thread whose token failed refreshes; the others reuse its result.
 - Deadlines: every attempt has `timeout` seconds (API.md: every call has a deadline).
-- Retries: only UNAVAILABLE, which means the call did not take effect or is safe to
-  repeat, with exponential backoff and full jitter (never less than the server's
-  RetryInfo). CreateTask sends a request_id, so a retried create never duplicates.
-  RESOURCE_EXHAUSTED is not retried: the caller sees `retry_delay` and decides.
+- Retries: only UNAVAILABLE, and only for calls that are safe to repeat
+  (IDEMPOTENT_RPCS: reads, CreateTask with a request_id, Logout), with exponential
+  backoff and full jitter (never less than the server's RetryInfo). The server may
+  answer UNAVAILABLE after a write was half done, so other calls are never retried:
+  a retried Refresh looks like token reuse and revokes the session, a retried
+  Register answers ALREADY_EXISTS. CreateTask always sends a request_id, so a
+  retried create never duplicates. RESOURCE_EXHAUSTED is not retried: the caller
+  sees `retry_delay` and decides.
 """
 
 from __future__ import annotations
@@ -35,6 +39,18 @@ from taskapi.v1 import auth_pb2, auth_pb2_grpc, task_pb2, task_pb2_grpc, user_pb
 from .errors import TaskApiError, Unauthenticated, Unavailable, from_rpc_error
 
 Response = TypeVar("Response")
+
+# The one place that says which RPCs are retried on UNAVAILABLE: those whose
+# repetition cannot change the outcome. Reads; CreateTask, since a repeated
+# request_id returns the first task (`call` retries it only with a request_id set);
+# Logout, which revokes an already revoked family without error. Never Refresh,
+# Register, Login, ChangePassword, Update* or Delete*: UNAVAILABLE may come after
+# part of the write happened.
+IDEMPOTENT_RPCS: dict[str, frozenset[str]] = {
+    "AuthService": frozenset({"Logout"}),
+    "TaskService": frozenset({"CreateTask", "GetTask", "ListTasks"}),
+    "UserService": frozenset({"GetCurrentUser", "GetUser", "ListUsers"}),
+}
 
 
 class TaskApiClient:
@@ -62,6 +78,11 @@ class TaskApiClient:
         self.auth = auth_pb2_grpc.AuthServiceStub(channel)
         self.tasks = task_pb2_grpc.TaskServiceStub(channel)
         self.users = user_pb2_grpc.UserServiceStub(channel)
+        stubs = {"AuthService": self.auth, "TaskService": self.tasks, "UserService": self.users}
+        # The stubs' own callables (created once per stub), matched by identity.
+        self._idempotent = {
+            id(getattr(stubs[service], rpc)) for service, rpcs in IDEMPOTENT_RPCS.items() for rpc in rpcs
+        }
         self.timeout = timeout
         self._max_attempts = max_attempts
         self._backoff = (backoff_initial, backoff_max)
@@ -161,21 +182,44 @@ class TaskApiClient:
         *,
         authenticated: bool = True,
         timeout: float | None = None,
+        idempotent: bool | None = None,
     ) -> Response:
-        """Call one RPC with the session's token, refreshing once on UNAUTHENTICATED."""
+        """Call one RPC with the session's token, refreshing once on UNAUTHENTICATED
+        (which means the call was rejected before it did anything, so repeating it is safe).
+
+        UNAVAILABLE is retried only if the call is idempotent: by default when `method`
+        is one of this client's stub methods named in IDEMPOTENT_RPCS (a CreateTask only
+        with a request_id); pass `idempotent` to decide for a call yourself."""
+        if idempotent is None:
+            idempotent = self._is_idempotent(method, request)
+        attempts = self._max_attempts if idempotent else 1
         if not authenticated:
-            return self._with_retries(method, request, timeout, metadata=())
+            return self._with_retries(method, request, timeout, metadata=(), attempts=attempts)
         session = self._session
         try:
-            return self._with_retries(method, request, timeout, metadata=_bearer(session))
+            return self._with_retries(method, request, timeout, metadata=_bearer(session), attempts=attempts)
         except Unauthenticated:
             if session is None or not self._refresh_after(session):
                 raise
-        return self._with_retries(method, request, timeout, metadata=_bearer(self._session))
+        return self._with_retries(method, request, timeout, metadata=_bearer(self._session), attempts=attempts)
+
+    def _is_idempotent(self, method: Callable[..., Any], request: Any) -> bool:
+        if id(method) not in self._idempotent:
+            return False  # unknown or not safe to repeat: never retried
+        if method is self.tasks.CreateTask:
+            return bool(request.request_id)
+        return True
 
     def _with_retries(
-        self, method: Callable[..., Response], request: Any, timeout: float | None, metadata: tuple
+        self,
+        method: Callable[..., Response],
+        request: Any,
+        timeout: float | None,
+        metadata: tuple,
+        *,
+        attempts: int,
     ) -> Response:
+        """Up to `attempts` tries (1: no retry), retrying only UNAVAILABLE."""
         attempt = 0
         while True:
             try:
@@ -183,7 +227,7 @@ class TaskApiClient:
             except grpc.RpcError as rpc_error:
                 error = from_rpc_error(rpc_error)
                 attempt += 1
-                if not isinstance(error, Unavailable) or attempt >= self._max_attempts:
+                if not isinstance(error, Unavailable) or attempt >= attempts:
                     raise error from None
             initial, cap = self._backoff
             delay = random.uniform(0, min(cap, initial * 2 ** (attempt - 1)))  # full jitter
@@ -205,7 +249,9 @@ class TaskApiClient:
         if self._session is None:
             raise Unauthenticated(grpc.StatusCode.UNAUTHENTICATED, "not signed in")
         request = auth_pb2.RefreshRequest(refresh_token=self._session.refresh_token)
-        self._session = self._with_retries(self.auth.Refresh, request, None, metadata=())
+        # Never retried: if the first attempt rotated the token before failing, a
+        # second one would present a rotated token, which revokes the whole session.
+        self._session = self._with_retries(self.auth.Refresh, request, None, metadata=(), attempts=1)
 
 
 def _bearer(session: auth_pb2.AuthSession | None) -> tuple[tuple[str, str], ...]:

@@ -8,7 +8,7 @@
     ├── AlreadyExists            the email is taken
     ├── Aborted                  stale etag
     ├── ResourceExhausted        rate limited; .retry_delay says when to come back
-    └── Unavailable              the server or its store is down (retried for you first)
+    └── Unavailable              the server or its store is down (idempotent calls are retried first)
 
 Details are parsed with `grpc_status.rpc_status.from_call`, so they come from the
 `grpc-status-details-bin` trailer the server sends, not from the message text.
