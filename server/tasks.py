@@ -239,7 +239,9 @@ class Tasks:
 def parse_order_by(order_by: str) -> list[tuple[str, int]]:
     """`"priority desc, dueTime"` -> [("priority", -1), ("due_time", 1), ("_id", 1)]."""
     sort: list[tuple[str, int]] = []
-    for clause in filter(None, (part.strip() for part in (order_by or "createTime desc").split(","))):
+    # "+" is a space in form-encoded URLs, but Envoy's transcoder passes it through as is.
+    clauses = (order_by or "createTime desc").replace("+", " ").split(",")
+    for clause in filter(None, (part.strip() for part in clauses)):
         words = clause.split()
         name = SORT_FIELDS.get(words[0].lower())
         if name is None or len(words) > 2 or (len(words) == 2 and words[1].lower() not in ("asc", "desc")):
