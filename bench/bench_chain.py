@@ -23,16 +23,13 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import statistics
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: tests' helpers
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/support.py
 
 import grpc  # noqa: E402
 import jwt  # noqa: E402
@@ -44,13 +41,15 @@ try:  # the chain as one interceptor; absent in trees from before it (for before
 except ImportError:  # pragma: no cover
     InterceptorChain = type("InterceptorChain", (), {})  # noqa: N806
 
+from support import redis_url  # noqa: E402
+
 from interceptors.logging import JsonFormatter, LoggingInterceptor  # noqa: E402
 from interceptors.metrics import Metrics, MetricsInterceptor  # noqa: E402
 from interceptors.policy import RateLimit  # noqa: E402
 from interceptors.ratelimit import RateLimitInterceptor, redis_client  # noqa: E402
 from server.auth import Tokens  # noqa: E402
 from taskapi.v1 import task_pb2  # noqa: E402
-from tests.conftest import RedisProcess, make_settings  # noqa: E402
+from tests.conftest import make_settings  # noqa: E402
 from tests.integration.chain_server import (  # noqa: E402
     GET_TASK,
     TASK_ID,
@@ -62,21 +61,6 @@ from tests.integration.chain_server import (  # noqa: E402
 )
 
 ROUNDS = 7
-
-
-@contextmanager
-def redis_url() -> Iterator[str]:
-    """REDIS_URL when set, else a private redis-server for the run."""
-    if os.environ.get("REDIS_URL"):
-        yield os.environ["REDIS_URL"]
-        return
-    with tempfile.TemporaryDirectory() as workdir:
-        process = RedisProcess(Path(workdir))
-        process.start()
-        try:
-            yield process.url
-        finally:
-            process.stop()
 
 
 def per_call_us(stub: object, calls: int) -> float:

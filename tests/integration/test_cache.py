@@ -9,7 +9,7 @@ import grpc
 import pytest
 import redis
 
-from server.app import App
+from server.app import App, run_server
 from server.task_cache import TaskCache
 from taskapi.v1 import task_pb2 as T
 from tests.conftest import RedisProcess, make_settings
@@ -78,50 +78,42 @@ def private_redis(tmp_path):
     process.stop()
 
 
-def test_service_keeps_answering_when_redis_is_down(private_redis):
-    app = App(make_settings(private_redis.url))
-    replica = app.start_replica(0)
-    try:
-        with grpc.insecure_channel(replica.address) as channel:
-            api = Api(channel)
-            user = api.register()
-            task = api.tasks.CreateTask(T.CreateTaskRequest(task=T.Task(title="cached")), metadata=user.auth)
-            api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth)
-            private_redis.stop()
-            # Everything still works from the store: auth, reads, writes, new sign-ups.
-            updated = api.tasks.UpdateTask(
-                T.UpdateTaskRequest(task=T.Task(id=task.id, title="no redis")), metadata=user.auth
-            )
-            assert updated.title == "no redis"
-            assert api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth, timeout=5).title == "no redis"
-            assert api.tasks.ListTasks(T.ListTasksRequest(), metadata=user.auth, timeout=5).total_size == 1
-            assert api.register().id
-            private_redis.start()
-            time.sleep(1.1)  # the cache skips Redis for a second after a failure
-            assert api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth).title == "no redis"
-            assert _cache_fields(private_redis.url, user.id) == {"get"}
-    finally:
-        app.close(grace=0.5)
+@pytest.fixture
+def private_api(private_redis):
+    """An Api on a server of its own, whose Redis the test may stop or pause."""
+    with run_server(make_settings(private_redis.url)) as replica, grpc.insecure_channel(replica.address) as channel:
+        yield Api(channel)
 
 
-def test_an_invalidation_missed_during_an_outage_is_replayed(private_redis):
+def test_service_keeps_answering_when_redis_is_down(private_redis, private_api):
+    api = private_api
+    user = api.register()
+    task = api.tasks.CreateTask(T.CreateTaskRequest(task=T.Task(title="cached")), metadata=user.auth)
+    api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth)
+    private_redis.stop()
+    # Everything still works from the store: auth, reads, writes, new sign-ups.
+    updated = api.tasks.UpdateTask(T.UpdateTaskRequest(task=T.Task(id=task.id, title="no redis")), metadata=user.auth)
+    assert updated.title == "no redis"
+    assert api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth, timeout=5).title == "no redis"
+    assert api.tasks.ListTasks(T.ListTasksRequest(), metadata=user.auth, timeout=5).total_size == 1
+    assert api.register().id
+    private_redis.start()
+    time.sleep(1.1)  # the cache skips Redis for a second after a failure
+    assert api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth).title == "no redis"
+    assert _cache_fields(private_redis.url, user.id) == {"get"}
+
+
+def test_an_invalidation_missed_during_an_outage_is_replayed(private_redis, private_api):
     """Redis unresponsive (paused, data kept) during a write: the stale entry is deleted on recovery."""
-    app = App(make_settings(private_redis.url))
-    replica = app.start_replica(0)
-    try:
-        with grpc.insecure_channel(replica.address) as channel:
-            api = Api(channel)
-            user = api.register()
-            task = api.tasks.CreateTask(T.CreateTaskRequest(task=T.Task(title="old")), metadata=user.auth)
-            api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth)
-            assert _cache_fields(private_redis.url, user.id) == {"get"}
-            admin = redis.Redis.from_url(private_redis.url)
-            admin.execute_command("CLIENT", "PAUSE", "1500", "ALL")
-            api.tasks.UpdateTask(T.UpdateTaskRequest(task=T.Task(id=task.id, title="new")), metadata=user.auth)
-            time.sleep(1.6)  # the pause ends; the entry from before the write is still in Redis
-            assert api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth).title == "new"
-    finally:
-        app.close(grace=0.5)
+    api = private_api
+    user = api.register()
+    task = api.tasks.CreateTask(T.CreateTaskRequest(task=T.Task(title="old")), metadata=user.auth)
+    api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth)
+    assert _cache_fields(private_redis.url, user.id) == {"get"}
+    redis.Redis.from_url(private_redis.url).execute_command("CLIENT", "PAUSE", "1500", "ALL")
+    api.tasks.UpdateTask(T.UpdateTaskRequest(task=T.Task(id=task.id, title="new")), metadata=user.auth)
+    time.sleep(1.6)  # the pause ends; the entry from before the write is still in Redis
+    assert api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth).title == "new"
 
 
 def test_concurrent_writes_and_reads_never_leave_stale_entries(channel):
