@@ -125,9 +125,14 @@ class Unavailable(ApiError):
     code_name = "UNAVAILABLE"
     default_reason = "UNAVAILABLE"
 
-    def __init__(self, message: str, *, retry_after_seconds: float = 1.0, reason: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after_seconds: float = 1.0, nothing_done: bool = False, reason: str | None = None
+    ) -> None:
         super().__init__(message, reason=reason)
         self.retry_after_seconds = retry_after_seconds
+        # True when the call was refused before it changed anything (shed under load), so
+        # any call, a write included, may be retried: the status then says so in a header.
+        self.nothing_done = nothing_done
 
 
 class Internal(ApiError):

@@ -29,6 +29,9 @@ from interceptors.errors import (
 
 log = logging.getLogger(__name__)
 
+# On a refusal that changed nothing (Unavailable(nothing_done=True)): a balancer or client
+# may retry any call, a write included. Sent as initial metadata, so Envoy sees a header.
+RETRY_SAFE_HEADER = "x-retry-safe"
 INTERNAL_MESSAGE = "internal error; the request id identifies it in the server log"
 # Turns a library's exception (say, a database driver's) into an ApiError, or None to pass.
 Translator = Callable[[BaseException], ApiError | None]
@@ -83,7 +86,8 @@ class ErrorInterceptor(ServerInterceptor):
             self._abort_plain(context, grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
 
     def _abort(self, context: grpc.ServicerContext, error: ApiError) -> None:
-        _send_metadata(context)
+        extra = ((RETRY_SAFE_HEADER, "true"),) if getattr(error, "nothing_done", False) else ()
+        _send_metadata(context, extra)
         context.abort_with_status(rpc_status.to_status(to_status(error)))
 
     def _abort_plain(self, context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> None:
@@ -93,9 +97,12 @@ class ErrorInterceptor(ServerInterceptor):
         context.abort_with_status(rpc_status.to_status(status))
 
 
-def _send_metadata(context: grpc.ServicerContext) -> None:
+def _send_metadata(context: grpc.ServicerContext, extra: tuple[tuple[str, str], ...] = ()) -> None:
     try:
         state = current_call()
     except RuntimeError:
+        if extra:
+            context.send_initial_metadata(extra)
         return
+    state.response_metadata.extend(extra)
     state.send_response_metadata(context)

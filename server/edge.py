@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Self
 
+from interceptors.status import RETRY_SAFE_HEADER
+
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,7 +54,9 @@ IDEMPOTENT_METHODS = (
 # after a partial write). A retried Refresh whose first attempt rotated the token
 # before failing looks like token reuse and revokes the whole session; a retried
 # Register answers 409 for the account its first attempt created.
-SAFE_RETRY_ON = "connect-failure,refused-stream,reset-before-request"
+# The one exception: the server marks a refusal that changed nothing (a Login shed while
+# the password-hashing slots are full) with the header `x-retry-safe: true`.
+SAFE_RETRY_ON = "connect-failure,refused-stream,reset-before-request,retriable-headers"
 # Calls whose repetition changes nothing are also retried after UNAVAILABLE (store
 # down, call shed), a reset mid-call, or CANCELLED (a replica shutting down cancels
 # calls it has accepted).
@@ -307,6 +311,7 @@ def _retry_policy(retry_on: str) -> dict[str, Any]:
     return {
         "retry_on": retry_on,
         "num_retries": 2,
+        "retriable_headers": [{"name": RETRY_SAFE_HEADER, "string_match": {"exact": "true"}}],
         # Try another replica, not the one that just failed.
         "retry_host_predicate": [
             {

@@ -48,6 +48,7 @@ class PasswordHasher:
             raise Unavailable(
                 "the server is busy checking passwords; retry shortly",
                 retry_after_seconds=1.0,
+                nothing_done=True,
                 reason="PASSWORD_HASHING_BUSY",
             )
         return _Slot(self._slots, self._waiting)

@@ -34,7 +34,9 @@ class SharedCache:
     def __init__(self, client: redis.Redis | None, *, listener: CacheListener | None = None) -> None:
         self.client = client
         self._listener = listener or (lambda cache, result: None)
-        self._pending_deletes: set[str] = set()
+        # Writes that must not be lost (invalidations, revocation markers), replayed before
+        # anything else once Redis answers: key -> (value, or None to delete; ttl).
+        self._pending: dict[str, tuple[bytes | None, int]] = {}
         self._lock = threading.Lock()
         self._down_until = 0.0
 
@@ -44,8 +46,8 @@ class SharedCache:
 
     @property
     def prefetch_trusted(self) -> bool:
-        """False while a missed delete waits: a read prefetched past it may be stale."""
-        return not self._pending_deletes
+        """False while a missed write waits: a read prefetched past it may be stale."""
+        return not self._pending
 
     def record(self, cache: str, result: str) -> None:
         self._listener(cache, result)
@@ -56,7 +58,7 @@ class SharedCache:
             return None
         assert self.client is not None
         try:
-            self._flush_pending_deletes()
+            self._replay_pending()
             pipe = self.client.pipeline(transaction=False)
             build(pipe)
             return pipe.execute()
@@ -71,40 +73,48 @@ class SharedCache:
         if script is None or not self.available:
             return None
         try:
+            self._replay_pending()
             return script(keys=list(keys), args=list(args))
         except redis.RedisError as exc:
             self._mark_down(exc)
             return None
 
     def put(self, values: dict[str, bytes], ttl_seconds: int) -> None:
-        """Set `values` with a TTL; if Redis cannot take them, delete them as soon as it can."""
-        if self.client is None or not values:
-            return
-        done = self.run(lambda pipe: [pipe.set(key, value, ex=ttl_seconds) for key, value in values.items()])
-        if done is None:
-            self.delete(*values)
+        """Set `values` with a TTL, now or as soon as Redis answers again."""
+        self._write({key: (value, ttl_seconds) for key, value in values.items()})
 
     def delete(self, *keys: str) -> None:
-        """Delete now, or remember to delete as soon as Redis answers again."""
-        if self.client is None or not keys:
+        """Delete now, or as soon as Redis answers again."""
+        self._write(dict.fromkeys(keys, (None, 0)))
+
+    def _write(self, writes: dict[str, tuple[bytes | None, int]]) -> None:
+        if self.client is None or not writes:
             return
         with self._lock:
-            self._pending_deletes.update(keys)
+            self._pending.update(writes)
         if self.available:
             try:
-                self._flush_pending_deletes()
+                self._replay_pending()
             except redis.RedisError as exc:
                 self._mark_down(exc)
 
-    def _flush_pending_deletes(self) -> None:
+    def _replay_pending(self) -> None:
         with self._lock:
-            keys = list(self._pending_deletes)
-        if not keys:
+            writes = dict(self._pending)
+        if not writes:
             return
         assert self.client is not None
-        self.client.delete(*keys)
+        pipe = self.client.pipeline(transaction=False)
+        for key, (value, ttl) in writes.items():
+            if value is None:
+                pipe.delete(key)
+            else:
+                pipe.set(key, value, ex=ttl)
+        pipe.execute()
         with self._lock:
-            self._pending_deletes.difference_update(keys)
+            for key, write in writes.items():
+                if self._pending.get(key) == write:  # not superseded meanwhile
+                    del self._pending[key]
 
     def _mark_down(self, exc: Exception) -> None:
         if time.monotonic() >= self._down_until:

@@ -17,11 +17,14 @@ import mongoengine as me
 import pymongo
 import pymongo.errors
 from bson import ObjectId
+from pymongo import ReadPreference
 
 from interceptors.errors import Unavailable
 from server.config import Settings
 
 log = logging.getLogger(__name__)
+
+PRIMARY = ReadPreference.PRIMARY
 
 
 class UserDoc(me.Document):
@@ -201,7 +204,8 @@ def insert_task(task: TaskDoc) -> TaskDoc | None:
 
 
 def find_task_by_request_id(owner: ObjectId, request_id: str) -> TaskDoc | None:
-    return TaskDoc.objects(owner=owner, request_id=request_id).first()
+    # From the primary: it runs right after an insert lost to that very document.
+    return TaskDoc.objects(owner=owner, request_id=request_id).read_preference(PRIMARY).first()
 
 
 def find_task(task_id: str, owner: ObjectId | None) -> TaskDoc | None:
@@ -256,8 +260,12 @@ def insert_refresh_token(token: RefreshTokenDoc) -> None:
     token.save(force_insert=True)
 
 
+# Session state is read from the primary whatever MONGODB_READ_PREFERENCE says: a lagging
+# secondary could show a revoked session as live, or miss a token just rotated.
+
+
 def find_refresh_token(token_hash: str) -> RefreshTokenDoc | None:
-    return RefreshTokenDoc.objects(token_hash=token_hash).first()
+    return RefreshTokenDoc.objects(token_hash=token_hash).read_preference(PRIMARY).first()
 
 
 def mark_rotated(token_id: ObjectId) -> bool:
@@ -280,8 +288,9 @@ def user_families(user_id: ObjectId, *, live_only: bool = True) -> list[str]:
 
 def family_revoked(family: str) -> bool:
     """Revocation marks every token of the family, so one revoked token means a revoked family."""
-    return RefreshTokenDoc.objects(family=family, revoked=True).first() is not None
+    return RefreshTokenDoc.objects(family=family, revoked=True).read_preference(PRIMARY).first() is not None
 
 
 def family_is_live(family: str, user_id: ObjectId) -> bool:
-    return RefreshTokenDoc.objects(family=family, user_id=user_id).first() is not None and not family_revoked(family)
+    exists = RefreshTokenDoc.objects(family=family, user_id=user_id).read_preference(PRIMARY).first() is not None
+    return exists and not family_revoked(family)

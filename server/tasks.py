@@ -100,8 +100,8 @@ class Tasks:
         created = store.insert_task(task)
         if created is None:  # (owner, request_id) exists: a retry; answer with the first task
             created = store.find_task_by_request_id(owner, request_id)
-            if created is None:  # the first task was deleted since: the id is spent
-                raise NotFound(_NOT_FOUND)
+            if created is None:  # deleted between our insert and this read: the caller may retry
+                raise Aborted("the task for this request_id changed concurrently; retry", reason="CONCURRENT_UPDATE")
             return created
         self._cache.invalidate(caller.user_id)
         return created
@@ -239,9 +239,7 @@ class Tasks:
 def parse_order_by(order_by: str) -> list[tuple[str, int]]:
     """`"priority desc, dueTime"` -> [("priority", -1), ("due_time", 1), ("_id", 1)]."""
     sort: list[tuple[str, int]] = []
-    # "+" is a space in form-encoded URLs, but Envoy's transcoder passes it through as is.
-    clauses = (order_by or "createTime desc").replace("+", " ").split(",")
-    for clause in filter(None, (part.strip() for part in clauses)):
+    for clause in filter(None, (part.strip() for part in (order_by or "createTime desc").split(","))):
         words = clause.split()
         name = SORT_FIELDS.get(words[0].lower())
         if name is None or len(words) > 2 or (len(words) == 2 and words[1].lower() not in ("asc", "desc")):

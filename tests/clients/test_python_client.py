@@ -209,3 +209,25 @@ def test_other_errors_are_not_retried(api):
     with pytest.raises(NotFound):
         api.get_task("0" * 24)
     assert delays == []
+
+
+def test_a_login_shed_under_load_is_retried(api, app, monkeypatch):
+    """The password-hashing slots of the real server are full once (held by the test), so the
+    server refuses the first Login before doing anything, marked `x-retry-safe`: the SDK retries
+    even though Login is not idempotent."""
+    delays: list[float] = []
+    hasher = app.accounts._hasher
+    waiting = hasher._waiting
+    held = 0
+    while waiting.acquire(blocking=False):  # take every queue place: the next check is shed
+        held += 1
+
+    def release_after_first_refusal(seconds: float) -> None:
+        delays.append(seconds)
+        for _ in range(held):
+            waiting.release()
+
+    api._sleep = release_after_first_refusal
+    email = api.current_user().email
+    assert api.login(email, PASSWORD).email == email  # login returns the signed-in user
+    assert len(delays) == 1  # refused once, retried once

@@ -238,6 +238,11 @@ def test_only_idempotent_calls_are_retried_on_unavailable(method: str, retry_on:
             and (r["match"].get("path") == method or method.startswith(r["match"].get("prefix", "\0")))
         )
         assert route["route"]["retry_policy"]["retry_on"] == retry_on
+        # A refusal the server marks as having changed nothing is retried for any call.
+        assert route["route"]["retry_policy"]["retriable_headers"] == [
+            {"name": "x-retry-safe", "string_match": {"exact": "true"}}
+        ]
+    assert "retriable-headers" in edge.SAFE_RETRY_ON.split(",")
     assert "unavailable" not in edge.SAFE_RETRY_ON.split(",")
     assert "reset" not in edge.SAFE_RETRY_ON.split(",") and "cancelled" not in edge.SAFE_RETRY_ON.split(",")
     assert "unavailable" in edge.IDEMPOTENT_RETRY_ON.split(",")

@@ -133,6 +133,10 @@ def test_list_with_filters_order_and_pages(client: RestClient, account: Account)
     assert set(ids(dueAfter="2030-01-15T00:00:00Z", dueBefore="2030-02-15T00:00:00Z")) == {c["id"]}
     assert ids(orderBy="dueTime") == [a["id"], c["id"], b["id"]]
     assert ids(orderBy="priority desc") == [b["id"], c["id"], a["id"]]
+    # Form encoding: "+" is a space, in orderBy and in q alike.
+    plus = client.get("tasks?orderBy=priority+desc&q=report+draft", token=account.token)
+    assert plus.status == 200, plus
+    assert [task["id"] for task in plus.json()["tasks"]] == [b["id"]]
 
     first = client.get("tasks", token=account.token, query={"pageSize": 2, "orderBy": "dueTime"}).json()
     assert first["totalSize"] == 3

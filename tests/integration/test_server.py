@@ -172,3 +172,21 @@ def test_an_ipv6_proxy_is_trusted_for_the_client_address(redis_url):
             with pytest.raises(grpc.RpcError) as info:
                 auth.Login(request, metadata=[("x-forwarded-for", client)])
             assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED  # unknown user, not RESOURCE_EXHAUSTED
+
+
+def test_a_login_shed_under_load_says_it_changed_nothing(app, channel):
+    """With every password-hashing queue place taken (held by the test), Login is refused
+    at once with UNAVAILABLE, RetryInfo and `x-retry-safe: true` (so balancers may retry it)."""
+    waiting = app.accounts._hasher._waiting
+    held = 0
+    while waiting.acquire(blocking=False):
+        held += 1
+    try:
+        with pytest.raises(grpc.RpcError) as info:
+            Api(channel).auth.Login(auth_pb2.LoginRequest(email=unique_email(), password=PASSWORD))
+    finally:
+        for _ in range(held):
+            waiting.release()
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert error_details(info.value)["ErrorInfo"].reason == "PASSWORD_HASHING_BUSY"
+    assert ("x-retry-safe", "true") in tuple(info.value.initial_metadata())

@@ -17,8 +17,10 @@ What it does for the caller, and why:
   backoff and full jitter (never less than the server's RetryInfo). The server may
   answer UNAVAILABLE after a write was half done, so other calls are never retried:
   a retried Refresh looks like token reuse and revokes the session, a retried
-  Register answers ALREADY_EXISTS. CreateTask always sends a request_id, so a
-  retried create never duplicates. RESOURCE_EXHAUSTED is not retried: the caller
+  Register answers ALREADY_EXISTS. The exception is a refusal the server marks
+  `x-retry-safe: true` (shed before doing anything, e.g. a Login while password
+  hashing is saturated): any call is retried then. CreateTask always sends a
+  request_id, so a retried create never duplicates. RESOURCE_EXHAUSTED is not retried: the caller
   sees `retry_delay` and decides.
 """
 
@@ -37,6 +39,9 @@ from google.protobuf import field_mask_pb2
 from taskapi.v1 import auth_pb2, auth_pb2_grpc, task_pb2, task_pb2_grpc, user_pb2, user_pb2_grpc
 
 from .errors import TaskApiError, Unauthenticated, Unavailable, from_rpc_error
+
+# Set by the server on a refusal that changed nothing (interceptors/status.py).
+RETRY_SAFE_HEADER = "x-retry-safe"
 
 Response = TypeVar("Response")
 
@@ -219,7 +224,8 @@ class TaskApiClient:
         *,
         attempts: int,
     ) -> Response:
-        """Up to `attempts` tries (1: no retry), retrying only UNAVAILABLE."""
+        """Up to `attempts` tries (1: no retry), retrying only UNAVAILABLE. A refusal the
+        server marks `x-retry-safe: true` changed nothing, so it is retried for any call."""
         attempt = 0
         while True:
             try:
@@ -227,7 +233,8 @@ class TaskApiClient:
             except grpc.RpcError as rpc_error:
                 error = from_rpc_error(rpc_error)
                 attempt += 1
-                if not isinstance(error, Unavailable) or attempt >= attempts:
+                allowed = max(attempts, self._max_attempts if _retry_safe(rpc_error) else 1)
+                if not isinstance(error, Unavailable) or attempt >= allowed:
                     raise error from None
             initial, cap = self._backoff
             delay = random.uniform(0, min(cap, initial * 2 ** (attempt - 1)))  # full jitter
@@ -252,6 +259,12 @@ class TaskApiClient:
         # Never retried: if the first attempt rotated the token before failing, a
         # second one would present a rotated token, which revokes the whole session.
         self._session = self._with_retries(self.auth.Refresh, request, None, metadata=(), attempts=1)
+
+
+def _retry_safe(rpc_error: grpc.RpcError) -> bool:
+    """The server refused the call before doing anything (say, shed under load)."""
+    initial = rpc_error.initial_metadata() if hasattr(rpc_error, "initial_metadata") else None
+    return any(key == RETRY_SAFE_HEADER and value == "true" for key, value in initial or ())
 
 
 def _bearer(session: auth_pb2.AuthSession | None) -> tuple[tuple[str, str], ...]:

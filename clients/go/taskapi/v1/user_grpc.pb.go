@@ -30,7 +30,9 @@ type UserServiceClient interface {
 	// GetUser returns an account: any for an admin, only their own for a user.
 	GetUser(ctx context.Context, in *GetUserRequest, opts ...grpc.CallOption) (*User, error)
 	// UpdateUser changes an account's name, role or disabled flag. Admins only.
-	// A disabled user's tokens stop working at once.
+	// A disabled user's tokens stop working at once. Without an update_mask, fields
+	// sent with their current value are no change; User has no etag, so concurrent
+	// edits are last-writer-wins: name only what you change in update_mask.
 	UpdateUser(ctx context.Context, in *UpdateUserRequest, opts ...grpc.CallOption) (*User, error)
 	// DeleteUser deletes an account with its tasks and sessions: any for an
 	// admin, only their own for a user.
@@ -125,7 +127,9 @@ type UserServiceServer interface {
 	// GetUser returns an account: any for an admin, only their own for a user.
 	GetUser(context.Context, *GetUserRequest) (*User, error)
 	// UpdateUser changes an account's name, role or disabled flag. Admins only.
-	// A disabled user's tokens stop working at once.
+	// A disabled user's tokens stop working at once. Without an update_mask, fields
+	// sent with their current value are no change; User has no etag, so concurrent
+	// edits are last-writer-wins: name only what you change in update_mask.
 	UpdateUser(context.Context, *UpdateUserRequest) (*User, error)
 	// DeleteUser deletes an account with its tasks and sessions: any for an
 	// admin, only their own for a user.

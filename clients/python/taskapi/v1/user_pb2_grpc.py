@@ -115,7 +115,9 @@ class UserServiceServicer:
 
     def UpdateUser(self, request, context):
         """UpdateUser changes an account's name, role or disabled flag. Admins only.
-        A disabled user's tokens stop working at once.
+        A disabled user's tokens stop working at once. Without an update_mask, fields
+        sent with their current value are no change; User has no etag, so concurrent
+        edits are last-writer-wins: name only what you change in update_mask.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -404,7 +404,9 @@ export declare const UserService: GenService<{
   },
   /**
    * UpdateUser changes an account's name, role or disabled flag. Admins only.
-   * A disabled user's tokens stop working at once.
+   * A disabled user's tokens stop working at once. Without an update_mask, fields
+   * sent with their current value are no change; User has no etag, so concurrent
+   * edits are last-writer-wins: name only what you change in update_mask.
    *
    * @generated from rpc taskapi.v1.UserService.UpdateUser
    */
