@@ -46,6 +46,9 @@ class CallState:
     # the command tuple; absent when not prefetched (then read on demand).
     prefetched: dict[tuple[str, ...], Any] = field(default_factory=dict)
     response_metadata_sent: bool = False
+    # Values worked out once per call by one layer and reused by another (say, the read
+    # cache's entry name: the prefetch hook needs it, and so does the handler).
+    notes: dict[str, Any] = field(default_factory=dict)
 
     def send_response_metadata(self, context: Any) -> None:
         """Send `response_metadata` as initial metadata, once (a second send is an error in grpc)."""

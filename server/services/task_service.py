@@ -17,7 +17,15 @@ LIST_TASKS = "/taskapi.v1.TaskService/ListTasks"
 
 
 def cache_entry(method_name: str, request: object, caller: Caller) -> str | None:
-    """The cache field a read is served from; None for calls that are not cached."""
+    """The cache field a read is served from; None for calls that are not cached.
+    Worked out once per call (the prefetch hook asks first, the handler after)."""
+    notes = current_call().notes
+    if "cache_entry" not in notes:
+        notes["cache_entry"] = _cache_entry(method_name, request, caller)
+    return notes["cache_entry"]
+
+
+def _cache_entry(method_name: str, request: object, caller: Caller) -> str | None:
     if method_name == GET_TASK:
         return f"get:{request.id}"  # type: ignore[attr-defined]
     if method_name == LIST_TASKS and request.owner in ("", caller.user_id):  # type: ignore[attr-defined]

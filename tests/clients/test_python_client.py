@@ -9,6 +9,7 @@ import pymongo.errors
 import pytest
 
 from server import store
+from server.dev import free_port
 from taskapi.v1 import auth_pb2, task_pb2, user_pb2
 from taskapi_client import (
     AlreadyExists,
@@ -18,7 +19,7 @@ from taskapi_client import (
     Unauthenticated,
     Unavailable,
 )
-from tests.conftest import free_port, unique_email
+from tests.conftest import unique_email
 
 PASSWORD = "correct horse battery"
 

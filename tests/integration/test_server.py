@@ -18,10 +18,11 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from interceptors.policy import RateLimit
 from server import store
 from server.app import App, run_server
+from server.dev import free_port
 from server.tasks import parse_order_by
 from taskapi.v1 import auth_pb2
 from taskapi.v1 import task_pb2 as T
-from tests.conftest import free_port, make_settings, unique_email
+from tests.conftest import make_settings, unique_email
 from tests.integration.api import PASSWORD, Api, error_details
 
 SERVICES = ("taskapi.v1.AuthService", "taskapi.v1.TaskService", "taskapi.v1.UserService")
