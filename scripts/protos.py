@@ -6,13 +6,17 @@
                                         # a buf image (FileDescriptorSet) for lint/breaking
 
 Outputs (each deleted and rewritten by `generate`, compared by `check`):
-  clients/python/{taskapi/v1,buf}  Python messages and stubs (grpcio-tools' protoc)
+  clients/python/taskapi/{v1,buf}  Python messages and stubs (grpcio-tools' protoc); buf.validate
+                                    is moved under the taskapi namespace (taskapi.buf.validate)
+                                    so no generic top-level `buf` package is installed
   envoy/taskapi.binpb               the descriptor Envoy's transcoder loads; it is
                                     also the buf image the other generators read
   clients/ts/gen                    JavaScript + .d.ts (buf generate, local protoc-gen-es)
   clients/go/{taskapi,buf}          Go (buf generate, Debian's protoc-gen-go{,-grpc})
   clients/openapi/taskapi.openapi.json
                                     OpenAPI 3 of the REST surface (clients/openapi/generate.py)
+  docs/rpcs.md                      every RPC with its REST mapping, access level and retry
+                                    policy, read from the method options (taskapi_client.policy)
 
 Third-party protos come from installed packages at generation time, never from
 the repo: `google/api` and `google/rpc` from googleapis-common-protos, the
@@ -45,15 +49,17 @@ PROTOS = ROOT / "protos"
 PY_OUT = "clients/python"
 DESCRIPTOR = "envoy/taskapi.binpb"
 OPENAPI = "clients/openapi/taskapi.openapi.json"
+RPC_DOCS = "docs/rpcs.md"
 # Everything generated, relative to the repo root: deleted and rewritten on every run.
 GENERATED = (
     f"{PY_OUT}/taskapi/v1",
-    f"{PY_OUT}/buf",
+    f"{PY_OUT}/taskapi/buf",
     DESCRIPTOR,
     "clients/ts/gen",
     "clients/go/taskapi",
     "clients/go/buf",
     OPENAPI,
+    RPC_DOCS,
 )
 BUF = ROOT / "node_modules" / ".bin" / "buf"
 # `buf generate` runs per template with these input filters. Well-known types come
@@ -65,6 +71,10 @@ BUF_TEMPLATES = {
 # Imported for Envoy's transcoder: it renders these error details as JSON.
 EXTRA_DESCRIPTOR_INPUTS = ("google/rpc/status.proto", "google/rpc/error_details.proto")
 VALIDATE_PROTO = "buf/validate/validate.proto"
+# protoc names Python modules after proto paths; buf/validate/validate.proto would become a
+# top-level `buf` package in site-packages. It moves under our namespace instead, and the
+# generated imports follow (the descriptor pool keys files by proto path, not module name).
+VALIDATE_IMPORT = ("from buf.validate import", "from taskapi.buf.validate import")
 
 
 def _package_dir(module: str) -> Path:
@@ -138,8 +148,20 @@ def build(out: Path, source: Path = PROTOS) -> None:
     )
     # grpc stubs are written for every input; validate.proto has no services.
     (python / "buf/validate/validate_pb2_grpc.py").unlink(missing_ok=True)
+    _namespace_validate(python)
     _buf_generate(descriptor, out)
     _openapi(descriptor, out / OPENAPI)
+    _rpc_docs(descriptor, out / RPC_DOCS)
+
+
+def _namespace_validate(python: Path) -> None:
+    """Move buf/validate to taskapi/buf/validate and point the generated imports at it."""
+    (python / "buf").rename(python / "taskapi" / "buf")
+    old, new = VALIDATE_IMPORT
+    for module in (python / "taskapi").rglob("*_pb2.py*"):
+        text = module.read_text()
+        if old in text:
+            module.write_text(text.replace(old, new))
 
 
 def _buf_generate(descriptor: Path, out: Path) -> None:
@@ -164,6 +186,49 @@ def _openapi(descriptor: Path, out_file: Path) -> None:
     spec.loader.exec_module(module)
     out_file.parent.mkdir(parents=True, exist_ok=True)
     module.write(descriptor, out_file)
+
+
+def _rpc_docs(descriptor: Path, out_file: Path) -> None:
+    """The RPC table of docs/rpcs.md, from the fresh descriptor (not the installed modules,
+    which are the previous generation's)."""
+    sys.path.insert(0, str(ROOT / PY_OUT))  # taskapi_client.policy, also before an install
+    from google.api import annotations_pb2
+    from google.protobuf import descriptor_pool
+
+    from taskapi_client.policy import policies_of
+
+    pool = descriptor_pool.DescriptorPool()
+    for file in descriptor_pb2.FileDescriptorSet.FromString(descriptor.read_bytes()).file:
+        pool.Add(file)
+    files = [pool.FindFileByName(name) for name in _our_protos(PROTOS) if name != "taskapi/v1/access.proto"]
+    rows = []
+    for policy in policies_of(files).values():
+        method = pool.FindMethodByName(f"{policy.service}.{policy.name}")
+        rule = method.GetOptions().Extensions[annotations_pb2.http]
+        verb = rule.WhichOneof("pattern")
+        rest = f"`{verb.upper()} {getattr(rule, verb)}`" if verb else "gRPC only"
+        if policy.repeatable:
+            retried = "yes"
+        elif policy.request_id_field:
+            retried = f"with `{policy.request_id_field}` set"
+        else:
+            retried = "only if it never ran"
+        rows.append(
+            f"| `{policy.service.removeprefix('taskapi.v1.')}.{policy.name}` | {rest} | {policy.access_name} "
+            f"| {policy.idempotency_name} | {retried} |"
+        )
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    out_file.write_text(
+        "<!-- Generated by `python scripts/protos.py generate` from the protos' method options; do not edit. -->\n"
+        "# RPCs and their call policy\n\n"
+        "Read from each RPC's options in `protos/taskapi/v1/`: `(taskapi.v1.access)`, the standard\n"
+        "`idempotency_level`, and a `request_id` field (AIP-155). Envoy's retry routes and the Python\n"
+        "SDK's retries are derived from the same options (`taskapi_client.policy`).\n\n"
+        '"Retried" means: retried after UNAVAILABLE, a reset or a lost connection. "Only if it never ran":\n'
+        "retried when the connection failed before the request was sent, or when the server marks its\n"
+        "refusal `x-retry-safe: true` (shed before doing anything).\n\n"
+        "| RPC | REST | access | idempotency | retried |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
+    )
 
 
 def _files(base: Path) -> dict[str, Path]:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import IO, Any, Self
 
 from interceptors.status import RETRY_SAFE_HEADER
+from taskapi_client.policy import rpc_policies
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +38,9 @@ DESCRIPTOR = ROOT / "envoy" / "taskapi.binpb"
 CLUSTER = "taskapi_replicas"
 SERVICES = ("taskapi.v1.AuthService", "taskapi.v1.TaskService", "taskapi.v1.UserService")
 
-# Reads: repeating one cannot change anything, so they are retried after any
-# failure, even one in the middle of the call.
-IDEMPOTENT_METHODS = (
-    "/taskapi.v1.TaskService/GetTask",
-    "/taskapi.v1.TaskService/ListTasks",
-    "/taskapi.v1.UserService/GetCurrentUser",
-    "/taskapi.v1.UserService/GetUser",
-    "/taskapi.v1.UserService/ListUsers",
-)
+# Reads and other calls the protos declare repeatable (`idempotency_level`): retried
+# after any failure, even one in the middle of the call (taskapi_client.policy).
+IDEMPOTENT_METHODS = tuple(policy.path for policy in rpc_policies().values() if policy.repeatable)
 # Every other RPC (writes: Register, Login, Refresh, Update*, Delete*, ...) is retried
 # only when the request provably never reached a replica: the connection failed, the
 # stream was refused (HTTP/2 REFUSED_STREAM, as a draining replica does for new
@@ -67,7 +62,9 @@ IDEMPOTENT_RETRY_ON = SAFE_RETRY_ON + ",unavailable,reset,cancelled"
 # listener drops any client-sent copy of that header first, so it cannot be forged.
 # Over native gRPC the id is inside the protobuf body, which Envoy cannot see, so
 # a gRPC CreateTask gets the safe policy only (the Python SDK retries it itself).
-CREATE_TASK = "/taskapi.v1.TaskService/CreateTask"
+REQUEST_ID_METHODS = tuple(
+    policy.path for policy in rpc_policies().values() if not policy.repeatable and policy.request_id_field
+)
 WITH_REQUEST_ID = r"[^?]*\?(.*&)?(requestId|request_id)=[A-Za-z0-9_-]+(&.*)?"
 # The REST API as clients send it, before the transcoder rewrites it to a gRPC path.
 REST_PREFIX = "/api/v1/"
@@ -348,10 +345,11 @@ def _rest_routes(timeout: str, deadline: list[dict[str, Any]]) -> list[dict[str,
     }
     routes: list[dict[str, Any]] = [
         {
-            "match": {"path": CREATE_TASK, "headers": [with_request_id]},
+            "match": {"path": method, "headers": [with_request_id]},
             "route": _to_replicas(timeout, IDEMPOTENT_RETRY_ON),
             "request_headers_to_add": deadline,
         }
+        for method in REQUEST_ID_METHODS
     ]
     routes += [
         {

@@ -179,3 +179,17 @@ def test_no_breaking_change_against_previous_protos(tmp_path):
     assert _run(sys.executable, "scripts/protos.py", "image", str(new)).returncode == 0
     result = _run(str(BUF), "breaking", str(new), "--against", str(old), "--path", "taskapi")
     assert result.returncode == 0, f"breaking change against {base}:\n{result.stdout}{result.stderr}"
+
+
+def test_every_read_declares_no_side_effects_and_the_policy_is_shared() -> None:
+    """Retries are derived from `idempotency_level` (taskapi_client.policy): a new Get/List RPC
+    without it would silently lose its retries at the edge and in the SDK."""
+    from server import edge
+    from taskapi_client.policy import rpc_policies
+
+    policies = rpc_policies()
+    for policy in policies.values():
+        if policy.name.startswith(("Get", "List")):
+            assert policy.repeatable, f"{policy.path} should declare idempotency_level = NO_SIDE_EFFECTS"
+    assert set(edge.IDEMPOTENT_METHODS) == {p.path for p in policies.values() if p.repeatable}
+    assert "/taskapi.v1.AuthService/Logout" in edge.IDEMPOTENT_METHODS

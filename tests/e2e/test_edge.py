@@ -224,6 +224,8 @@ def test_native_grpc_to_the_services_still_works_on_the_rest_port(stack: Stack) 
         ("/taskapi.v1.TaskService/UpdateTask", edge.SAFE_RETRY_ON),
         ("/taskapi.v1.TaskService/GetTask", edge.IDEMPOTENT_RETRY_ON),
         ("/taskapi.v1.UserService/ListUsers", edge.IDEMPOTENT_RETRY_ON),
+        # IDEMPOTENT in the protos: Envoy and the SDK agree (both read the method options).
+        ("/taskapi.v1.AuthService/Logout", edge.IDEMPOTENT_RETRY_ON),
     ],
 )
 def test_only_idempotent_calls_are_retried_on_unavailable(method: str, retry_on: str) -> None:
@@ -250,11 +252,13 @@ def test_only_idempotent_calls_are_retried_on_unavailable(method: str, retry_on:
 
 def test_create_task_is_retried_on_unavailable_only_with_a_request_id() -> None:
     rest_routes, grpc_routes = _route_tables()
-    with_id = [r for r in rest_routes if r["match"].get("path") == edge.CREATE_TASK]
+    create_task = "/taskapi.v1.TaskService/CreateTask"
+    assert edge.REQUEST_ID_METHODS == (create_task,)  # derived from the protos (AIP-155 request_id)
+    with_id = [r for r in rest_routes if r["match"].get("path") == create_task]
     assert len(with_id) == 1 and with_id[0]["match"]["headers"]
     assert with_id[0]["route"]["retry_policy"]["retry_on"] == edge.IDEMPOTENT_RETRY_ON
     # Over native gRPC the request_id is in the body, where Envoy cannot see it.
-    assert not [r for r in grpc_routes if r["match"].get("path") == edge.CREATE_TASK]
+    assert not [r for r in grpc_routes if r["match"].get("path") == create_task]
 
 
 def _route_tables() -> list[list[dict]]:

@@ -12,8 +12,9 @@ What it does for the caller, and why:
   reused one revokes the whole family, so concurrent callers must not refresh twice:
   only the first thread whose token failed refreshes; the others reuse its result.
 - Deadlines: every attempt has `timeout` seconds (API.md: every call has a deadline).
-- Retries: only UNAVAILABLE, and only for calls that are safe to repeat
-  (IDEMPOTENT_RPCS: reads, CreateTask with a request_id, Logout), with exponential
+- Retries: only UNAVAILABLE, and only for calls that are safe to repeat, as the
+  protos declare them (taskapi_client.policy: reads and Logout by `idempotency_level`,
+  CreateTask when it carries a request_id, AIP-155), with exponential
   backoff and full jitter (never less than the server's RetryInfo). The server may
   answer UNAVAILABLE after a write was half done, so other calls are never retried:
   a retried Refresh looks like token reuse and revokes the session, a retried
@@ -39,23 +40,12 @@ from google.protobuf import field_mask_pb2
 from taskapi.v1 import auth_pb2, auth_pb2_grpc, task_pb2, task_pb2_grpc, user_pb2, user_pb2_grpc
 
 from .errors import TaskApiError, Unauthenticated, Unavailable, from_rpc_error
+from .policy import RpcPolicy, rpc_policies
 
 # Set by the server on a refusal that changed nothing (interceptors/status.py).
 RETRY_SAFE_HEADER = "x-retry-safe"
 
 Response = TypeVar("Response")
-
-# The one place that says which RPCs are retried on UNAVAILABLE: those whose
-# repetition cannot change the outcome. Reads; CreateTask, since a repeated
-# request_id returns the first task (`call` retries it only with a request_id set);
-# Logout, which revokes an already revoked family without error. Never Refresh,
-# Register, Login, ChangePassword, Update* or Delete*: UNAVAILABLE may come after
-# part of the write happened.
-IDEMPOTENT_RPCS: dict[str, frozenset[str]] = {
-    "AuthService": frozenset({"Logout"}),
-    "TaskService": frozenset({"CreateTask", "GetTask", "ListTasks"}),
-    "UserService": frozenset({"GetCurrentUser", "GetUser", "ListUsers"}),
-}
 
 
 class TaskApiClient:
@@ -83,10 +73,14 @@ class TaskApiClient:
         self.auth = auth_pb2_grpc.AuthServiceStub(channel)
         self.tasks = task_pb2_grpc.TaskServiceStub(channel)
         self.users = user_pb2_grpc.UserServiceStub(channel)
-        stubs = {"AuthService": self.auth, "TaskService": self.tasks, "UserService": self.users}
+        stubs = {
+            "taskapi.v1.AuthService": self.auth,
+            "taskapi.v1.TaskService": self.tasks,
+            "taskapi.v1.UserService": self.users,
+        }
         # The stubs' own callables (created once per stub), matched by identity.
-        self._idempotent = {
-            id(getattr(stubs[service], rpc)) for service, rpcs in IDEMPOTENT_RPCS.items() for rpc in rpcs
+        self._policies: dict[int, RpcPolicy] = {
+            id(getattr(stubs[policy.service], policy.name)): policy for policy in rpc_policies().values()
         }
         self.timeout = timeout
         self._max_attempts = max_attempts
@@ -193,8 +187,8 @@ class TaskApiClient:
         (which means the call was rejected before it did anything, so repeating it is safe).
 
         UNAVAILABLE is retried only if the call is idempotent: by default when `method`
-        is one of this client's stub methods named in IDEMPOTENT_RPCS (a CreateTask only
-        with a request_id); pass `idempotent` to decide for a call yourself."""
+        is one of this client's stub methods whose proto declares it repeatable (a
+        CreateTask only with a request_id); pass `idempotent` to decide for a call yourself."""
         if idempotent is None:
             idempotent = self._is_idempotent(method, request)
         attempts = self._max_attempts if idempotent else 1
@@ -209,11 +203,8 @@ class TaskApiClient:
         return self._with_retries(method, request, timeout, metadata=_bearer(self._session), attempts=attempts)
 
     def _is_idempotent(self, method: Callable[..., Any], request: Any) -> bool:
-        if id(method) not in self._idempotent:
-            return False  # unknown or not safe to repeat: never retried
-        if method is self.tasks.CreateTask:
-            return bool(request.request_id)
-        return True
+        policy = self._policies.get(id(method))
+        return policy is not None and policy.repeatable_with(request)  # unknown: never retried
 
     def _with_retries(
         self,

@@ -22,14 +22,14 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
+from taskapi.buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from taskapi.v1 import access_pb2 as taskapi_dot_v1_dot_access__pb2
 from taskapi.v1 import user_pb2 as taskapi_dot_v1_dot_user__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15taskapi/v1/auth.proto\x12\ntaskapi.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x17taskapi/v1/access.proto\x1a\x15taskapi/v1/user.proto\"\xa0\x01\n\x0b\x41uthSession\x12\x1a\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1b\n\rrefresh_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\ntoken_type\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nexpires_in\x18\x04 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12$\n\x04user\x18\x05 \x01(\x0b\x32\x10.taskapi.v1.UserB\x04\xe2\x41\x01\x03\"n\n\x0fRegisterRequest\x12\x1d\n\x05\x65mail\x18\x01 \x01(\tB\x0e\xe2\x41\x01\x02\xbaH\x07r\x05\x18\xfe\x01`\x01\x12\x1f\n\x08password\x18\x02 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04 \x08(H\x12\x1b\n\x04name\x18\x03 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\x10\x01\x18\x64\"N\n\x0cLoginRequest\x12\x1d\n\x05\x65mail\x18\x01 \x01(\tB\x0e\xe2\x41\x01\x02\xbaH\x07r\x05\x10\x01\x18\xfe\x01\x12\x1f\n\x08password\x18\x02 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\x10\x01(H\"7\n\x0eRefreshRequest\x12%\n\rrefresh_token\x18\x01 \x01(\tB\x0e\xe2\x41\x01\x02\xbaH\x07r\x05\x10\x01\x18\x80\x04\"6\n\rLogoutRequest\x12%\n\rrefresh_token\x18\x01 \x01(\tB\x0e\xe2\x41\x01\x02\xbaH\x07r\x05\x10\x01\x18\x80\x04\"\x10\n\x0eLogoutResponse2\x9e\x03\n\x0b\x41uthService\x12\x66\n\x08Register\x12\x1b.taskapi.v1.RegisterRequest\x1a\x17.taskapi.v1.AuthSession\"$\x88\xb5\x18\x01\x82\xd3\xe4\x93\x02\x1a\"\x15/api/v1/auth/register:\x01*\x12]\n\x05Login\x12\x18.taskapi.v1.LoginRequest\x1a\x17.taskapi.v1.AuthSession\"!\x88\xb5\x18\x01\x82\xd3\xe4\x93\x02\x17\"\x12/api/v1/auth/login:\x01*\x12\x63\n\x07Refresh\x12\x1a.taskapi.v1.RefreshRequest\x1a\x17.taskapi.v1.AuthSession\"#\x88\xb5\x18\x01\x82\xd3\xe4\x93\x02\x19\"\x14/api/v1/auth/refresh:\x01*\x12\x63\n\x06Logout\x12\x19.taskapi.v1.LogoutRequest\x1a\x1a.taskapi.v1.LogoutResponse\"\"\x88\xb5\x18\x01\x82\xd3\xe4\x93\x02\x18\"\x13/api/v1/auth/logout:\x01*B8Z6github.com/taskapi/taskapi/gen/go/taskapi/v1;taskapiv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15taskapi/v1/auth.proto\x12\ntaskapi.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x17taskapi/v1/access.proto\x1a\x15taskapi/v1/user.proto\"\xa0\x01\n\x0b\x41uthSession\x12\x1a\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1b\n\rrefresh_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\ntoken_type\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nexpires_in\x18\x04 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12$\n\x04user\x18\x05 \x01(\x0b\x32\x10.taskapi.v1.UserB\x04\xe2\x41\x01\x03\"n\n\x0fRegisterRequest\x12\x1d\n\x05\x65mail\x18\x01 \x01(\tB\x0e\xe2\x41\x01\x02\xbaH\x07r\x05\x18\xfe\x01`\x01\x12\x1f\n\x08password\x18\x02 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04 \x08(H\x12\x1b\n\x04name\x18\x03 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\x10\x01\x18\x64\"N\n\x0cLoginRequest\x12\x1d\n\x05\x65mail\x18\x01 \x01(\tB\x0e\xe2\x41\x01\x02\xbaH\x07r\x05\x10\x01\x18\xfe\x01\x12\x1f\n\x08password\x18\x02 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\x10\x01(H\"7\n\x0eRefreshRequest\x12%\n\rrefresh_token\x18\x01 \x01(\tB\x0e\xe2\x41\x01\x02\xbaH\x07r\x05\x10\x01\x18\x80\x04\"6\n\rLogoutRequest\x12%\n\rrefresh_token\x18\x01 \x01(\tB\x0e\xe2\x41\x01\x02\xbaH\x07r\x05\x10\x01\x18\x80\x04\"\x10\n\x0eLogoutResponse2\xa1\x03\n\x0b\x41uthService\x12\x66\n\x08Register\x12\x1b.taskapi.v1.RegisterRequest\x1a\x17.taskapi.v1.AuthSession\"$\x88\xb5\x18\x01\x82\xd3\xe4\x93\x02\x1a\"\x15/api/v1/auth/register:\x01*\x12]\n\x05Login\x12\x18.taskapi.v1.LoginRequest\x1a\x17.taskapi.v1.AuthSession\"!\x88\xb5\x18\x01\x82\xd3\xe4\x93\x02\x17\"\x12/api/v1/auth/login:\x01*\x12\x63\n\x07Refresh\x12\x1a.taskapi.v1.RefreshRequest\x1a\x17.taskapi.v1.AuthSession\"#\x88\xb5\x18\x01\x82\xd3\xe4\x93\x02\x19\"\x14/api/v1/auth/refresh:\x01*\x12\x66\n\x06Logout\x12\x19.taskapi.v1.LogoutRequest\x1a\x1a.taskapi.v1.LogoutResponse\"%\x90\x02\x02\x88\xb5\x18\x01\x82\xd3\xe4\x93\x02\x18\"\x13/api/v1/auth/logout:\x01*B8Z6github.com/taskapi/taskapi/gen/go/taskapi/v1;taskapiv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -68,7 +68,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUTHSERVICE'].methods_by_name['Refresh']._loaded_options = None
   _globals['_AUTHSERVICE'].methods_by_name['Refresh']._serialized_options = b'\210\265\030\001\202\323\344\223\002\031\"\024/api/v1/auth/refresh:\001*'
   _globals['_AUTHSERVICE'].methods_by_name['Logout']._loaded_options = None
-  _globals['_AUTHSERVICE'].methods_by_name['Logout']._serialized_options = b'\210\265\030\001\202\323\344\223\002\030\"\023/api/v1/auth/logout:\001*'
+  _globals['_AUTHSERVICE'].methods_by_name['Logout']._serialized_options = b'\220\002\002\210\265\030\001\202\323\344\223\002\030\"\023/api/v1/auth/logout:\001*'
   _globals['_AUTHSESSION']._serialized_start=178
   _globals['_AUTHSESSION']._serialized_end=338
   _globals['_REGISTERREQUEST']._serialized_start=340
@@ -82,5 +82,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LOGOUTRESPONSE']._serialized_start=645
   _globals['_LOGOUTRESPONSE']._serialized_end=661
   _globals['_AUTHSERVICE']._serialized_start=664
-  _globals['_AUTHSERVICE']._serialized_end=1078
+  _globals['_AUTHSERVICE']._serialized_end=1081
 # @@protoc_insertion_point(module_scope)

@@ -1,4 +1,4 @@
-from buf.validate import validate_pb2 as _validate_pb2
+from taskapi.buf.validate import validate_pb2 as _validate_pb2
 from google.api import annotations_pb2 as _annotations_pb2
 from google.api import field_behavior_pb2 as _field_behavior_pb2
 from taskapi.v1 import access_pb2 as _access_pb2
