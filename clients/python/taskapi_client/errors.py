@@ -10,15 +10,14 @@
     ├── ResourceExhausted        rate limited; .retry_delay says when to come back
     └── Unavailable              the server or its store is down (idempotent calls are retried first)
 
-Details are parsed with `grpc_status.rpc_status.from_call`, so they come from the
-`grpc-status-details-bin` trailer the server sends, not from the message text.
+Details come from the `grpc-status-details-bin` trailer the server sends (a serialized
+google.rpc.Status), not from the message text.
 """
 
 from __future__ import annotations
 
 import grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
+from google.rpc import error_details_pb2, status_pb2
 
 
 class TaskApiError(Exception):
@@ -90,15 +89,27 @@ _BY_CODE: dict[grpc.StatusCode, type[TaskApiError]] = {
 }
 
 
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
+def _status_details(call: grpc.Call) -> status_pb2.Status | None:
+    """The google.rpc.Status trailer, or None (absent, unreadable, or disagreeing with the call's code)."""
+    for key, value in call.trailing_metadata() or ():
+        if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
+            try:
+                status = status_pb2.Status.FromString(value)
+            except Exception:  # noqa: BLE001 - a malformed trailer only loses the details
+                return None
+            return status if status.code == call.code().value[0] else None
+    return None
+
+
 def from_rpc_error(error: grpc.RpcError) -> TaskApiError:
     """The typed error for a failed call, with its google.rpc details unpacked."""
     call: grpc.Call = error  # type: ignore[assignment]  # sync stubs raise errors that are also Calls
     code, message = call.code(), call.details() or ""
     fields: dict = {}
-    try:
-        status = rpc_status.from_call(call)
-    except ValueError:  # a status proto that disagrees with the call's own code: ignore the details
-        status = None
+    status = _status_details(call)
     for any_detail in status.details if status is not None else ():
         if any_detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
             bad_request = error_details_pb2.BadRequest()

@@ -1,0 +1,104 @@
+"""The distributions as a user installs them, in fresh virtual environments.
+
+- `pip install ./clients/python` alone gives a working SDK (grpcio, protobuf and
+  googleapis-common-protos only: no server, no Envoy, no mongomock, no bcrypt) that talks
+  to a live server;
+- `pip install ./clients/python .` puts nothing generic at the top of site-packages: the
+  server is `taskapi.server`, its interceptors `taskapi.interceptors`, the generated
+  validate options `taskapi.buf.validate`.
+
+Slow-ish (a venv and a pip install each, from pip's cache), so each venv is built once.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import textwrap
+import venv
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SDK = ROOT / "clients" / "python"
+
+
+def _venv(path: Path) -> Path:
+    venv.EnvBuilder(with_pip=True, clear=True).create(path)
+    return path / "bin" / "python"
+
+
+def _pip(python: Path, *args: str) -> None:
+    result = subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        cwd=ROOT,
+        # A build in a temp dir, never the checkout's own editable link tree.
+        env={k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _run(python: Path, code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(python), "-c", textwrap.dedent(code), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd="/",  # not the checkout: nothing importable by accident from the working directory
+        env={k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")},
+    )
+
+
+@pytest.fixture(scope="module")
+def sdk_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    python = _venv(tmp_path_factory.mktemp("sdk-venv") / "venv")
+    _pip(python, str(SDK))
+    return python
+
+
+def test_the_sdk_alone_installs_only_what_a_client_needs(sdk_python: Path) -> None:
+    result = _run(
+        sdk_python,
+        """
+        import importlib.metadata as md, importlib.util as u
+        names = sorted(d.metadata["Name"].lower().replace("_", "-") for d in md.distributions())
+        print(names)
+        for module in ("bcrypt", "mongomock", "mongoengine", "redis", "envoy", "taskapi.server", "buf", "server"):
+            assert u.find_spec(module.split(".")[0]) is None or (
+                module == "taskapi.server" and u.find_spec(module) is None), module
+        """,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    installed = set(eval(result.stdout.strip()))  # noqa: S307 - our own repr of a list of names
+    assert {"taskapi-client", "grpcio", "protobuf", "googleapis-common-protos"} <= installed
+    # pip and setuptools come with the venv; typing-extensions with grpcio.
+    allowed = {"taskapi-client", "grpcio", "protobuf", "googleapis-common-protos", "typing-extensions"}
+    assert installed - {"pip", "setuptools"} <= allowed
+
+
+def test_the_sdk_alone_talks_to_a_live_server(sdk_python: Path, grpc_target: str) -> None:
+    result = _run(
+        sdk_python,
+        """
+        import sys, uuid
+        from taskapi.v1 import task_pb2
+        from taskapi_client import NotFound, TaskApiClient
+        with TaskApiClient(sys.argv[1]) as api:
+            api.register(f"venv-{uuid.uuid4().hex[:8]}@example.com", "correct horse battery", "Venv")
+            task = api.create_task(title="from a fresh venv", priority=task_pb2.HIGH)
+            assert api.get_task(task.id).title == "from a fresh venv"
+            try:
+                api.get_task("0" * 24)
+            except NotFound as error:
+                print("typed error:", error.reason)
+        """,
+        grpc_target,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "typed error: NOT_FOUND" in result.stdout
