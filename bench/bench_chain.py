@@ -37,17 +37,18 @@ from grpc import _interceptor  # noqa: E402 - bench only: grpcio's per-call inte
 from prometheus_client import CollectorRegistry  # noqa: E402
 
 try:  # the chain as one interceptor; absent in trees from before it (for before/after runs)
-    from interceptors.chain import InterceptorChain  # noqa: E402
+    from taskapi.interceptors.chain import InterceptorChain  # noqa: E402
 except ImportError:  # pragma: no cover
     InterceptorChain = type("InterceptorChain", (), {})  # noqa: N806
 
 from support import redis_url  # noqa: E402
 
-from interceptors.logging import JsonFormatter, LoggingInterceptor  # noqa: E402
-from interceptors.metrics import Metrics, MetricsInterceptor  # noqa: E402
-from interceptors.policy import RateLimit  # noqa: E402
-from interceptors.ratelimit import RateLimitInterceptor, redis_client  # noqa: E402
-from server.auth import Tokens  # noqa: E402
+from taskapi.interceptors.logging import JsonFormatter, LoggingInterceptor  # noqa: E402
+from taskapi.interceptors.metrics import Metrics, MetricsInterceptor  # noqa: E402
+from taskapi.interceptors.ratelimit import RateLimitInterceptor  # noqa: E402
+from taskapi.server.app import tokens_from  # noqa: E402
+from taskapi.server.cache.client import connect_redis  # noqa: E402
+from taskapi.server.domain.limits import RateLimit  # noqa: E402
 from taskapi.v1 import task_pb2  # noqa: E402
 from tests.conftest import make_settings  # noqa: E402
 from tests.integration.chain_server import (  # noqa: E402
@@ -118,7 +119,7 @@ def in_process_us(interceptors: list, calls: int) -> tuple[float, float]:
 
 def jwt_verify_us(calls: int) -> float:
     settings = make_settings("")
-    tokens = Tokens(settings)
+    tokens = tokens_from(settings)
     token = jwt.encode(
         {
             "sub": "0123456789abcdef01234567",
@@ -147,7 +148,7 @@ def main() -> None:
     # Log lines are formatted and written, as in production, but to memory.
     handler = logging.StreamHandler(io.StringIO())
     handler.setFormatter(JsonFormatter())
-    rpc_log = logging.getLogger("interceptors.logging")
+    rpc_log = logging.getLogger("taskapi.interceptors.logging")
     rpc_log.addHandler(handler)
     rpc_log.setLevel(logging.INFO)
     rpc_log.propagate = False
@@ -156,7 +157,7 @@ def main() -> None:
         metrics = Metrics(CollectorRegistry())
         huge = RateLimit(requests=10**9, window_seconds=900)  # measure the decision, never reject
         limiter = RateLimitInterceptor(
-            redis_client(url, timeout_seconds=0.25),
+            connect_redis(url, 250),
             ip=huge,
             user=huge,
             key_prefix=unique_prefix(),

@@ -53,8 +53,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import support  # noqa: E402
 
-from server.app import App  # noqa: E402
-from server.edge import CLUSTER, Envoy  # noqa: E402
+from taskapi.server.app import App  # noqa: E402
+from taskapi.server.edge import CLUSTER, Envoy  # noqa: E402
 from tests.support.edge import edge_config  # noqa: E402
 
 # Formatted for one wrk thread in init(); `requests` (path, index into `tokens`) is filled in by lua_script().

@@ -69,8 +69,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import grpc  # noqa: E402
 import support  # noqa: E402
 
-from server.app import App  # noqa: E402
-from server.services.task_service import TaskServicer  # noqa: E402
+from taskapi.server.api.task_service import TaskServicer  # noqa: E402
+from taskapi.server.app import App  # noqa: E402
 from taskapi.v1 import task_pb2, task_pb2_grpc  # noqa: E402
 
 # --- the bench-only grpc.aio adapter ----------------------------------------------------

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import support  # noqa: E402
 
-from server.app import App  # noqa: E402
+from taskapi.server.app import App  # noqa: E402
 
 TOP = 35
 ALL_THREADS = "--all-threads" in sys.argv  # also gRPC's polling thread, Redis, metrics

@@ -24,9 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # the repo root: server, interceptors, tests' helpers
 
-from interceptors.logging import JsonFormatter  # noqa: E402
-from interceptors.policy import RateLimit  # noqa: E402
-from server.config import Settings  # noqa: E402
+from taskapi.interceptors.logging import JsonFormatter  # noqa: E402
+from taskapi.server.config import Settings  # noqa: E402
+from taskapi.server.domain.limits import RateLimit  # noqa: E402
 from tests.conftest import RedisProcess, make_settings  # noqa: E402
 
 # The limiter still runs its Redis decision on every call, but never rejects.

@@ -21,8 +21,9 @@ import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc_interceptor import ServerInterceptor
 
-from interceptors.context import Caller, current_call
-from interceptors.errors import PermissionDenied, Unauthenticated
+from taskapi.interceptors.context import current_call
+from taskapi.server.domain.caller import Caller
+from taskapi.server.domain.errors import PermissionDenied, Unauthenticated
 from taskapi.v1 import access_pb2
 
 PUBLIC, USER, ADMIN = access_pb2.ACCESS_LEVEL_PUBLIC, access_pb2.ACCESS_LEVEL_USER, access_pb2.ACCESS_LEVEL_ADMIN

@@ -11,7 +11,7 @@ from urllib.parse import unquote
 import grpc
 from grpc_interceptor import ServerInterceptor
 
-from interceptors.context import CallState, bind_call, unbind_call
+from taskapi.interceptors.context import CallState, bind_call, unbind_call
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -37,13 +37,13 @@ import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc_interceptor import ServerInterceptor
 
-from interceptors.auth import AccessInterceptor, AccessPolicy, Authenticator, TokenInterceptor
-from interceptors.call_state import CallStateInterceptor, Network
-from interceptors.logging import LoggingInterceptor
-from interceptors.metrics import MetricsInterceptor
-from interceptors.ratelimit import RateLimitInterceptor
-from interceptors.status import ErrorInterceptor, Translator
-from interceptors.validation import ValidationInterceptor
+from taskapi.interceptors.auth import AccessInterceptor, AccessPolicy, Authenticator, TokenInterceptor
+from taskapi.interceptors.call_state import CallStateInterceptor, Network
+from taskapi.interceptors.logging import LoggingInterceptor
+from taskapi.interceptors.metrics import MetricsInterceptor
+from taskapi.interceptors.ratelimit import RateLimitInterceptor
+from taskapi.interceptors.status import ErrorInterceptor, Translator
+from taskapi.interceptors.validation import ValidationInterceptor
 
 
 def build_chain(

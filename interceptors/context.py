@@ -1,32 +1,18 @@
-"""Per-call state shared by the interceptors and the handler.
+"""Per-call state shared by the interceptors and the servicers.
 
-The sync gRPC server runs the interceptor chain and the handler in the same
-worker thread, so a ContextVar set by the outermost interceptor is visible to
-everything inside the call, and to nothing else.
+The sync gRPC server runs the interceptor chain and the handler in the same worker
+thread, so a ContextVar set by the outermost interceptor (CallState) is visible to
+everything inside the call, and to nothing else; it is reset when the call ends.
 """
 
 from __future__ import annotations
 
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from typing import Any
 
-ROLE_USER = "USER"
-ROLE_ADMIN = "ADMIN"
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who is calling, from a verified access token."""
-
-    user_id: str
-    role: str  # ROLE_USER or ROLE_ADMIN
-    session_id: str  # the refresh-token family the access token was issued from
-    issued_at: int  # the token's `iat`, seconds since the epoch
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role == ROLE_ADMIN
+from taskapi.server.domain.caller import Caller
+from taskapi.server.domain.errors import Unauthenticated
 
 
 @dataclass
@@ -42,13 +28,7 @@ class CallState:
     # Sent as initial metadata before the response (or the error): Envoy turns it
     # into HTTP headers, which trailing metadata on an error never becomes.
     response_metadata: list[tuple[str, str]] = field(default_factory=list)
-    # Redis reads done ahead of the handler in the rate limiter's pipeline, keyed by
-    # the command tuple; absent when not prefetched (then read on demand).
-    prefetched: dict[tuple[str, ...], Any] = field(default_factory=dict)
     response_metadata_sent: bool = False
-    # Values worked out once per call by one layer and reused by another (say, the read
-    # cache's entry name: the prefetch hook needs it, and so does the handler).
-    notes: dict[str, Any] = field(default_factory=dict)
 
     def send_response_metadata(self, context: Any) -> None:
         """Send `response_metadata` as initial metadata, once (a second send is an error in grpc)."""
@@ -68,18 +48,19 @@ def current_call() -> CallState:
     return state
 
 
-def prefetched(command: tuple[str, ...]) -> tuple[bool, Any]:
-    """(True, value) when the rate limiter prefetched `command` for this call, else (False, None)."""
-    state = _current.get()
-    if state is None or command not in state.prefetched:
-        return False, None
-    return True, state.prefetched[command]
+def current_caller() -> Caller:
+    """The verified caller of this call. Servicers of non-public RPCs call it: the access
+    check has run by then, so a missing caller means the chain is miswired; refuse."""
+    caller = current_call().caller
+    if caller is None:
+        raise Unauthenticated("a bearer token is required", reason="TOKEN_MISSING")
+    return caller
 
 
-def bind_call(state: CallState) -> object:
+def bind_call(state: CallState) -> Token[CallState | None]:
     """Bind `state` to this call; pass the returned token to `unbind_call`."""
     return _current.set(state)
 
 
-def unbind_call(token: object) -> None:
-    _current.reset(token)  # type: ignore[arg-type]
+def unbind_call(token: Token[CallState | None]) -> None:
+    _current.reset(token)

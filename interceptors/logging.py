@@ -17,8 +17,8 @@ from typing import Any
 import grpc
 from grpc_interceptor import ServerInterceptor
 
-from interceptors.context import current_call
-from interceptors.metrics import final_code
+from taskapi.interceptors.context import current_call
+from taskapi.interceptors.metrics import final_code
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,9 @@ Why GCRA rather than a fixed or sliding window counter:
 A budget of N per W seconds allows a burst of N, then one call every W/N seconds.
 
 Redis is the shared source of truth; the decision is ONE Lua script (ratelimit.lua) run by
-EVALSHA, pipelined with the cache's prefetch reads so a call costs one round trip. When
+EVALSHA, pipelined with the call's planned reads (a `ReadPlanner` handed over at wiring:
+the session check and the read cache declare what they will read), so a call costs one
+round trip. When
 Redis is down or slow (the client's socket timeout), the same policies are applied by a
 per-process GCRA until a probe (at most every `retry_interval_seconds`) succeeds again.
 """
@@ -29,21 +31,21 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 from grpc_interceptor import ServerInterceptor
-from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
-from redis.retry import Retry
 
-from interceptors.context import CallState, current_call
-from interceptors.errors import QuotaViolation, ResourceExhausted
-from interceptors.metrics import Metrics
-from interceptors.policy import DEFAULT_AUTH, DEFAULT_IP, DEFAULT_USER, RateLimit
+from taskapi.interceptors.context import CallState, current_call
+from taskapi.interceptors.metrics import Metrics
+from taskapi.server.domain.caller import Caller
+from taskapi.server.domain.errors import QuotaViolation, ResourceExhausted
+from taskapi.server.domain.limits import DEFAULT_AUTH, DEFAULT_IP, DEFAULT_USER, RateLimit
 
 log = logging.getLogger(__name__)
 
@@ -53,23 +55,21 @@ REGISTER = "/taskapi.v1.AuthService/Register"
 # alone would spend 90 of 100 calls per 15 min from the node's IP).
 DEFAULT_EXEMPT = ("/grpc.health.v1.", "/grpc.reflection.")
 
-# (method_name, request, state) -> read-only Redis commands to run in the decision's round trip.
-Prefetch = Callable[[str, Any, CallState], list[tuple[str, ...]]]
+
+class Planned(Protocol):
+    """Read-only Redis commands a call will need, planned before it runs."""
+
+    @property
+    def commands(self) -> Sequence[tuple[str, ...]]: ...
 
 
-def redis_client(url: str, *, timeout_seconds: float) -> redis.Redis:
-    """A client suited to the limiter: short timeouts and no retries.
+class ReadPlanner(Protocol):
+    """Declared at wiring (taskapi.server.cache.reads.ReadPlan): the limiter runs the plan in
+    its round trip and binds the replies to the call; it never learns what they mean."""
 
-    redis-py retries 3 times with backoff by default; on an outage that multiplies the
-    time every call waits before the limiter can fall back, so retries are off here.
-    """
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=timeout_seconds,
-        socket_connect_timeout=timeout_seconds,
-        retry=Retry(NoBackoff(), 0),
-        max_connections=64,  # bounded: more than the worker threads that share it
-    )
+    def plan(self, method: str, request: Any, caller: Caller | None) -> Any: ...
+
+    def delivered(self, planned: Any, replies: Sequence[Any]) -> AbstractContextManager[None]: ...
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,7 @@ class RateLimitInterceptor(ServerInterceptor):
         exempt_prefixes: tuple[str, ...] = DEFAULT_EXEMPT,
         key_prefix: str = "taskapi:ratelimit:",
         metrics: Metrics | None = None,
-        prefetch: Prefetch | None = None,
+        reads: ReadPlanner | None = None,
         retry_interval_seconds: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -168,11 +168,11 @@ class RateLimitInterceptor(ServerInterceptor):
         self._exempt = exempt_prefixes
         self._prefix = key_prefix
         self._metrics = metrics
-        self._prefetch = prefetch
+        self._reads = reads
         self._retry_interval = retry_interval_seconds
         self._clock = clock
         self._local = LocalLimiter(clock=clock)
-        script = resources.files("interceptors").joinpath("ratelimit.lua").read_text(encoding="utf-8")
+        script = resources.files("taskapi.interceptors").joinpath("ratelimit.lua").read_text(encoding="utf-8")
         self._script = script
         # EVALSHA needs only the digest; the script is sent (SCRIPT LOAD) once, and again
         # only after Redis answers NOSCRIPT (a restart or SCRIPT FLUSH empties its cache).
@@ -186,13 +186,17 @@ class RateLimitInterceptor(ServerInterceptor):
             return method(request, context)
         state = current_call()
         budgets = self._budgets(method_name, request, state)
-        allowed, outcomes, backend = self._decide(budgets, method_name, request, state)
+        planned = self._reads.plan(method_name, request, state.caller) if self._reads is not None else None
+        allowed, outcomes, backend, replies = self._decide(budgets, planned.commands if planned else ())
         if self._metrics is not None:
             self._metrics.ratelimit_decision(allowed=allowed, backend=backend)
         if allowed:
             tightest = min(outcomes, key=lambda o: (o.remaining, o.budget.limit.requests))
             state.response_metadata.extend(_headers(outcomes, tightest))
-            return method(request, context)
+            if replies is None or self._reads is None:  # not planned, or Redis could not run it
+                return method(request, context)
+            with self._reads.delivered(planned, replies):
+                return method(request, context)
         violated = [o for o in outcomes if o.retry_after_seconds > 0]
         tightest = max(violated, key=lambda o: o.retry_after_seconds)
         retry_after = tightest.retry_after_seconds
@@ -222,25 +226,22 @@ class RateLimitInterceptor(ServerInterceptor):
         return budgets
 
     def _decide(
-        self, budgets: list[Budget], method_name: str, request: Any, state: CallState
-    ) -> tuple[bool, list[Outcome], str]:
+        self, budgets: list[Budget], commands: Sequence[tuple[str, ...]]
+    ) -> tuple[bool, list[Outcome], str, list[Any] | None]:
+        """(allowed, outcomes, backend, replies to `commands` or None when they did not run)."""
         if self._redis is not None and self._redis_usable():
-            commands = self._prefetch(method_name, request, state) if self._prefetch else []
             try:
-                allowed, outcomes, values = self._redis_decide(budgets, commands)
+                allowed, outcomes, replies = self._redis_decide(budgets, commands)
             except RedisError as exc:
                 self._mark_down(exc)
             else:
                 self._mark_up()
-                for command, value in zip(commands, values, strict=True):
-                    if not isinstance(value, Exception):  # absent means "read on demand"
-                        state.prefetched[command] = value
-                return allowed, outcomes, "redis"
+                return allowed, outcomes, "redis", (replies if commands else None)
         allowed, outcomes = self._local.decide(budgets)
-        return allowed, outcomes, "local"
+        return allowed, outcomes, "local", None
 
     def _redis_decide(
-        self, budgets: list[Budget], commands: list[tuple[str, ...]]
+        self, budgets: list[Budget], commands: Sequence[tuple[str, ...]]
     ) -> tuple[bool, list[Outcome], list[Any]]:
         assert self._redis is not None
         keys = [self._prefix + b.key for b in budgets]

@@ -18,8 +18,8 @@ from grpc_interceptor import ServerInterceptor
 from grpc_interceptor.exceptions import GrpcException
 from grpc_status import rpc_status
 
-from interceptors.context import current_call
-from interceptors.errors import (
+from taskapi.interceptors.context import current_call
+from taskapi.server.domain.errors import (
     ERROR_DOMAIN,
     ApiError,
     InvalidArgument,

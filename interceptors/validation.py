@@ -10,7 +10,7 @@ import protovalidate
 from google.protobuf.message import Message
 from grpc_interceptor import ServerInterceptor
 
-from interceptors.errors import FieldViolation, InvalidArgument
+from taskapi.server.domain.errors import FieldViolation, InvalidArgument
 
 
 def field_path(violation: protovalidate.Violation, request: Message) -> str:

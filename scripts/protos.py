@@ -162,6 +162,10 @@ def _namespace_validate(python: Path) -> None:
         text = module.read_text()
         if old in text:
             module.write_text(text.replace(old, new))
+    # PEP 561: the .pyi stubs are the types of the generated modules; type checkers of the
+    # SDK's users (and ours) read them only from packages marked typed.
+    for package in ("taskapi/v1", "taskapi/buf/validate"):
+        (python / package / "py.typed").write_text("")
 
 
 def _buf_generate(descriptor: Path, out: Path) -> None:

@@ -35,15 +35,23 @@ command -v "$python" >/dev/null || python=python3
 [[ -x .venv/bin/python ]] || "$python" -m venv .venv
 extras=""
 $dev && extras="[dev]"
+# Strict editable mode: setuptools links every module into build/ under its installed name
+# (taskapi.server, taskapi.interceptors, ...), which mypy and import-linter can follow. The
+# links are made at install time, so a new or removed module needs a reinstall: the stamp
+# holds the package file list as well as the project files.
+layout=$( (cat pyproject.toml clients/python/pyproject.toml; find server interceptors envoy clients/python/taskapi \
+           clients/python/taskapi_client -type f \( -name '*.py' -o -name '*.pyi' -o -name '*.lua' -o -name '*.in' \
+           -o -name '*.binpb' -o -name py.typed \) | LC_ALL=C sort) | sha1sum | cut -c1-40)
 stamp=".venv/.installed$extras"
-if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then
-  echo "setup: pip install -e .$extras"
+if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$layout" ]]; then
+  echo "setup: pip install -e ./clients/python -e .$extras"
   # The log is shown only on failure: pip's build warnings are noise on every first run.
-  if ! .venv/bin/python -m pip install -q --disable-pip-version-check -e ".$extras" > .venv/pip.log 2>&1; then
+  if ! .venv/bin/python -m pip install -q --disable-pip-version-check --config-settings editable_mode=strict \
+      -e ./clients/python -e ".$extras" > .venv/pip.log 2>&1; then
     cat .venv/pip.log >&2
     exit 1
   fi
-  touch "$stamp"
+  echo "$layout" > "$stamp"
 fi
 
 # Node tooling (buf, protoc-gen-es, Connect, playwright-core), pinned by package-lock.json.

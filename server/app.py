@@ -19,23 +19,28 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
-from interceptors.chain import build_chain
-from interceptors.context import CallState
-from interceptors.logging import LoggingInterceptor
-from interceptors.metrics import Metrics, MetricsInterceptor, serve_metrics
-from interceptors.ratelimit import RateLimitInterceptor
-from server import store
-from server.auth import Accounts, Authenticator, Tokens
-from server.config import Settings
-from server.page_tokens import PageTokens
-from server.passwords import PasswordHasher
-from server.services.auth_service import AuthServicer
-from server.services.task_service import TaskServicer, cache_entry
-from server.services.user_service import UserServicer
-from server.shared_cache import SharedCache, connect_redis
-from server.task_cache import TaskCache
-from server.tasks import Tasks
-from server.users import Users
+from taskapi.interceptors.chain import build_chain
+from taskapi.interceptors.logging import LoggingInterceptor
+from taskapi.interceptors.metrics import Metrics, MetricsInterceptor, serve_metrics
+from taskapi.interceptors.ratelimit import RateLimitInterceptor
+from taskapi.server import store
+from taskapi.server.api import task_service
+from taskapi.server.api.auth_service import AuthServicer
+from taskapi.server.api.task_service import TaskServicer
+from taskapi.server.api.user_service import UserServicer
+from taskapi.server.cache.client import connect_redis
+from taskapi.server.cache.reads import ReadPlan
+from taskapi.server.cache.sessions import RedisSessionCache
+from taskapi.server.cache.shared import SharedCache
+from taskapi.server.cache.tasks import TaskCache
+from taskapi.server.config import Settings
+from taskapi.server.domain.accounts import Accounts
+from taskapi.server.domain.page_tokens import PageTokens
+from taskapi.server.domain.passwords import PasswordHasher
+from taskapi.server.domain.sessions import Sessions
+from taskapi.server.domain.tasks import Tasks
+from taskapi.server.domain.tokens import Tokens
+from taskapi.server.domain.users import Users
 from taskapi.v1 import auth_pb2, auth_pb2_grpc, task_pb2, task_pb2_grpc, user_pb2, user_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -59,26 +64,37 @@ class App:
         self.metrics = Metrics(CollectorRegistry())
         self.shared_cache = SharedCache(self.redis, listener=self._count_cache)
         self.task_cache = TaskCache(self.shared_cache, settings.cache_ttl_seconds)
+        self.session_cache = RedisSessionCache(self.shared_cache)
+        users, sessions = store.MongoUserStore(), store.MongoSessionStore()
         page_tokens = PageTokens(settings.jwt_secret)
-        self.tokens = Tokens(settings)
+        self.tokens = tokens_from(settings)
         self.accounts = Accounts(
-            settings,
-            PasswordHasher(
+            users=users,
+            sessions=sessions,
+            session_cache=self.session_cache,
+            hasher=PasswordHasher(
                 rounds=settings.bcrypt_rounds,
                 concurrency=settings.bcrypt_concurrency,
                 # Password checks may hold at most half the workers; the rest serve everything else.
                 max_waiting=max(1, settings.workers // 2 - settings.bcrypt_concurrency),
             ),
-            self.tokens,
-            self.shared_cache,
+            tokens=self.tokens,
+            refresh_ttl_seconds=settings.refresh_token_ttl_seconds,
         )
-        self.authenticator = Authenticator(self.tokens, self.shared_cache)
-        self.tasks = Tasks(self.task_cache, page_tokens)
-        self.users = Users(self.accounts, self.task_cache, page_tokens)
+        self.sessions = Sessions(self.tokens, users, sessions, self.session_cache)
+        self.tasks = Tasks(store.MongoTaskStore(), self.task_cache, page_tokens)
+        self.users = Users(users, sessions, self.accounts, self.task_cache, page_tokens)
         self.replicas: list[Replica] = []
+        # The Redis reads each call needs, declared by their owners and run in the limiter's round trip.
+        reads = ReadPlan(
+            self.shared_cache,
+            session_read=RedisSessionCache.command,
+            task_reads=TaskCache.commands,
+            cached_methods=task_service.CACHED_READS,
+        )
         # Built once: replicas share the limiter's per-process fallback state.
         self.interceptors = build_chain(
-            authenticator=self.authenticator,
+            authenticator=self.sessions,
             services=SERVICES,
             trusted_proxies=settings.trusted_proxies,
             translators=[store.translate_error],
@@ -90,7 +106,7 @@ class App:
                 user=settings.rate_limit_user,
                 auth=settings.rate_limit_auth,
                 metrics=self.metrics,
-                prefetch=self._prefetch,
+                reads=reads,
             ),
         )
         self.metrics_endpoint = serve_metrics(
@@ -100,16 +116,6 @@ class App:
     @property
     def metrics_port(self) -> int:
         return self.metrics_endpoint.port
-
-    def _prefetch(self, method_name: str, request: object, state: CallState) -> list[tuple[str, ...]]:
-        """Redis reads that ride the rate limiter's round trip: session liveness, cached reads."""
-        if state.caller is None or not self.shared_cache.prefetch_trusted:
-            return []  # a missed delete is pending: read on demand, after it is replayed
-        commands = [self.authenticator.prefetch(state.caller)]
-        entry = cache_entry(method_name, request, state.caller)
-        if entry is not None:
-            commands += TaskCache.commands(state.caller.user_id, entry)
-        return commands
 
     def _count_cache(self, cache: str, result: str) -> None:
         {"hit": self.metrics.cache_hit, "miss": self.metrics.cache_miss}.get(result, self.metrics.cache_error)(cache)
@@ -184,6 +190,15 @@ class Replica:
         if self.drain_seconds > 0:
             time.sleep(self.drain_seconds)
         self.server.stop(grace).wait()
+
+
+def tokens_from(settings: Settings) -> Tokens:
+    return Tokens(
+        secret=settings.jwt_secret,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        ttl_seconds=settings.access_token_ttl_seconds,
+    )
 
 
 def host_port(host: str, port: int) -> str:

@@ -15,14 +15,14 @@ import signal
 import sys
 import threading
 
-from server.config import Settings
+from taskapi.server.config import Settings
 
 log = logging.getLogger("taskapi")
 
 
 def configure_logging(level: str) -> None:
     """One JSON formatter, set up once at the entry point."""
-    from interceptors.logging import JsonFormatter
+    from taskapi.interceptors.logging import JsonFormatter
 
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter())
@@ -30,7 +30,7 @@ def configure_logging(level: str) -> None:
 
 
 def serve(settings: Settings) -> int:
-    from server.app import App
+    from taskapi.server.app import App
 
     app = App(settings)
     replica = app.start_replica()
@@ -50,12 +50,14 @@ def serve(settings: Settings) -> int:
 
 
 def create_admin(settings: Settings, email: str, name: str) -> int:
-    from interceptors.context import ROLE_ADMIN
-    from interceptors.errors import ApiError
-    from server import store
-    from server.auth import Accounts, Tokens
-    from server.passwords import MIN_PASSWORD_BYTES, PasswordHasher
-    from server.shared_cache import SharedCache
+    from taskapi.server import store
+    from taskapi.server.app import tokens_from
+    from taskapi.server.cache.sessions import RedisSessionCache
+    from taskapi.server.cache.shared import SharedCache
+    from taskapi.server.domain.accounts import Accounts
+    from taskapi.server.domain.caller import ROLE_ADMIN
+    from taskapi.server.domain.errors import ApiError
+    from taskapi.server.domain.passwords import MIN_PASSWORD_BYTES, PasswordHasher
 
     if not settings.mongodb_uri:
         print("warning: MONGODB_URI is not set; the admin goes to a throwaway in-memory store", file=sys.stderr)
@@ -64,8 +66,14 @@ def create_admin(settings: Settings, email: str, name: str) -> int:
         print(f"error: the password must be at least {MIN_PASSWORD_BYTES} bytes", file=sys.stderr)
         return 2
     store.connect(settings)
-    hasher = PasswordHasher(rounds=settings.bcrypt_rounds, concurrency=1)
-    accounts = Accounts(settings, hasher, Tokens(settings), SharedCache(None))
+    accounts = Accounts(
+        users=store.MongoUserStore(),
+        sessions=store.MongoSessionStore(),
+        session_cache=RedisSessionCache(SharedCache(None)),
+        hasher=PasswordHasher(rounds=settings.bcrypt_rounds, concurrency=1),
+        tokens=tokens_from(settings),
+        refresh_ttl_seconds=settings.refresh_token_ttl_seconds,
+    )
     try:
         user = accounts.create_user(email, password, name, role=ROLE_ADMIN)
     except ApiError as error:
@@ -79,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["dev"]:  # `dev` parses its own flags (argparse REMAINDER drops `--x` ones)
         configure_logging(Settings.from_env().log_level)
-        from server.dev import main as dev_main
+        from taskapi.server.dev import main as dev_main
 
         return dev_main(argv[1:])
     parser = argparse.ArgumentParser(

@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from interceptors.policy import DEFAULT_AUTH, DEFAULT_IP, DEFAULT_USER, RateLimit
+from taskapi.server.domain.limits import DEFAULT_AUTH, DEFAULT_IP, DEFAULT_USER, RateLimit
 
 log = logging.getLogger(__name__)
 

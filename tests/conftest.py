@@ -16,10 +16,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from interceptors.policy import RateLimit
-from server.app import App, Replica
-from server.config import Settings
-from server.dev import LocalRedis
+from taskapi.server.app import App, Replica
+from taskapi.server.config import Settings
+from taskapi.server.dev import LocalRedis
+from taskapi.server.domain.limits import RateLimit
 
 TEST_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 GENEROUS = RateLimit(requests=1_000_000, window_seconds=60)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from server.app import Replica
-from server.edge import Envoy
+from taskapi.server.app import Replica
+from taskapi.server.edge import Envoy
 from tests.support.edge import running_edge
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -102,3 +102,25 @@ def test_the_sdk_alone_talks_to_a_live_server(sdk_python: Path, grpc_target: str
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "typed error: NOT_FOUND" in result.stdout
+
+
+def test_installing_the_server_puts_nothing_generic_in_site_packages(tmp_path: Path) -> None:
+    python = _venv(tmp_path / "venv")
+    # --no-deps: the layout of our own two distributions is the question here.
+    _pip(python, "--no-deps", str(SDK), str(ROOT))
+    result = _run(
+        python,
+        """
+        import sysconfig, pathlib
+        site = pathlib.Path(sysconfig.get_paths()["purelib"])
+        print(sorted(p.name for p in site.iterdir()))
+        """,
+    )
+    assert result.returncode == 0, result.stderr
+    top_level = set(eval(result.stdout.strip()))  # noqa: S307 - our own repr of a list of names
+    assert not top_level & {"server", "interceptors", "buf", "tests", "scripts", "bench"}, top_level
+    assert {"taskapi", "taskapi_client"} <= top_level
+    tree = sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "venv").rglob("taskapi/*") if p.is_dir())
+    assert any(name.endswith("taskapi/server") for name in tree), tree
+    assert any(name.endswith("taskapi/interceptors") for name in tree), tree
+    assert any(name.endswith("taskapi/v1") for name in tree), tree

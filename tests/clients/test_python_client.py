@@ -8,8 +8,9 @@ import grpc
 import pymongo.errors
 import pytest
 
-from server import store
-from server.dev import free_port
+from taskapi.server.dev import free_port
+from taskapi.server.store.sessions import MongoSessionStore
+from taskapi.server.store.tasks import MongoTaskStore
 from taskapi.v1 import auth_pb2, task_pb2, user_pb2
 from taskapi_client import (
     AlreadyExists,
@@ -166,8 +167,8 @@ def test_create_without_request_id_is_not_retried_through_call():
 
 
 class _FailOnce:
-    """Wraps a server/store.py function: the first call raises AutoReconnect (a MongoDB
-    connection failure, injected by the test), later calls run the real function."""
+    """Wraps a store method: the first call raises AutoReconnect (a MongoDB connection
+    failure, injected by the test), later calls run the real method."""
 
     def __init__(self, real):
         self.real = real
@@ -181,13 +182,13 @@ class _FailOnce:
 
 
 def test_refresh_that_fails_mid_write_is_not_retried(api, monkeypatch):
-    """The real server (server/app.py's App, `replica` fixture) rotates the old refresh
+    """The real server (taskapi.server.app's App, `replica` fixture) rotates the old refresh
     token, then fails to insert the new one. A retry would present the rotated token,
     which the server treats as reuse and answers by revoking the whole session."""
     delays: list[float] = []
     api._sleep = delays.append
-    failing = _FailOnce(store.insert_refresh_token)
-    monkeypatch.setattr(store, "insert_refresh_token", failing)  # injected failure
+    failing = _FailOnce(MongoSessionStore.insert)
+    monkeypatch.setattr(MongoSessionStore, "insert", lambda self, **kw: failing(self, **kw))  # injected failure
     with pytest.raises(Unavailable):
         api.refresh()
     assert failing.calls == 1  # one attempt reached the server; no retry
@@ -198,8 +199,8 @@ def test_read_that_fails_once_is_retried(api, monkeypatch):
     task = api.create_task(title="read me")
     delays: list[float] = []
     api._sleep = delays.append
-    failing = _FailOnce(store.find_task)
-    monkeypatch.setattr(store, "find_task", failing)  # injected failure
+    failing = _FailOnce(MongoTaskStore.find)
+    monkeypatch.setattr(MongoTaskStore, "find", lambda self, *a: failing(self, *a))  # injected failure
     assert api.get_task(task.id).id == task.id
     assert failing.calls == 2 and len(delays) == 1
 

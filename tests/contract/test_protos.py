@@ -184,7 +184,7 @@ def test_no_breaking_change_against_previous_protos(tmp_path):
 def test_every_read_declares_no_side_effects_and_the_policy_is_shared() -> None:
     """Retries are derived from `idempotency_level` (taskapi_client.policy): a new Get/List RPC
     without it would silently lose its retries at the edge and in the SDK."""
-    from server import edge
+    from taskapi.server import edge
     from taskapi_client.policy import rpc_policies
 
     policies = rpc_policies()

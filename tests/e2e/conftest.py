@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from interceptors.context import ROLE_ADMIN
-from server.app import App, Replica
-from server.config import Settings
-from server.edge import Envoy
+from taskapi.server.app import App, Replica
+from taskapi.server.config import Settings
+from taskapi.server.domain.caller import ROLE_ADMIN
+from taskapi.server.edge import Envoy
 from tests.conftest import make_settings, unique_email
 from tests.support.edge import Response, RestClient, running_edge
 

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from server import dev
+from taskapi.server import dev
 
 
 def test_port_in_use_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from server import edge
+from taskapi.server import edge
 from taskapi.v1 import auth_pb2, auth_pb2_grpc, task_pb2, task_pb2_grpc
 from tests.conftest import unique_email
 from tests.e2e.conftest import ALLOWED_ORIGIN, PASSWORD, Account, Stack, assert_error

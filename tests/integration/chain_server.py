@@ -20,12 +20,12 @@ from typing import Any
 import grpc
 from grpc_interceptor import ServerInterceptor
 
-from interceptors.chain import build_chain
-from interceptors.context import Caller
-from interceptors.errors import NotFound, Unauthenticated
-from interceptors.logging import LoggingInterceptor
-from interceptors.metrics import MetricsInterceptor
-from interceptors.ratelimit import RateLimitInterceptor
+from taskapi.interceptors.chain import build_chain
+from taskapi.interceptors.logging import LoggingInterceptor
+from taskapi.interceptors.metrics import MetricsInterceptor
+from taskapi.interceptors.ratelimit import RateLimitInterceptor
+from taskapi.server.domain.caller import Caller
+from taskapi.server.domain.errors import NotFound, Unauthenticated
 from taskapi.v1 import auth_pb2, auth_pb2_grpc, task_pb2, task_pb2_grpc
 
 LOGIN = "/taskapi.v1.AuthService/Login"

@@ -8,8 +8,10 @@ import grpc
 import jwt
 import pytest
 
-from server import cli, store
-from server.auth import live_session_key
+from taskapi.server import cli
+from taskapi.server.cache.sessions import live_session_key
+from taskapi.server.store.documents import RefreshTokenDoc
+from taskapi.server.store.users import MongoUserStore
 from taskapi.v1 import auth_pb2, task_pb2, user_pb2
 from tests.conftest import TEST_SECRET, unique_email
 from tests.integration.api import PASSWORD, Api, error_details, violated_fields
@@ -192,7 +194,7 @@ def test_a_session_check_that_raced_a_logout_cannot_revive_it(app, api):
     key = live_session_key(caller.session_id)
     api.auth.Logout(auth_pb2.LogoutRequest(refresh_token=user.session.refresh_token))
     stale_fill = app.shared_cache.call_script(
-        app.authenticator._fill, [key], [b"", f"{user.id}:USER", 60]
+        app.session_cache._fill, [key], [b"", f"{user.id}:USER", 60]
     )  # what the slow reader would write
     assert stale_fill == 0 and app.shared_cache.client.get(key) == b"revoked"
     assert _code(lambda: _me(api, user.session.access_token)) == grpc.StatusCode.UNAUTHENTICATED
@@ -201,18 +203,18 @@ def test_a_session_check_that_raced_a_logout_cannot_revive_it(app, api):
 def test_a_refresh_that_raced_a_logout_leaves_nothing_alive(app, api, monkeypatch):
     """The logout is injected between the refresh's rotation and its new token (a real race window)."""
     user = api.register()
-    find_user = store.find_user
+    find_user = MongoUserStore.find
 
-    def logout_first(user_id):
-        monkeypatch.setattr(store, "find_user", find_user)
+    def logout_first(self, user_id):
+        monkeypatch.setattr(MongoUserStore, "find", find_user)
         app.accounts.logout(user.session.refresh_token)
-        return find_user(user_id)
+        return find_user(self, user_id)
 
-    monkeypatch.setattr(store, "find_user", logout_first)
+    monkeypatch.setattr(MongoUserStore, "find", logout_first)
     assert (
         _code(lambda: api.auth.Refresh(auth_pb2.RefreshRequest(refresh_token=user.session.refresh_token)))
         == grpc.StatusCode.UNAUTHENTICATED
     )
     family = app.tokens.verify(user.session.access_token).session_id
-    assert not store.RefreshTokenDoc.objects(family=family, revoked=False).count()
+    assert not RefreshTokenDoc.objects(family=family, revoked=False).count()
     assert _code(lambda: _me(api, user.session.access_token)) == grpc.StatusCode.UNAUTHENTICATED

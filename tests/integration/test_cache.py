@@ -9,8 +9,8 @@ import grpc
 import pytest
 import redis
 
-from server.app import App, run_server
-from server.task_cache import TaskCache
+from taskapi.server.app import App, run_server
+from taskapi.server.cache.tasks import TaskCache
 from taskapi.v1 import task_pb2 as T
 from tests.conftest import RedisProcess, make_settings
 from tests.integration.api import Api

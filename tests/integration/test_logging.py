@@ -11,10 +11,11 @@ import grpc
 import pytest
 from prometheus_client import CollectorRegistry
 
-from interceptors.logging import JsonFormatter, LoggingInterceptor
-from interceptors.metrics import Metrics, MetricsInterceptor
-from interceptors.policy import RateLimit
-from interceptors.ratelimit import RateLimitInterceptor, redis_client
+from taskapi.interceptors.logging import JsonFormatter, LoggingInterceptor
+from taskapi.interceptors.metrics import Metrics, MetricsInterceptor
+from taskapi.interceptors.ratelimit import RateLimitInterceptor
+from taskapi.server.cache.client import connect_redis
+from taskapi.server.domain.limits import RateLimit
 from taskapi.v1 import auth_pb2, task_pb2
 from tests.integration.chain_server import TASK_ID, make_chain, run_server, stubs, unique_prefix
 
@@ -25,7 +26,7 @@ TOKEN = "Bearer user-42"
 
 def json_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
     formatter = JsonFormatter()
-    lines = [formatter.format(r) for r in caplog.records if r.name == "interceptors.logging"]
+    lines = [formatter.format(r) for r in caplog.records if r.name == "taskapi.interceptors.logging"]
     for line in lines:
         assert PASSWORD not in line and EMAIL not in line and "user-42" not in line and "Bearer" not in line
     return [json.loads(line) for line in lines]
@@ -34,14 +35,14 @@ def json_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
 def test_one_json_line_per_call_without_secrets(redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
     metrics = Metrics(CollectorRegistry())
     limiter = RateLimitInterceptor(
-        redis_client(redis_url, timeout_seconds=0.5),
+        connect_redis(redis_url, 500),
         auth=RateLimit(requests=1, window_seconds=60),
         key_prefix=unique_prefix(),
         metrics=metrics,
     )
     chain = make_chain(metrics=MetricsInterceptor(metrics), logging=LoggingInterceptor(), ratelimit=limiter)
     login = auth_pb2.LoginRequest(email=EMAIL, password=PASSWORD)
-    with caplog.at_level(logging.INFO, "interceptors.logging"):
+    with caplog.at_level(logging.INFO, "taskapi.interceptors.logging"):
         with run_server(chain) as (_, port), stubs(port) as (auth, tasks):
             tasks.GetTask(
                 task_pb2.GetTaskRequest(id=TASK_ID),

@@ -9,9 +9,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from interceptors.metrics import Metrics, MetricsInterceptor, serve_metrics
-from interceptors.policy import RateLimit
-from interceptors.ratelimit import RateLimitInterceptor, redis_client
+from taskapi.interceptors.metrics import Metrics, MetricsInterceptor, serve_metrics
+from taskapi.interceptors.ratelimit import RateLimitInterceptor
+from taskapi.server.cache.client import connect_redis
+from taskapi.server.domain.limits import RateLimit
 from taskapi.v1 import auth_pb2, task_pb2
 from tests.integration.chain_server import TASK_ID, make_chain, run_server, stubs, unique_prefix
 
@@ -37,7 +38,7 @@ def rpc(method: str, **extra: str) -> frozenset[tuple[str, str]]:
 def test_counts_and_codes_read_back_over_http(redis_url: str) -> None:
     metrics = Metrics(CollectorRegistry())
     limiter = RateLimitInterceptor(
-        redis_client(redis_url, timeout_seconds=0.5),
+        connect_redis(redis_url, 500),
         ip=RateLimit(requests=4, window_seconds=60),
         key_prefix=unique_prefix(),
         metrics=metrics,

@@ -14,10 +14,12 @@ from grpc_interceptor import ServerInterceptor
 from grpc_status import rpc_status
 from prometheus_client import CollectorRegistry
 
-from interceptors.context import current_call
-from interceptors.metrics import Metrics
-from interceptors.policy import RateLimit
-from interceptors.ratelimit import RateLimitInterceptor, redis_client
+from taskapi.interceptors.metrics import Metrics
+from taskapi.interceptors.ratelimit import RateLimitInterceptor
+from taskapi.server.cache.client import connect_redis
+from taskapi.server.cache.reads import ReadPlan, delivered_reply
+from taskapi.server.cache.shared import SharedCache
+from taskapi.server.domain.limits import RateLimit
 from taskapi.v1 import auth_pb2, task_pb2
 from tests.conftest import RedisProcess
 from tests.integration.chain_server import TASK_ID, make_chain, run_server, stubs, unique_prefix
@@ -26,7 +28,7 @@ GENEROUS = RateLimit(requests=1000, window_seconds=60)
 
 
 def limiter(url: str | None, **kwargs: Any) -> RateLimitInterceptor:
-    client = redis_client(url, timeout_seconds=0.5) if url else None
+    client = connect_redis(url, 500) if url else None
     kwargs.setdefault("key_prefix", unique_prefix())
     kwargs.setdefault("user", GENEROUS)  # GetTask needs a caller; most tests look at other budgets
     return RateLimitInterceptor(client, **kwargs)
@@ -146,7 +148,7 @@ def test_script_reloaded_after_flush(redis_url: str) -> None:
     with run_server(make_chain(ratelimit=interceptor)) as (_, port):
         with stubs(port) as (_, tasks):
             get_task(tasks)
-            client = redis_client(redis_url, timeout_seconds=0.5)
+            client = connect_redis(redis_url, 500)
             client.script_flush()
             client.close()
             _, call = get_task(tasks)
@@ -160,7 +162,7 @@ def test_redis_outage_falls_back_and_recovers(redis_process: RedisProcess, caplo
     interceptor = limiter(proc.url, ip=ip, metrics=metrics, retry_interval_seconds=0.2)
     try:
         with run_server(make_chain(ratelimit=interceptor)) as (_, port):
-            with stubs(port) as (_, tasks), caplog.at_level(logging.WARNING, "interceptors.ratelimit"):
+            with stubs(port) as (_, tasks), caplog.at_level(logging.WARNING, "taskapi.interceptors.ratelimit"):
                 get_task(tasks)
                 assert decisions(metrics, "allowed", "redis") == 1
                 proc.stop()
@@ -192,7 +194,7 @@ def test_slow_redis_falls_back() -> None:
         blackhole.listen(16)
         port = blackhole.getsockname()[1]
         metrics = Metrics(CollectorRegistry())
-        client = redis_client(f"redis://127.0.0.1:{port}/0", timeout_seconds=0.1)
+        client = connect_redis(f"redis://127.0.0.1:{port}/0", 100)
         interceptor = RateLimitInterceptor(client, metrics=metrics)
         with run_server(make_chain(ratelimit=interceptor)) as (_, grpc_port):
             with stubs(grpc_port) as (_, tasks):
@@ -201,41 +203,46 @@ def test_slow_redis_falls_back() -> None:
         assert decisions(metrics, "allowed", "local") == 3
 
 
-class _CapturePrefetched(ServerInterceptor):
-    """Innermost: records what the handler would find in current_call().prefetched."""
+class _CaptureDelivered(ServerInterceptor):
+    """Innermost: records what the caches would find for each planned read during the call."""
 
-    def __init__(self) -> None:
+    def __init__(self, commands: list[tuple[str, ...]]) -> None:
+        self.commands = commands
         self.seen: list[dict[tuple[str, ...], Any]] = []
 
     def intercept(self, method: Any, request: Any, context: Any, method_name: str) -> Any:
-        self.seen.append(dict(current_call().prefetched))
+        self.seen.append({command: delivered_reply(command) for command in self.commands})
         return method(request, context)
 
 
-def test_prefetch_results_reach_the_call(redis_url: str) -> None:
+def test_planned_reads_reach_the_call_and_only_it(redis_url: str) -> None:
     prefix = unique_prefix()
-    seed = redis_client(redis_url, timeout_seconds=0.5)
-    seed.set(prefix + "task", b"cached")
+    seed = connect_redis(redis_url, 500)
+    assert seed is not None
+    seed.set(prefix + "session", b"cached")
     seed.hset(prefix + "h", "f", b"v")
     seed.close()
-    seen_args: list[tuple[str, str]] = []
+    session_read = ("GET", prefix + "session")
+    task_reads = [("HGET", prefix + "h", "f"), ("GET", prefix + "absent")]
+    entries: list[tuple[str, str]] = []
 
-    def prefetch(method_name: str, request: Any, state: Any) -> list[tuple[str, ...]]:
-        seen_args.append((method_name, request.id))
-        return [("GET", prefix + "task"), ("HGET", prefix + "h", "f"), ("GET", prefix + "absent")]
+    def entry_of(request: Any, caller: Any) -> str:
+        entries.append((request.id, caller.user_id))
+        return "entry"
 
-    capture = _CapturePrefetched()
-    chain = [*make_chain(ratelimit=limiter(redis_url, prefetch=prefetch)), capture]
+    plan = ReadPlan(
+        SharedCache(None),
+        session_read=lambda family: session_read,
+        task_reads=lambda owner, entry: task_reads if entry == "entry" else [],
+        cached_methods={"/taskapi.v1.TaskService/GetTask": entry_of},
+    )
+    capture = _CaptureDelivered([session_read, *task_reads])
+    chain = [*make_chain(ratelimit=limiter(redis_url, reads=plan)), capture]
     with run_server(chain) as (_, port), stubs(port) as (_, tasks):
         get_task(tasks)
-    assert seen_args == [("/taskapi.v1.TaskService/GetTask", TASK_ID)]
-    assert capture.seen == [
-        {
-            ("GET", prefix + "task"): b"cached",
-            ("HGET", prefix + "h", "f"): b"v",
-            ("GET", prefix + "absent"): None,
-        }
-    ]
+    assert entries == [(TASK_ID, "1")]  # the plan was worked out once, before the call ran
+    assert capture.seen == [{session_read: (True, b"cached"), task_reads[0]: (True, b"v"), task_reads[1]: (True, None)}]
+    assert delivered_reply(session_read) == (False, None)  # bound to that call only
 
 
 def test_without_redis_limits_locally() -> None:

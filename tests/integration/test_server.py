@@ -15,11 +15,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from interceptors.policy import RateLimit
-from server import store
-from server.app import App, run_server
-from server.dev import free_port
-from server.tasks import parse_order_by
+from taskapi.server.app import App, run_server
+from taskapi.server.dev import free_port
+from taskapi.server.domain.limits import RateLimit
+from taskapi.server.domain.tasks import parse_order_by
+from taskapi.server.store.tasks import MongoTaskStore
 from taskapi.v1 import auth_pb2
 from taskapi.v1 import task_pb2 as T
 from tests.conftest import make_settings, unique_email
@@ -61,7 +61,7 @@ def test_a_bug_is_internal_with_a_generic_message(channel, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("secret detail /etc/passwd")
 
-    monkeypatch.setattr(store, "find_task", broken)
+    monkeypatch.setattr(MongoTaskStore, "find", broken)
     with pytest.raises(grpc.RpcError) as info:
         api.tasks.GetTask(T.GetTaskRequest(id="a" * 24), metadata=user.auth)
     assert info.value.code() == grpc.StatusCode.INTERNAL
@@ -77,7 +77,7 @@ def test_a_down_store_is_unavailable_not_a_hang(channel, monkeypatch):
     def down(*args, **kwargs):
         raise pymongo.errors.ServerSelectionTimeoutError("no servers")
 
-    monkeypatch.setattr(store, "find_task", down)
+    monkeypatch.setattr(MongoTaskStore, "find", down)
     with pytest.raises(grpc.RpcError) as info:
         api.tasks.GetTask(T.GetTaskRequest(id="b" * 24), metadata=user.auth, timeout=5)
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -120,7 +120,7 @@ def test_serve_command_drains_on_sigterm(redis_url, tmp_path):
         "BCRYPT_ROUNDS": "4",
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        [sys.executable, "-m", "taskapi.server.cli", "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -143,16 +143,20 @@ def test_serve_command_drains_on_sigterm(redis_url, tmp_path):
 def test_list_queries_use_indexes(app):
     from bson import ObjectId
 
-    owner = ObjectId()
+    from taskapi.server.domain.ports import TaskQuery
+    from taskapi.server.store.documents import TaskDoc
+
+    owner = str(ObjectId())
     queries = [
-        ({"owner": owner}, parse_order_by("")),
-        ({"owner": owner, "status": 1}, parse_order_by("dueTime")),
-        ({"owner": owner}, parse_order_by("priority desc")),
-        ({"owner": owner, "request_id": "r"}, [("_id", 1)]),
+        (TaskQuery(owner=owner), parse_order_by("")),
+        (TaskQuery(owner=owner, status=1), parse_order_by("dueTime")),
+        (TaskQuery(owner=owner), parse_order_by("priority desc")),
     ]
     for query, sort in queries:
-        plan = str(store.explain_tasks(query, sort)["queryPlanner"]["winningPlan"])
+        plan = str(MongoTaskStore().explain(query, sort)["queryPlanner"]["winningPlan"])
         assert "IXSCAN" in plan and "COLLSCAN" not in plan, (query, plan)
+    by_request_id = TaskDoc._get_collection().find({"owner": ObjectId(owner), "request_id": "r"}).explain()
+    assert "IXSCAN" in str(by_request_id["queryPlanner"]["winningPlan"])
 
 
 def test_run_server_context_manager_serves_and_stops(redis_url):

@@ -20,8 +20,8 @@ from email.message import Message
 from pathlib import Path
 from typing import Any
 
-from server.dev import free_port
-from server.edge import CLUSTER, EdgeConfig, Envoy
+from taskapi.server.dev import free_port
+from taskapi.server.edge import CLUSTER, EdgeConfig, Envoy
 
 # Tests want Envoy to notice a replica going away quickly.
 HEALTH_CHECK_INTERVAL_SECONDS = 0.5

@@ -1,20 +1,21 @@
-"""Domain pieces without gRPC: settings, page tokens, ordering, keysets, passwords."""
+"""Domain pieces without gRPC: settings, page tokens, ordering, passwords; and the store's keyset filter."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
 import bcrypt
-import pymongo
 import pytest
 from bson import ObjectId
 
-from interceptors.call_state import peer_ip
-from interceptors.errors import InvalidArgument, Unavailable
-from server.config import Settings
-from server.page_tokens import PageTokens, query_digest
-from server.passwords import PasswordHasher
-from server.tasks import _keyset_after, parse_order_by
+from taskapi.interceptors.call_state import peer_ip
+from taskapi.server.config import Settings
+from taskapi.server.domain.errors import InvalidArgument, Unavailable
+from taskapi.server.domain.page_tokens import PageTokens, query_digest
+from taskapi.server.domain.passwords import PasswordHasher
+from taskapi.server.domain.ports import ASCENDING, DESCENDING
+from taskapi.server.domain.tasks import parse_order_by
+from taskapi.server.store.tasks import _keyset_after
 
 
 def test_settings_defaults_follow_the_contract():
@@ -49,7 +50,7 @@ def test_missing_secret_is_ephemeral_and_loud(caplog):
 
 def test_page_tokens_round_trip_and_reject_tampering():
     tokens = PageTokens("s" * 40)
-    position = [datetime(2030, 1, 2, 3, 4, 5, 6000), None, 3, ObjectId()]
+    position = [datetime(2030, 1, 2, 3, 4, 5, 6000), None, 3, str(ObjectId())]
     digest = query_digest("tasks", {"status": 1})
     token = tokens.encode(position, digest)
     assert tokens.decode(token, digest) == position
@@ -64,11 +65,11 @@ def test_page_tokens_round_trip_and_reject_tampering():
 
 
 def test_order_by_parsing():
-    assert parse_order_by("") == [("create_time", pymongo.DESCENDING), ("_id", pymongo.DESCENDING)]
+    assert parse_order_by("") == [("create_time", DESCENDING), ("id", DESCENDING)]
     assert parse_order_by(" priority desc , dueTime ") == [
-        ("priority", pymongo.DESCENDING),
-        ("due_time", pymongo.ASCENDING),
-        ("_id", pymongo.ASCENDING),
+        ("priority", DESCENDING),
+        ("due_time", ASCENDING),
+        ("id", ASCENDING),
     ]
     for bad in ("owner", "title sideways", "title, title", "priority desc asc"):
         with pytest.raises(InvalidArgument):
@@ -78,12 +79,13 @@ def test_order_by_parsing():
 def test_keyset_treats_null_as_lowest():
     sort = parse_order_by("dueTime")
     oid = ObjectId()
-    assert _keyset_after(sort, [None, oid]) == {
+    # The store's keyset filter (ids are strings above the store, ObjectIds in MongoDB).
+    assert _keyset_after(sort, [None, str(oid)]) == {
         "$or": [{"due_time": {"$ne": None}}, {"$and": [{"due_time": None}, {"_id": {"$gt": oid}}]}]
     }
     descending = parse_order_by("dueTime desc")
     moment = datetime(2030, 1, 1)
-    assert _keyset_after(descending, [moment, oid])["$or"][0] == {
+    assert _keyset_after(descending, [moment, str(oid)])["$or"][0] == {
         "$or": [{"due_time": {"$lt": moment}}, {"due_time": None}]
     }
 

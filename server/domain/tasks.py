@@ -6,24 +6,17 @@ PENDING < IN_PROGRESS < COMPLETED, LOW < MEDIUM < HIGH).
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import pymongo
-from bson import ObjectId
+from taskapi.server.domain.caller import Caller
+from taskapi.server.domain.entities import COMPLETED, MEDIUM, PENDING, NewTask, Task, now
+from taskapi.server.domain.errors import Aborted, InvalidArgument, NotFound, PermissionDenied
+from taskapi.server.domain.page_tokens import PageTokens, query_digest
+from taskapi.server.domain.ports import ASCENDING, DESCENDING, SortKey, TaskCacheInvalidation, TaskQuery, TaskStore
 
-from interceptors.context import Caller
-from interceptors.errors import Aborted, InvalidArgument, NotFound, PermissionDenied
-from server import store
-from server.auth import now
-from server.page_tokens import PageTokens, query_digest
-from server.task_cache import TaskCache
-
-PENDING, IN_PROGRESS, COMPLETED = 1, 2, 3
-MEDIUM = 2
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 100
 UPDATABLE = ("title", "description", "status", "priority", "due_time", "tags")
 OUTPUT_ONLY = ("id", "owner", "create_time", "update_time", "complete_time", "etag")
@@ -43,10 +36,6 @@ _NOT_FOUND = "task not found"
 _WRITE_RETRIES = 5
 
 
-def etag_of(task: store.TaskDoc) -> str:
-    return hashlib.blake2s(f"{task.id}:{task.version}".encode(), digest_size=8).hexdigest()
-
-
 @dataclass(frozen=True)
 class TaskFilter:
     owner: str = ""  # "" the caller, "-" everyone (admins), or a user id (admins)
@@ -61,7 +50,7 @@ class TaskFilter:
 
 @dataclass(frozen=True)
 class TaskPage:
-    tasks: list[store.TaskDoc]
+    tasks: list[Task]
     next_page_token: str
     total_size: int
 
@@ -75,58 +64,57 @@ class TaskValues:
 
 
 class Tasks:
-    def __init__(self, cache: TaskCache, page_tokens: PageTokens) -> None:
+    def __init__(self, store: TaskStore, cache: TaskCacheInvalidation, page_tokens: PageTokens) -> None:
+        self._store = store
         self._cache = cache
         self._page_tokens = page_tokens
 
-    def create(self, caller: Caller, new: TaskValues, request_id: str) -> store.TaskDoc:
-        owner = ObjectId(caller.user_id)
+    def create(self, caller: Caller, new: TaskValues, request_id: str) -> Task:
+        owner = caller.user_id
         moment = now()
         status = new.values.get("status") or PENDING
-        task = store.TaskDoc(
+        task = NewTask(
             owner=owner,
             title=new.values["title"],
             description=new.values.get("description") or "",
             status=status,
             priority=new.values.get("priority") or MEDIUM,
             due_time=new.values.get("due_time"),
-            tags=list(new.values.get("tags") or []),
+            tags=tuple(new.values.get("tags") or ()),
             request_id=request_id or None,
-            version=1,
             create_time=moment,
-            update_time=moment,
             complete_time=moment if status == COMPLETED else None,
         )
-        created = store.insert_task(task)
+        created = self._store.insert(task)
         if created is None:  # (owner, request_id) exists: a retry; answer with the first task
-            created = store.find_task_by_request_id(owner, request_id)
+            created = self._store.find_by_request_id(owner, request_id)
             if created is None:  # deleted between our insert and this read: the caller may retry
                 raise Aborted("the task for this request_id changed concurrently; retry", reason="CONCURRENT_UPDATE")
             return created
         self._cache.invalidate(caller.user_id)
         return created
 
-    def get(self, caller: Caller, task_id: str) -> store.TaskDoc:
-        task = store.find_task(task_id, None if caller.is_admin else ObjectId(caller.user_id))
+    def get(self, caller: Caller, task_id: str) -> Task:
+        task = self._store.find(task_id, None if caller.is_admin else caller.user_id)
         if task is None:
             raise NotFound(_NOT_FOUND)
         return task
 
-    def update(self, caller: Caller, task_id: str, new: TaskValues, mask: list[str] | None, etag: str) -> store.TaskDoc:
+    def update(self, caller: Caller, task_id: str, new: TaskValues, mask: list[str] | None, etag: str) -> Task:
         paths = self._paths(new, mask)
-        owner = ObjectId(caller.user_id)
+        owner = caller.user_id
         for _ in range(_WRITE_RETRIES):
-            task = store.find_task(task_id, owner)
+            task = self._store.find(task_id, owner)
             if task is None:
                 raise NotFound(_NOT_FOUND)
-            if etag and etag != etag_of(task):
+            if etag and etag != task.etag:
                 raise Aborted(
                     "the task changed since it was read (etag mismatch); read it again", reason="ETAG_MISMATCH"
                 )
             if not paths:  # nothing to change: no write, same etag
                 return task
             changes = self._changes(task, new, paths)
-            updated = store.update_task(task.id, owner, task.version, changes)
+            updated = self._store.update(task.id, owner, task.version, changes)
             if updated is not None:
                 self._cache.invalidate(caller.user_id)
                 return updated
@@ -135,28 +123,37 @@ class Tasks:
         raise Aborted("the task is changing too often; retry", reason="CONCURRENT_UPDATE")
 
     def delete(self, caller: Caller, task_id: str, etag: str) -> None:
-        owner = ObjectId(caller.user_id)
+        owner = caller.user_id
         if not etag:  # one conditional delete; nothing there (or not yours) is NOT_FOUND
-            if not store.delete_task(ObjectId(task_id), owner, None):
+            if not self._store.delete(task_id, owner, None):
                 raise NotFound(_NOT_FOUND)
             self._cache.invalidate(caller.user_id)
             return
-        task = store.find_task(task_id, owner)
+        task = self._store.find(task_id, owner)
         if task is None:
             raise NotFound(_NOT_FOUND)
-        if etag != etag_of(task) or not store.delete_task(task.id, owner, task.version):
+        if etag != task.etag or not self._store.delete(task.id, owner, task.version):
             raise Aborted("the task changed since it was read (etag mismatch); read it again", reason="ETAG_MISMATCH")
         self._cache.invalidate(caller.user_id)
 
     def list(self, caller: Caller, spec: TaskFilter, page_size: int, page_token: str) -> TaskPage:
         owner = self._owner_scope(caller, spec.owner)
         sort = parse_order_by(spec.order_by)
-        query = self._query(owner, spec)
-        digest = query_digest("tasks", caller.user_id, owner, spec.__dict__, sort)
+        query = TaskQuery(
+            owner=owner,
+            status=spec.status or None,
+            priority=spec.priority or None,
+            tags=spec.tags,
+            due_after=spec.due_after,
+            due_before=spec.due_before,
+            q=spec.q,
+        )
+        digest = query_digest("tasks", caller.user_id, owner, spec.__dict__, _legacy_sort(sort))
         position = self._page_tokens.decode(page_token, digest) if page_token else None
+        if position is not None and len(position) != len(sort):
+            raise InvalidArgument.field("page_token", "is not a page token of this query")
         limit = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        keyset = _keyset_after(sort, position) if position else None
-        tasks, total = store.list_tasks(query, keyset, sort, limit + 1)
+        tasks, total = self._store.list(query, position, sort, limit + 1)
         next_token = ""
         if len(tasks) > limit:
             tasks = tasks[:limit]
@@ -172,29 +169,6 @@ class Tasks:
         if not caller.is_admin:
             raise PermissionDenied("only admins may list other users' tasks", reason="ADMIN_ONLY")
         return None if requested == "-" else requested
-
-    @staticmethod
-    def _query(owner: str | None, spec: TaskFilter) -> dict[str, Any]:
-        query: dict[str, Any] = {}
-        if owner is not None:
-            query["owner"] = ObjectId(owner)
-        if spec.status:
-            query["status"] = spec.status
-        if spec.priority:
-            query["priority"] = spec.priority
-        if spec.tags:
-            query["tags"] = {"$all": list(spec.tags)}
-        due: dict[str, datetime] = {}
-        if spec.due_after:
-            due["$gte"] = spec.due_after
-        if spec.due_before:
-            due["$lt"] = spec.due_before
-        if due:
-            query["due_time"] = due
-        if spec.q:
-            pattern = {"$regex": re.escape(spec.q), "$options": "i"}
-            query["$or"] = [{"title": pattern}, {"description": pattern}]
-        return query
 
     @staticmethod
     def _paths(new: TaskValues, mask: list[str] | None) -> set[str]:
@@ -213,7 +187,7 @@ class Tasks:
         return paths
 
     @staticmethod
-    def _changes(task: store.TaskDoc, new: TaskValues, paths: set[str]) -> dict[str, Any]:
+    def _changes(task: Task, new: TaskValues, paths: set[str]) -> dict[str, Any]:
         changes: dict[str, Any] = {"update_time": now()}
         for path in paths:
             value = new.values.get(path)
@@ -236,9 +210,9 @@ class Tasks:
         return changes
 
 
-def parse_order_by(order_by: str) -> list[tuple[str, int]]:
-    """`"priority desc, dueTime"` -> [("priority", -1), ("due_time", 1), ("_id", 1)]."""
-    sort: list[tuple[str, int]] = []
+def parse_order_by(order_by: str) -> list[SortKey]:
+    """`"priority desc, dueTime"` -> [("priority", -1), ("due_time", 1), ("id", 1)]."""
+    sort: list[SortKey] = []
     for clause in filter(None, (part.strip() for part in (order_by or "createTime desc").split(","))):
         words = clause.split()
         name = SORT_FIELDS.get(words[0].lower())
@@ -248,34 +222,16 @@ def parse_order_by(order_by: str) -> list[tuple[str, int]]:
             )
         if any(existing == name for existing, _ in sort):
             raise InvalidArgument.field("order_by", f"{words[0]!r} appears twice")
-        sort.append((name, pymongo.DESCENDING if words[-1].lower() == "desc" else pymongo.ASCENDING))
-    sort.append(("_id", sort[-1][1] if sort else pymongo.ASCENDING))  # ties break by id: a total order
+        sort.append((name, DESCENDING if words[-1].lower() == "desc" else ASCENDING))
+    sort.append(("id", sort[-1][1] if sort else ASCENDING))  # ties break by id: a total order
     return sort
 
 
-def _sort_value(task: store.TaskDoc, name: str) -> Any:
-    return task.id if name == "_id" else getattr(task, name)
+def _legacy_sort(sort: list[SortKey]) -> list[SortKey]:
+    """The sort as page tokens issued before ids became strings named it ("_id"), so a
+    token handed out by an earlier release still matches its query."""
+    return [("_id" if name == "id" else name, direction) for name, direction in sort]
 
 
-def _keyset_after(sort: list[tuple[str, int]], position: list[Any]) -> dict[str, Any]:
-    """Everything strictly after `position` in `sort` order, as one filter.
-
-    MongoDB sorts null before any value, so "after" and "equal" treat a null
-    (no due time) as the lowest value, in both directions.
-    """
-    if len(position) != len(sort):
-        raise InvalidArgument.field("page_token", "is not a page token of this query")
-    branches = []
-    for i, (name, direction) in enumerate(sort):
-        branch = [{prev: position[j]} for j, (prev, _) in enumerate(sort[:i])]
-        branch.append(_strictly_after(name, direction, position[i]))
-        branches.append({"$and": branch} if len(branch) > 1 else branch[0])
-    return {"$or": branches}
-
-
-def _strictly_after(name: str, direction: int, value: Any) -> dict[str, Any]:
-    if direction == pymongo.ASCENDING:
-        return {name: {"$ne": None}} if value is None else {name: {"$gt": value}}
-    if value is None:
-        return {name: {"$in": []}}  # nothing sorts below null
-    return {"$or": [{name: {"$lt": value}}, {name: None}]}
+def _sort_value(task: Task, name: str) -> Any:
+    return getattr(task, name)

@@ -16,16 +16,9 @@ from typing import Any
 
 import redis
 
-from interceptors.ratelimit import redis_client
-
 log = logging.getLogger(__name__)
 
 CacheListener = Callable[[str, str], None]  # (cache name, "hit" | "miss" | "error")
-
-
-def connect_redis(url: str, timeout_ms: int) -> redis.Redis | None:
-    """The process's one Redis client (limiter, session checks, cache), or None without a URL."""
-    return redis_client(url, timeout_seconds=timeout_ms / 1000) if url else None
 
 
 class SharedCache:

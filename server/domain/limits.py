@@ -1,4 +1,4 @@
-"""Rate-limit policy values, shared by the limiter and the server's settings."""
+"""Rate-limit policy values: the settings name them, the limiter applies them."""
 
 from __future__ import annotations
 

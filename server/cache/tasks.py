@@ -10,8 +10,14 @@ reader cannot put back data that a concurrent write already replaced.
 
 from __future__ import annotations
 
-from interceptors.context import prefetched
-from server.shared_cache import SharedCache
+from collections.abc import Callable
+from typing import TypeVar
+
+from taskapi.server.cache.reads import delivered_reply, delivered_task_entry
+from taskapi.server.cache.shared import SharedCache
+from taskapi.server.domain.caller import Caller
+
+Response = TypeVar("Response")
 
 _FILL = """
 local current = redis.call('GET', KEYS[2]) or '0'
@@ -34,6 +40,9 @@ def _keys(owner: str) -> tuple[str, str]:
 
 
 class TaskCache:
+    """The one owner of the read cache: read, fill (`cached`) and invalidate (the domain's
+    TaskCacheInvalidation port, called after every write)."""
+
     def __init__(self, cache: SharedCache, ttl_seconds: int) -> None:
         self._cache = cache
         self._ttl = ttl_seconds
@@ -42,14 +51,40 @@ class TaskCache:
 
     @staticmethod
     def commands(owner: str, entry: str) -> list[tuple[str, ...]]:
-        """The reads behind `read`, for the rate limiter's round trip (prefetch)."""
+        """The reads behind `read`, for the read plan (they ride the rate limiter's round trip)."""
         data, version_key = _keys(owner)
         return [("HGET", data, entry), ("GET", version_key)]
+
+    def cached(
+        self,
+        caller: Caller,
+        entry_of: Callable[[], str | None],
+        build: Callable[[], tuple[Response, bool]],
+        parse: Callable[[bytes], Response],
+        serialize: Callable[[Response], bytes],
+    ) -> Response:
+        """The cached response for this call, or `build()`'s, stored unless it says not to.
+
+        `entry_of` names the cache field (None: not cached); the read plan worked it out
+        already when the call was planned. `build` returns (response, cacheable)."""
+        entry = delivered_task_entry() or entry_of()
+        if entry is None:
+            return build()[0]
+        value, version = self.read(caller.user_id, entry)
+        if value is not None:
+            return parse(value)
+        response, cacheable = build()
+        if cacheable:
+            self.fill(caller.user_id, entry, serialize(response), version)
+        return response
 
     def read(self, owner: str, entry: str) -> tuple[bytes | None, str | None]:
         """(cached bytes or None, the version to fill with or None if Redis is unavailable)."""
         get_entry, get_version = self.commands(owner, entry)
-        (have_entry, entry_value), (have_version, version_value) = prefetched(get_entry), prefetched(get_version)
+        (have_entry, entry_value), (have_version, version_value) = (
+            delivered_reply(get_entry),
+            delivered_reply(get_version),
+        )
         if have_entry and have_version:
             result: list | None = [entry_value, version_value]
         else:

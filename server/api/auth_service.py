@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import grpc
 
-from server.auth import Accounts, Session
-from server.services.convert import user_to_proto
+from taskapi.server.api.convert import user_to_proto
+from taskapi.server.domain.accounts import Accounts, Session
 from taskapi.v1 import auth_pb2, auth_pb2_grpc
 
 

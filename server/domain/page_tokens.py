@@ -15,9 +15,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from bson import ObjectId
-
-from interceptors.errors import InvalidArgument
+from taskapi.server.domain.errors import InvalidArgument
 
 
 def _b64(data: bytes) -> str:
@@ -64,8 +62,6 @@ class PageTokens:
 def _to_json(value: Any) -> Any:
     if isinstance(value, datetime):
         return {"t": value.isoformat()}
-    if isinstance(value, ObjectId):
-        return {"o": str(value)}
     return value
 
 
@@ -73,6 +69,6 @@ def _from_json(value: Any) -> Any:
     if isinstance(value, dict):
         if "t" in value:
             return datetime.fromisoformat(value["t"])
-        if "o" in value:
-            return ObjectId(value["o"])
+        if "o" in value:  # an id, as tokens of releases before ids were plain strings wrote it
+            return str(value["o"])
     return value

@@ -38,7 +38,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
-from server.edge import EdgeConfig, Envoy
+from taskapi.server.edge import EdgeConfig, Envoy
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,8 @@ DEFAULT_REST_PORT = 8080
 DEFAULT_GRPC_PORT = 8081
 DEFAULT_ADMIN_PORT = 9901
 DEFAULT_WEB_PORT = 3000
-CLIENTS_DIR = Path(__file__).resolve().parent.parent / "clients"
+# Dev-only: the browser pages are served from the checkout (server/dev/ -> the repo root).
+CLIENTS_DIR = Path(__file__).resolve().parents[2] / "clients"
 READY_TIMEOUT_SECONDS = 60.0
 
 
@@ -72,8 +73,8 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
 
 def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
     """Start the stack, report where it is, block until `stop` is set, tear down."""
-    from server.app import App  # the server proper; imported late to keep `--help` fast
-    from server.config import Settings
+    from taskapi.server.app import App  # the server proper; imported late to keep `--help` fast
+    from taskapi.server.config import Settings
 
     settings = Settings.from_env()
     ports = {

@@ -13,7 +13,7 @@ import threading
 
 import bcrypt
 
-from interceptors.errors import InvalidArgument, Unavailable
+from taskapi.server.domain.errors import InvalidArgument, Unavailable
 
 MIN_PASSWORD_BYTES = 8  # the proto rule for requests; the CLI checks it too
 MAX_PASSWORD_BYTES = 72  # bcrypt ignores what follows; we reject instead of truncating

@@ -6,12 +6,12 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from interceptors.context import ROLE_USER, Caller
-from interceptors.errors import InvalidArgument, NotFound, PermissionDenied
-from server import store
-from server.auth import Accounts, now
-from server.page_tokens import PageTokens, query_digest
-from server.task_cache import TaskCache
+from taskapi.server.domain.accounts import Accounts
+from taskapi.server.domain.caller import ROLE_USER, Caller
+from taskapi.server.domain.entities import User, now
+from taskapi.server.domain.errors import InvalidArgument, NotFound, PermissionDenied
+from taskapi.server.domain.page_tokens import PageTokens, query_digest
+from taskapi.server.domain.ports import SessionStore, TaskCacheInvalidation, UserStore
 
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 100
 SELF_EDITABLE = ("name",)
@@ -22,21 +22,30 @@ _NOT_FOUND = "user not found"
 
 @dataclass(frozen=True)
 class UserPage:
-    users: list[store.UserDoc]
+    users: list[User]
     next_page_token: str
     total_size: int
 
 
 class Users:
-    def __init__(self, accounts: Accounts, task_cache: TaskCache, page_tokens: PageTokens) -> None:
+    def __init__(
+        self,
+        users: UserStore,
+        sessions: SessionStore,
+        accounts: Accounts,
+        task_cache: TaskCacheInvalidation,
+        page_tokens: PageTokens,
+    ) -> None:
+        self._users = users
+        self._sessions = sessions
         self._accounts = accounts
         self._task_cache = task_cache
         self._page_tokens = page_tokens
 
-    def get(self, caller: Caller, user_id: str) -> store.UserDoc:
+    def get(self, caller: Caller, user_id: str) -> User:
         if user_id != caller.user_id and not caller.is_admin:
             raise PermissionDenied("only admins may read other accounts", reason="ADMIN_ONLY")
-        user = store.find_user(user_id)
+        user = self._users.find(user_id)
         if user is None:
             raise NotFound(_NOT_FOUND)
         return user
@@ -49,13 +58,13 @@ class Users:
         mask: list[str] | None,
         *,
         editable: tuple[str, ...],
-    ) -> store.UserDoc:
+    ) -> User:
         """Change the fields of `user_id` that the request names, if all are `editable`.
 
         Without a mask, a field sent with its current value is not a change: a client may
         send back the User it read, with a new name, even where it may not edit the role.
         """
-        user = store.find_user(user_id)
+        user = self._users.find(user_id)
         if user is None:
             raise NotFound(_NOT_FOUND)
         if not mask:
@@ -67,39 +76,33 @@ class Users:
         if not changes:
             return user
         changes["update_time"] = now()
-        updated = store.update_user(user.id, changes)
+        updated = self._users.update(user.id, changes)
         if updated is None:
             raise NotFound(_NOT_FOUND)
         if changes.get("disabled") and not user.disabled:
-            self._accounts.end_sessions(store.user_families(user.id))
+            self._accounts.end_sessions(self._sessions.families(user.id))
         elif "role" in changes and changes["role"] != user.role:
-            self._accounts.forget_user_sessions(store.user_families(user.id))
+            self._accounts.forget_user_sessions(self._sessions.families(user.id))
         return updated
 
     def delete(self, caller: Caller, user_id: str) -> None:
         if user_id != caller.user_id and not caller.is_admin:
             raise PermissionDenied("only admins may delete other accounts", reason="ADMIN_ONLY")
-        user = store.find_user(user_id)
+        user = self._users.find(user_id)
         if user is None:
             raise NotFound(_NOT_FOUND)
-        families = store.delete_user_cascade(user.id)
+        families = self._users.delete_cascade(user.id)
         self._accounts.forget_user_sessions(families)
         self._task_cache.invalidate(user_id)
 
     def list(self, caller: Caller, role: str | None, q: str, page_size: int, page_token: str) -> UserPage:
-        query: dict[str, Any] = {}
-        if role:
-            query["role"] = role
-        if q:
-            pattern = {"$regex": re.escape(q), "$options": "i"}
-            query["$or"] = [{"email": pattern}, {"name": pattern}]
         digest = query_digest("users", caller.user_id, role, q)
         after = None
         if page_token:
             time, oid = self._page_tokens.decode(page_token, digest)
             after = (time, oid)
         limit = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        users, total = store.list_users(query, after, limit + 1)
+        users, total = self._users.list(role or None, q, after, limit + 1)
         next_token = ""
         if len(users) > limit:
             users = users[:limit]

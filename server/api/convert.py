@@ -6,8 +6,8 @@ from datetime import datetime
 
 from google.protobuf import timestamp_pb2
 
-from server import store
-from server.tasks import TaskFilter, TaskValues, etag_of
+from taskapi.server.domain.entities import Task, User
+from taskapi.server.domain.tasks import TaskFilter, TaskValues
 from taskapi.v1 import task_pb2, user_pb2
 
 _ROLE_TO_PROTO = {"USER": user_pb2.USER, "ADMIN": user_pb2.ADMIN}
@@ -28,20 +28,20 @@ def _timestamp(moment: datetime | None) -> timestamp_pb2.Timestamp | None:
     return ts
 
 
-def task_to_proto(task: store.TaskDoc) -> task_pb2.Task:
+def task_to_proto(task: Task) -> task_pb2.Task:
     return task_pb2.Task(
-        id=str(task.id),
+        id=task.id,
         title=task.title,
         description=task.description or "",
         status=task.status,
         priority=task.priority,
         due_time=_timestamp(task.due_time),
         tags=task.tags,
-        owner=str(task.owner),
+        owner=task.owner,
         create_time=_timestamp(task.create_time),
         update_time=_timestamp(task.update_time),
         complete_time=_timestamp(task.complete_time),
-        etag=etag_of(task),
+        etag=task.etag,
     )
 
 
@@ -74,9 +74,9 @@ def task_filter(request: task_pb2.ListTasksRequest) -> TaskFilter:
     )
 
 
-def user_to_proto(user: store.UserDoc) -> user_pb2.User:
+def user_to_proto(user: User) -> user_pb2.User:
     return user_pb2.User(
-        id=str(user.id),
+        id=user.id,
         email=user.email,
         name=user.name,
         role=_ROLE_TO_PROTO[user.role],
@@ -86,8 +86,8 @@ def user_to_proto(user: store.UserDoc) -> user_pb2.User:
     )
 
 
-def user_values(user: user_pb2.User) -> tuple[dict, set[str]]:
-    values: dict = {}
+def user_values(user: user_pb2.User) -> tuple[dict[str, object], set[str]]:
+    values: dict[str, object] = {}
     if user.HasField("name"):
         values["name"] = user.name
     if user.HasField("role"):

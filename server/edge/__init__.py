@@ -24,17 +24,20 @@ import time
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import IO, Any, Self
 
-from interceptors.status import RETRY_SAFE_HEADER
+from taskapi.interceptors.status import RETRY_SAFE_HEADER
 from taskapi_client.policy import rpc_policies
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent
-TEMPLATE = ROOT / "envoy" / "envoy.yaml.in"
-DESCRIPTOR = ROOT / "envoy" / "taskapi.binpb"
+# The envoy/ folder ships inside the distribution as `taskapi.envoy` (pyproject package-dir),
+# so an installed server (a container image) renders the same config as a checkout.
+ENVOY_FILES = resources.files("taskapi.envoy")
+TEMPLATE = Path(str(ENVOY_FILES.joinpath("envoy.yaml.in")))
+DESCRIPTOR = Path(str(ENVOY_FILES.joinpath("taskapi.binpb")))
 CLUSTER = "taskapi_replicas"
 SERVICES = ("taskapi.v1.AuthService", "taskapi.v1.TaskService", "taskapi.v1.UserService")
 

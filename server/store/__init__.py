@@ -1,0 +1,68 @@
+"""The data-access layer: every MongoDB document and query lives in this package.
+
+Queries stay within what both MongoDB and mongomock support (no $text, no collation, no
+aggregation stages beyond the basics), so the embedded store and a real server behave the
+same. Each class implements one of the domain's ports (`taskapi.server.domain.ports`) and
+turns documents into domain entities at the boundary: nothing above sees mongoengine.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import mongoengine as me
+import pymongo.errors
+
+from taskapi.server.config import Settings
+from taskapi.server.domain.errors import ApiError, Unavailable
+from taskapi.server.store.documents import ALL_DOCUMENTS
+from taskapi.server.store.sessions import MongoSessionStore
+from taskapi.server.store.tasks import MongoTaskStore
+from taskapi.server.store.users import MongoUserStore
+
+log = logging.getLogger(__name__)
+
+__all__ = ["MongoSessionStore", "MongoTaskStore", "MongoUserStore", "connect", "ping", "translate_error"]
+
+
+def connect(settings: Settings) -> None:
+    """Connect the process's default alias: MONGODB_URI, or the embedded mongomock store.
+
+    Idempotent for the same URI and database, so several Apps in one process (replicas
+    in `taskapi dev`, servers in tests) share one data set, embedded store included.
+    """
+    target = (settings.mongodb_uri, settings.mongodb_db)
+    if me.connection._connection_settings.get("default", {}).get("taskapi_target") == target:
+        return
+    me.disconnect_all()
+    if settings.mongodb_uri:
+        me.connect(
+            host=settings.mongodb_uri,
+            db=settings.mongodb_db,
+            maxPoolSize=settings.mongodb_pool_size,
+            serverSelectionTimeoutMS=settings.mongodb_timeout_ms,
+            connectTimeoutMS=settings.mongodb_timeout_ms,
+            socketTimeoutMS=settings.mongodb_timeout_ms,
+            readPreference=settings.mongodb_read_preference,
+            tz_aware=False,
+            uuidRepresentation="standard",
+        )
+    else:
+        import mongomock  # only the embedded store needs it
+
+        me.connect(db=settings.mongodb_db, host="mongodb://localhost", mongo_client_class=mongomock.MongoClient)
+    me.connection._connection_settings["default"]["taskapi_target"] = target
+    for document in ALL_DOCUMENTS:
+        document.ensure_indexes()
+
+
+def ping() -> None:
+    me.get_db().command("ping")
+
+
+def translate_error(exc: BaseException) -> ApiError | None:
+    """Driver connection failures become UNAVAILABLE, so a down store never hangs or 500s."""
+    if isinstance(exc, (pymongo.errors.ConnectionFailure, pymongo.errors.ServerSelectionTimeoutError)):
+        log.warning("store unavailable: %s", exc.__class__.__name__)
+        return Unavailable("the task store is unavailable; retry shortly", reason="STORE_UNAVAILABLE")
+    return None

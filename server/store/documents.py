@@ -1,0 +1,75 @@
+"""The MongoDB documents (mongoengine) and their indexes: the store's own shape of the data."""
+
+from __future__ import annotations
+
+import mongoengine as me
+
+
+class UserDoc(me.Document):
+    meta = {
+        "collection": "users",
+        "indexes": [
+            {"fields": ["email_key"], "unique": True},
+            {"fields": ["create_time", "id"]},
+        ],
+    }
+    email = me.StringField(required=True)
+    email_key = me.StringField(required=True)  # lowercased email: unique, case-insensitive
+    name = me.StringField(required=True)
+    password_hash = me.StringField(required=True)
+    role = me.StringField(required=True, choices=("USER", "ADMIN"))
+    disabled = me.BooleanField(default=False)
+    create_time = me.DateTimeField(required=True)
+    update_time = me.DateTimeField(required=True)
+
+
+class TaskDoc(me.Document):
+    meta = {
+        "collection": "tasks",
+        "indexes": [
+            {"fields": ["owner", "status", "due_time"]},
+            {"fields": ["owner", "create_time"]},
+            {"fields": ["owner", "due_time"]},
+            {"fields": ["owner", "priority"]},
+            {
+                "fields": ["owner", "request_id"],
+                "unique": True,
+                "partialFilterExpression": {"request_id": {"$type": "string"}},
+            },
+        ],
+    }
+    owner = me.ObjectIdField(required=True)
+    title = me.StringField(required=True)
+    description = me.StringField(default="")
+    status = me.IntField(required=True)  # TaskStatus number: sorts PENDING < IN_PROGRESS < COMPLETED
+    priority = me.IntField(required=True)  # TaskPriority number: sorts LOW < MEDIUM < HIGH
+    due_time = me.DateTimeField(null=True)
+    tags = me.ListField(me.StringField())
+    request_id = me.StringField(null=True)
+    version = me.IntField(required=True, default=1)  # the etag's source; +1 on every write
+    create_time = me.DateTimeField(required=True)
+    update_time = me.DateTimeField(required=True)
+    complete_time = me.DateTimeField(null=True)
+
+
+class RefreshTokenDoc(me.Document):
+    """One refresh token. Tokens of one sign-in share a `family` (the session id)."""
+
+    meta = {
+        "collection": "refresh_tokens",
+        "indexes": [
+            {"fields": ["token_hash"], "unique": True},
+            {"fields": ["family"]},
+            {"fields": ["user_id"]},
+        ],
+    }
+    token_hash = me.StringField(required=True)  # sha256 of the token: a leaked table grants nothing
+    family = me.StringField(required=True)
+    user_id = me.ObjectIdField(required=True)
+    rotated = me.BooleanField(default=False)  # used once already: presenting it again is reuse
+    revoked = me.BooleanField(default=False)  # the whole family ended (logout, reuse, password change)
+    expire_time = me.DateTimeField(required=True)
+    create_time = me.DateTimeField(required=True)
+
+
+ALL_DOCUMENTS = (UserDoc, TaskDoc, RefreshTokenDoc)
