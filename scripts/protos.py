@@ -30,6 +30,7 @@ import argparse
 import ast
 import filecmp
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -62,6 +63,8 @@ GENERATED = (
     RPC_DOCS,
 )
 BUF = ROOT / "node_modules" / ".bin" / "buf"
+# mypy-protobuf's plugin, installed beside this interpreter (a dev dependency).
+MYPY_GRPC_PLUGIN = Path(sys.executable).parent / "protoc-gen-mypy_grpc"
 # `buf generate` runs per template with these input filters. Well-known types come
 # from each language's runtime; google/api and google/rpc Go code from Debian's genproto.
 BUF_TEMPLATES = {
@@ -123,8 +126,19 @@ def _protoc(work: Path, source: Path, args: list[str], inputs: list[str]) -> Non
         *args,
         *inputs,
     ]
-    if protoc.main(command) != 0:
-        sys.exit("protoc failed: " + " ".join(command))
+    # Plugins (mypy-protobuf narrates every file it writes) print on file descriptor 2: keep
+    # that for failures only.
+    with tempfile.TemporaryFile() as chatter:
+        saved = os.dup(2)
+        os.dup2(chatter.fileno(), 2)
+        try:
+            failed = protoc.main(command) != 0
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        if failed:
+            chatter.seek(0)
+            sys.exit(f"protoc failed: {' '.join(command)}\n{chatter.read().decode(errors='replace')}")
 
 
 def build(out: Path, source: Path = PROTOS) -> None:
@@ -137,7 +151,14 @@ def build(out: Path, source: Path = PROTOS) -> None:
     _protoc(
         out,
         source,
-        [f"--python_out={python}", f"--pyi_out={python}", f"--grpc_python_out={python}"],
+        [
+            f"--python_out={python}",
+            f"--pyi_out={python}",
+            f"--grpc_python_out={python}",
+            # Typed gRPC stubs and servicers (*_pb2_grpc.pyi): grpcio-tools writes none.
+            f"--plugin=protoc-gen-mypy_grpc={MYPY_GRPC_PLUGIN}",
+            f"--mypy_grpc_out={python}",
+        ],
         [*ours, VALIDATE_PROTO],
     )
     _protoc(
@@ -147,7 +168,8 @@ def build(out: Path, source: Path = PROTOS) -> None:
         [*ours, *EXTRA_DESCRIPTOR_INPUTS],
     )
     # grpc stubs are written for every input; validate.proto has no services.
-    (python / "buf/validate/validate_pb2_grpc.py").unlink(missing_ok=True)
+    for stub in ("validate_pb2_grpc.py", "validate_pb2_grpc.pyi"):
+        (python / "buf/validate" / stub).unlink(missing_ok=True)
     _namespace_validate(python)
     _buf_generate(descriptor, out)
     _openapi(descriptor, out / OPENAPI)

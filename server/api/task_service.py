@@ -77,7 +77,7 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
         caller = current_caller()
 
         def build() -> tuple[task_pb2.ListTasksResponse, bool]:
-            page = self._tasks.list(caller, task_filter(request), request.page_size, request.page_token)
+            page = self._tasks.list_page(caller, task_filter(request), request.page_size, request.page_token)
             response = task_pb2.ListTasksResponse(
                 tasks=[task_to_proto(t) for t in page.tasks],
                 next_page_token=page.next_page_token,

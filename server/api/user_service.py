@@ -44,7 +44,7 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
         self, request: user_pb2.ListUsersRequest, context: grpc.ServicerContext
     ) -> user_pb2.ListUsersResponse:
         role = ROLE_FROM_PROTO.get(request.role) if request.HasField("role") else None
-        page = self._users.list(current_caller(), role, request.q, request.page_size, request.page_token)
+        page = self._users.list_page(current_caller(), role, request.q, request.page_size, request.page_token)
         return user_pb2.ListUsersResponse(
             users=[user_to_proto(u) for u in page.users],
             next_page_token=page.next_page_token,

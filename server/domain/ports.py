@@ -46,7 +46,7 @@ class TaskStore(Protocol):
 
     def delete(self, task_id: str, owner: str, version: int | None) -> bool: ...
 
-    def list(
+    def find_page(
         self, query: TaskQuery, after: Sequence[Any] | None, sort: Sequence[SortKey], limit: int
     ) -> tuple[list[Task], int]:
         """Up to `limit` tasks in `sort` order strictly after the keyset position `after`
@@ -67,7 +67,7 @@ class UserStore(Protocol):
     def delete_cascade(self, user_id: str) -> list[str]:
         """Delete the user with their tasks and sessions; the session families that ended."""
 
-    def list(self, role: str | None, q: str, after: tuple[datetime, str] | None, limit: int) -> tuple[list[User], int]:
+    def find_page(self, role: str | None, q: str, after: tuple[datetime, str] | None, limit: int) -> tuple[list[User], int]:
         """Users oldest first, keyset-paged on (create_time, id), and how many match."""
 
 

@@ -136,7 +136,7 @@ class Tasks:
             raise Aborted("the task changed since it was read (etag mismatch); read it again", reason="ETAG_MISMATCH")
         self._cache.invalidate(caller.user_id)
 
-    def list(self, caller: Caller, spec: TaskFilter, page_size: int, page_token: str) -> TaskPage:
+    def list_page(self, caller: Caller, spec: TaskFilter, page_size: int, page_token: str) -> TaskPage:
         owner = self._owner_scope(caller, spec.owner)
         sort = parse_order_by(spec.order_by)
         query = TaskQuery(
@@ -153,7 +153,7 @@ class Tasks:
         if position is not None and len(position) != len(sort):
             raise InvalidArgument.field("page_token", "is not a page token of this query")
         limit = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        tasks, total = self._store.list(query, position, sort, limit + 1)
+        tasks, total = self._store.find_page(query, position, sort, limit + 1)
         next_token = ""
         if len(tasks) > limit:
             tasks = tasks[:limit]

@@ -95,14 +95,14 @@ class Users:
         self._accounts.forget_user_sessions(families)
         self._task_cache.invalidate(user_id)
 
-    def list(self, caller: Caller, role: str | None, q: str, page_size: int, page_token: str) -> UserPage:
+    def list_page(self, caller: Caller, role: str | None, q: str, page_size: int, page_token: str) -> UserPage:
         digest = query_digest("users", caller.user_id, role, q)
         after = None
         if page_token:
             time, oid = self._page_tokens.decode(page_token, digest)
             after = (time, oid)
         limit = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        users, total = self._users.list(role or None, q, after, limit + 1)
+        users, total = self._users.find_page(role or None, q, after, limit + 1)
         next_token = ""
         if len(users) > limit:
             users = users[:limit]

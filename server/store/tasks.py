@@ -92,7 +92,7 @@ class MongoTaskStore:
             query = query.filter(version=version)
         return bool(query.delete() > 0)
 
-    def list(
+    def find_page(
         self, query: TaskQuery, after: Sequence[Any] | None, sort: Sequence[SortKey], limit: int
     ) -> tuple[list[Task], int]:
         match = _match(query)

@@ -71,7 +71,7 @@ class MongoUserStore:
         UserDoc.objects(id=oid).delete()
         return families
 
-    def list(self, role: str | None, q: str, after: tuple[datetime, str] | None, limit: int) -> tuple[list[User], int]:
+    def find_page(self, role: str | None, q: str, after: tuple[datetime, str] | None, limit: int) -> tuple[list[User], int]:
         query: dict[str, Any] = {}
         if role:
             query["role"] = role
