@@ -45,8 +45,9 @@ class SharedCache:
     def record(self, cache: str, result: str) -> None:
         self._listener(cache, result)
 
-    def run(self, build: Callable[[redis.client.Pipeline], None]) -> list[Any] | None:
-        """Run the commands `build` queues in one round trip; None if Redis is unavailable."""
+    def run(self, build: Callable[[redis.client.Pipeline], object]) -> list[Any] | None:
+        """Run the commands `build` queues on the pipeline (what it returns is ignored) in one
+        round trip: their replies, or None if Redis is unavailable."""
         if not self.available:
             return None
         assert self.client is not None

@@ -11,7 +11,7 @@ reader cannot put back data that a concurrent write already replaced.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from taskapi.server.cache.reads import delivered_reply, delivered_task_entry
 from taskapi.server.cache.shared import SharedCache
@@ -86,7 +86,7 @@ class TaskCache:
             delivered_reply(get_version),
         )
         if have_entry and have_version:
-            result: list | None = [entry_value, version_value]
+            result: list[Any] | None = [entry_value, version_value]
         else:
             result = self._cache.run(lambda pipe: (pipe.hget(*get_entry[1:]), pipe.get(get_version[1])))
         if result is None:
