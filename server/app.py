@@ -89,6 +89,7 @@ class App:
                 ip=settings.rate_limit_ip,
                 user=settings.rate_limit_user,
                 auth=settings.rate_limit_auth,
+                login=settings.login_throttle,
                 metrics=self.metrics,
                 prefetch=self._prefetch,
             ),

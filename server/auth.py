@@ -23,6 +23,7 @@ from bson import ObjectId
 
 from interceptors.context import ROLE_ADMIN, ROLE_USER, Caller, prefetched
 from interceptors.errors import AlreadyExists, InvalidArgument, Unauthenticated
+from interceptors.policy import LOGIN_FAILED_REASON
 from server import store
 from server.config import Settings
 from server.passwords import PasswordHasher
@@ -206,7 +207,7 @@ class Accounts:
         # The hash check runs even for unknown emails: same answer, same time.
         valid = self._hasher.verify(password, user.password_hash if user else None)
         if user is None or not valid or user.disabled:
-            raise Unauthenticated(LOGIN_FAILED, reason="LOGIN_FAILED")
+            raise Unauthenticated(LOGIN_FAILED, reason=LOGIN_FAILED_REASON)
         return self._start_session(user, family=uuid.uuid4().hex)
 
     def refresh(self, refresh_token: str) -> Session:
