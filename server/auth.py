@@ -6,23 +6,41 @@ stolen, or the client is broken), and Logout revokes it. Access tokens carry the
 family id (`sid`), so ending a session also ends its access tokens: the
 Authenticator checks the session is live on every call, through a short-lived
 Redis entry, or the store when Redis has none.
+
+Reuse grace (REFRESH_REUSE_GRACE_SECONDS): two tabs refreshing the same token at once
+must not end the session, so a rotated token presented again within the grace window
+(counted from its rotation) returns the same new pair instead of revoking. To hand back
+the same refresh token without ever storing one, a token's successor is derived, not
+drawn: HMAC(key from JWT_SECRET, token); the access token is derived the same way (its
+`jti` from the successor, `iat` from the rotation time), so a replay returns the very same
+pair. The store keeps only SHA-256 hashes, as before; a leaked table grants nothing.
+Concurrent rotations of one token all derive the same successor, and the unique index
+on its hash lets exactly one of them insert it: the others replay it.
+What the window gives an attacker holding a stolen token: if they present it within
+the window after the owner's refresh (or the owner refreshes within the window after
+theirs), both get the same pair, i.e. they share the owner's session instead of
+triggering a revocation; any later use of a rotated token by either side still revokes
+the family for both. Outside the window nothing changes.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import logging
 import secrets
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import NoReturn
 
 import jwt
 from bson import ObjectId
 
 from interceptors.context import ROLE_ADMIN, ROLE_USER, Caller, prefetched
-from interceptors.errors import AlreadyExists, InvalidArgument, Unauthenticated
+from interceptors.errors import AlreadyExists, InvalidArgument, Unauthenticated, Unavailable
 from interceptors.policy import LOGIN_FAILED_REASON
 from server import store
 from server.config import Settings
@@ -66,13 +84,14 @@ class Tokens:
         self.ttl = settings.access_token_ttl_seconds
         self._verified: dict[str, tuple[Caller, float]] = {}
 
-    def issue(self, user: store.UserDoc, family: str) -> str:
-        issued = int(datetime.now(UTC).timestamp())
+    def issue(self, user: store.UserDoc, family: str, *, issued: int | None = None, jti: str | None = None) -> str:
+        """A signed access token; the same arguments give the same token (HS256 is deterministic)."""
+        issued = int(datetime.now(UTC).timestamp()) if issued is None else issued
         claims = {
             "sub": str(user.id),
             "role": user.role,
             "sid": family,
-            "jti": uuid.uuid4().hex,
+            "jti": jti or uuid.uuid4().hex,
             "iat": issued,
             "exp": issued + self.ttl,
             "iss": self._issuer,
@@ -181,6 +200,9 @@ class Accounts:
         self._tokens = tokens
         self._cache = cache
         self._refresh_ttl = timedelta(seconds=settings.refresh_token_ttl_seconds)
+        self._reuse_grace = timedelta(seconds=settings.refresh_reuse_grace_seconds)
+        # A key of its own for deriving successors, so no other use of JWT_SECRET can produce one.
+        self._successor_key = hmac.digest(settings.jwt_secret.encode(), b"taskapi refresh-token successor", "sha256")
 
     def register(self, email: str, password: str, name: str, *, role: str = ROLE_USER) -> Session:
         user = self.create_user(email, password, name, role=role)
@@ -211,21 +233,51 @@ class Accounts:
         return self._start_session(user, family=uuid.uuid4().hex)
 
     def refresh(self, refresh_token: str) -> Session:
-        record = store.find_refresh_token(_hash_token(refresh_token))
-        if record is None or record.revoked or record.expire_time <= now():
-            raise Unauthenticated("the refresh token is invalid or expired", reason="REFRESH_INVALID")
-        if record.rotated or not store.mark_rotated(record.id):
-            self.end_sessions([record.family])
-            log.warning("refresh token reuse: revoked session family of user %s", record.user_id)
-            raise Unauthenticated("the refresh token was already used; the session is revoked", reason="REFRESH_REUSED")
+        successor = self._successor(refresh_token)
+        # A rotation that loses the successor's insert to a concurrent one goes round again and
+        # replays its result. (mongomock can make both inserts lose; a further round settles it.)
+        for _ in range(3):
+            record = store.find_refresh_token(_hash_token(refresh_token))
+            if record is None or record.revoked or record.expire_time <= now():
+                raise Unauthenticated("the refresh token is invalid or expired", reason="REFRESH_INVALID")
+            issued = store.find_refresh_token(_hash_token(successor))
+            if issued is not None:  # rotated already: a second tab, or a replayed stolen token
+                return self._replay(record, issued, successor)
+            if record.rotated:  # rotated to a successor we cannot derive (an older token scheme)
+                self._reused(record)
+            user = self._live_user(record)
+            moment = now()
+            if store.insert_refresh_token(self._token_doc(successor, record.family, user, moment)):
+                store.mark_rotated(record.id)  # informational: the successor's existence is the rotation
+                session = self._session(user, record.family, successor, moment)
+                if store.family_revoked(record.family):  # a logout raced us: our new token must die with it
+                    self.end_sessions([record.family])
+                    raise Unauthenticated(SESSION_ENDED, reason="SESSION_REVOKED")
+                return session
+        raise Unavailable("the session is being refreshed concurrently; retry", nothing_done=True)
+
+    def _replay(self, record: store.RefreshTokenDoc, issued: store.RefreshTokenDoc, successor: str) -> Session:
+        """The pair the rotation of `record` issued, within the grace window; after it, reuse."""
+        if issued.family != record.family or now() - issued.create_time >= self._reuse_grace:
+            self._reused(record)
+        return self._session(self._live_user(record), record.family, successor, issued.create_time)
+
+    def _reused(self, record: store.RefreshTokenDoc) -> NoReturn:
+        self.end_sessions([record.family])
+        log.warning("refresh token reuse: revoked session family of user %s", record.user_id)
+        raise Unauthenticated("the refresh token was already used; the session is revoked", reason="REFRESH_REUSED")
+
+    @staticmethod
+    def _live_user(record: store.RefreshTokenDoc) -> store.UserDoc:
         user = store.find_user(str(record.user_id))
         if user is None or user.disabled:
             raise Unauthenticated(SESSION_ENDED, reason="SESSION_REVOKED")
-        session = self._start_session(user, family=record.family)
-        if store.family_revoked(record.family):  # a logout raced us: our new token must die with it
-            self.end_sessions([record.family])
-            raise Unauthenticated(SESSION_ENDED, reason="SESSION_REVOKED")
-        return session
+        return user
+
+    def _successor(self, refresh_token: str) -> str:
+        """The token that rotating `refresh_token` issues: unpredictable without JWT_SECRET."""
+        digest = hmac.digest(self._successor_key, refresh_token.encode(), "sha256")
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()  # the shape of token_urlsafe(32)
 
     def logout(self, refresh_token: str) -> None:
         """Idempotent: an unknown or already revoked token is not an error."""
@@ -253,20 +305,34 @@ class Accounts:
         self._cache.put({live_session_key(family): marker for family in families}, LIVE_SESSION_TTL)
 
     def _start_session(self, user: store.UserDoc, family: str) -> Session:
+        """A new family's first pair (sign-up, sign-in): a random refresh token."""
         refresh_token = secrets.token_urlsafe(32)
-        moment = now()
-        store.insert_refresh_token(
-            store.RefreshTokenDoc(
-                token_hash=_hash_token(refresh_token),
-                family=family,
-                user_id=user.id,
-                create_time=moment,
-                expire_time=moment + self._refresh_ttl,
-            )
-        )
+        store.insert_refresh_token(self._token_doc(refresh_token, family, user, now()))
         return Session(
             access_token=self._tokens.issue(user, family),
             refresh_token=refresh_token,
             expires_in=self._tokens.ttl,
+            user=user,
+        )
+
+    def _token_doc(
+        self, refresh_token: str, family: str, user: store.UserDoc, moment: datetime
+    ) -> store.RefreshTokenDoc:
+        return store.RefreshTokenDoc(
+            token_hash=_hash_token(refresh_token),
+            family=family,
+            user_id=user.id,
+            create_time=moment,
+            expire_time=moment + self._refresh_ttl,
+        )
+
+    def _session(self, user: store.UserDoc, family: str, refresh_token: str, issued: datetime) -> Session:
+        """The pair a rotation issued at `issued`: rebuilt identically from the same inputs."""
+        issued_at = int(issued.replace(tzinfo=UTC).timestamp())
+        jti = hmac.digest(self._successor_key, b"jti:" + refresh_token.encode(), "sha256").hex()[:32]
+        return Session(
+            access_token=self._tokens.issue(user, family, issued=issued_at, jti=jti),
+            refresh_token=refresh_token,
+            expires_in=max(1, issued_at + self._tokens.ttl - int(time.time())),
             user=user,
         )

@@ -256,8 +256,13 @@ def _field(mongo_name: str) -> str:
 # --- refresh tokens ----------------------------------------------------------------------------
 
 
-def insert_refresh_token(token: RefreshTokenDoc) -> None:
-    token.save(force_insert=True)
+def insert_refresh_token(token: RefreshTokenDoc) -> bool:
+    """Insert; False when a token with this hash exists already (a racing rotation made it)."""
+    try:
+        token.save(force_insert=True)
+    except me.NotUniqueError:
+        return False
+    return True
 
 
 # Session state is read from the primary whatever MONGODB_READ_PREFERENCE says: a lagging

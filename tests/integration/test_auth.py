@@ -111,28 +111,6 @@ def test_missing_forged_expired_and_alg_none_tokens_are_rejected(api):
     assert _me(api, user.session.access_token).id == user.id
 
 
-def test_refresh_rotates_and_reuse_revokes_the_family(api):
-    user = api.register()
-    first = user.session
-    second = api.auth.Refresh(auth_pb2.RefreshRequest(refresh_token=first.refresh_token))
-    assert second.refresh_token != first.refresh_token and second.user.id == user.id
-    assert _me(api, second.access_token).id == user.id
-    # The rotated token is presented again: the whole family is revoked.
-    assert (
-        _code(lambda: api.auth.Refresh(auth_pb2.RefreshRequest(refresh_token=first.refresh_token)))
-        == grpc.StatusCode.UNAUTHENTICATED
-    )
-    assert (
-        _code(lambda: api.auth.Refresh(auth_pb2.RefreshRequest(refresh_token=second.refresh_token)))
-        == grpc.StatusCode.UNAUTHENTICATED
-    )
-    assert _code(lambda: _me(api, second.access_token)) == grpc.StatusCode.UNAUTHENTICATED
-    assert _code(lambda: _me(api, first.access_token)) == grpc.StatusCode.UNAUTHENTICATED
-    # Another sign-in is another family, unaffected.
-    other = api.auth.Login(auth_pb2.LoginRequest(email=user.email, password=PASSWORD))
-    assert _me(api, other.access_token).id == user.id
-
-
 def test_logout_ends_refresh_and_access_tokens(api):
     user = api.register()
     assert _me(api, user.session.access_token)  # warms the session cache
