@@ -8,6 +8,7 @@ loopback, a trusted proxy, so `x-forwarded-for` names the client address.
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -179,3 +180,27 @@ def test_without_redis_the_same_policy_applies_per_process(server: Server) -> No
     # Backoff says 3 s, but the email took its 2 failures: 600 / 2 s until it takes another.
     assert retry_after(refused(stub, owner, WRONG, guessers[1])) == 300
     assert login(stub, owner, PASSWORD, guessers[2]) == grpc.StatusCode.OK
+
+
+def test_concurrent_guesses_cannot_all_pass_one_check(server: Server) -> None:
+    """Each attempt is charged as a failure inside the decision, before its password check,
+    so a burst from one address gets exactly the free failures, not one check per thread."""
+    throttle = LoginThrottle(
+        email_failures=RateLimit(requests=100, window_seconds=600), free_failures=2, backoff_seconds=60
+    )
+    stub = server(login_throttle=throttle, workers=8)
+    owner = register(stub)
+    (guesser,) = addresses(1)
+    start = threading.Barrier(8)
+    codes: list[grpc.StatusCode] = []
+
+    def guess() -> None:
+        start.wait()
+        codes.append(login(stub, owner, WRONG, guesser))
+
+    threads = [threading.Thread(target=guess) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(code.name for code in codes) == ["RESOURCE_EXHAUSTED"] * 6 + ["UNAUTHENTICATED"] * 2
