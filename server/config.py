@@ -54,7 +54,7 @@ class Settings:
     refresh_reuse_grace_seconds: int = 10
     bcrypt_rounds: int = 12
     bcrypt_concurrency: int = 2  # hashes at once, so bcrypt cannot starve other calls
-    admin_password: str = field(default="", repr=False)  # for `taskapi create-admin` only
+    admin_password: str = field(default="", repr=False)  # create-admin, dev --admin-email only
     # Rate limits (API.md defaults)
     rate_limit_ip: RateLimit = DEFAULT_IP
     rate_limit_user: RateLimit = DEFAULT_USER
