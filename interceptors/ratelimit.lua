@@ -1,23 +1,33 @@
 -- One rate-limit decision for one call, atomic in Redis (GCRA; see ratelimit.py for why).
 --
--- KEYS[i]           state of one limited subject: its theoretical arrival time (TAT), in ms
--- ARGV[2i-1]        that subject's limit (requests per window)
--- ARGV[2i]          that subject's window, in ms
--- Returns           {allowed (1|0), then per key: remaining, reset_ms, retry_after_ms}
+-- ARGV[1]             n, the number of budgets
+-- KEYS[i], i <= n     state of one limited subject: its theoretical arrival time (TAT), in ms
+-- ARGV[2i], ARGV[2i+1]  that subject's limit (requests per window) and window, in ms
+-- Login adds the failed sign-in gate (ratelimit.py, "Login throttling"):
+-- KEYS[n+1]           the (email, IP) record: a hash {f = failures, t = last attempt in ms}
+-- KEYS[n+2]           the email's failure TAT, in ms (a GCRA over failures, not requests)
+-- ARGV[2n+2..2n+5]    the email's failure limit, the window in ms, the free failures,
+--                     the first backoff in ms
+-- Returns             {allowed (1|0), then per budget: remaining, reset_ms, retry_after_ms,
+--                      then, with the gate, its retry_after_ms and the failure charged to
+--                      the email in ms (what a refund gives back)}
 --
--- Every limit is checked first and the new TATs are written only when all allow, so a
--- call rejected by one budget consumes none of the others.
+-- Every check runs first and the writes only when all allow, so a call rejected by one
+-- check consumes none of the others. An allowed Login is charged as a failure up front,
+-- so concurrent guesses cannot all pass one check; the server refunds the charge when
+-- the password was right or the call failed for another reason.
 -- The clock is Redis's own TIME, so replicas with skewed clocks still agree.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local n = tonumber(ARGV[1])
 local allowed = 1
 local out = {0}
 local new_tats = {}
-for i, key in ipairs(KEYS) do
-  local limit = tonumber(ARGV[2 * i - 1])
-  local window = tonumber(ARGV[2 * i])
+for i = 1, n do
+  local limit = tonumber(ARGV[2 * i])
+  local window = tonumber(ARGV[2 * i + 1])
   local interval = window / limit
-  local tat = tonumber(redis.call('GET', key)) or now
+  local tat = tonumber(redis.call('GET', KEYS[i])) or now
   if tat < now then tat = now end
   local new_tat = tat + interval
   local allow_at = new_tat - window
@@ -36,10 +46,51 @@ for i, key in ipairs(KEYS) do
   out[#out + 1] = math.ceil(reset)
   out[#out + 1] = math.ceil(retry)
 end
+
+local gate = #KEYS > n
+local pair, email, failures, window, email_tat, interval
+if gate then
+  pair, email = KEYS[n + 1], KEYS[n + 2]
+  local limit = tonumber(ARGV[2 * n + 2])
+  window = tonumber(ARGV[2 * n + 3])
+  local free, backoff = tonumber(ARGV[2 * n + 4]), tonumber(ARGV[2 * n + 5])
+  local record = redis.call('HMGET', pair, 'f', 't')
+  failures = tonumber(record[1]) or 0
+  local last = tonumber(record[2]) or now
+  local wait_until = now
+  if failures > 0 and failures >= free then
+    -- each failure past the free ones doubles the wait, up to the window
+    wait_until = last + math.min(window, backoff * 2 ^ (failures - free))
+  end
+  interval = window / limit
+  email_tat = math.max(tonumber(redis.call('GET', email)) or now, now)
+  local cell_at = email_tat + interval - window -- when the email can take one more failure
+  if failures > 0 and cell_at > now then
+    -- The email's bound is spent. An address that failed waits for a free cell, or until
+    -- its own failures are forgotten; a clean address is not held back (the owner's).
+    wait_until = math.max(wait_until, math.min(cell_at, last + window))
+  end
+  local retry = 0
+  if wait_until > now then
+    allowed = 0
+    retry = wait_until - now
+  end
+  out[#out + 1] = math.ceil(retry)
+  out[#out + 1] = 0
+end
+
 if allowed == 1 then
-  for i, key in ipairs(KEYS) do
+  for i = 1, n do
     -- The key lives exactly until the subject's budget is full again.
-    redis.call('SET', key, string.format('%.3f', new_tats[i]), 'PX', math.max(1, math.ceil(new_tats[i] - now)))
+    redis.call('SET', KEYS[i], string.format('%.3f', new_tats[i]), 'PX', math.max(1, math.ceil(new_tats[i] - now)))
+  end
+  if gate then
+    redis.call('HSET', pair, 'f', failures + 1, 't', now)
+    redis.call('PEXPIRE', pair, window)
+    -- Capped at a full window: guesses past the bound do not keep failing addresses out longer.
+    local charged = math.min(email_tat + interval, now + window)
+    redis.call('SET', email, string.format('%.3f', charged), 'PX', math.max(1, math.ceil(charged - now)))
+    out[#out] = tostring(charged - email_tat) -- a string: an integer reply would truncate it
   end
 end
 out[1] = allowed

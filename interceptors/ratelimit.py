@@ -1,7 +1,7 @@
 """Rate limits shared by every replica through Redis, with a per-process fallback.
 
 Budgets (API.md "Limits"): every call per client IP; authenticated calls also per
-user; Login and Register also get a tighter budget per IP and per email.
+user; Login and Register also get a tighter budget per IP, and Register one per email.
 
 Algorithm: GCRA (the generic cell rate algorithm, a.k.a. a leaky bucket as a meter).
 Why GCRA rather than a fixed or sliding window counter:
@@ -14,6 +14,25 @@ Why GCRA rather than a fixed or sliding window counter:
 - deciding all budgets and then writing only if all allow is trivial (no per-window
   buckets to roll back), which is what keeps a rejected call from spending other budgets.
 A budget of N per W seconds allows a burst of N, then one call every W/N seconds.
+
+Login throttling (failed sign-ins, LoginThrottle). A per-email budget on every Login
+attempt would hand anyone a lockout of the real owner (spend it, from anywhere), so
+Login has none. Failures are counted instead, keyed by a hash of the email:
+- per (email, IP): a few free failures (typos), then each attempt waits a backoff that
+  doubles with every failure, up to the window; a correct password clears the record;
+- per email: a GCRA over failures from every address. Once it is spent, addresses that
+  have failed for this email in the window wait for a free cell (or for their own
+  record to expire); an address with no recent failures is NOT held back, so the owner
+  signing in from their own address gets through whatever others guessed.
+What this leaves an attacker: per email, the bound's failures per window from addresses
+that keep guessing, plus one guess per fresh address (each then held back); per address,
+the Login/Register budget across all emails (credential stuffing). A wrong email and a
+wrong password count alike, so a refusal says nothing about whether an account exists.
+The owner is held back only from an address that itself failed while the email's bound
+was spent, and at most until that address's failures are forgotten.
+Each allowed Login is charged as a failure inside the decision (so concurrent guesses
+cannot all pass one check) and refunded after the call unless it failed with
+LOGIN_FAILED: one more round trip, on Login only.
 
 Redis is the shared source of truth; the decision is ONE Lua script (ratelimit.lua) run by
 EVALSHA, pipelined with the call's planned reads (a `ReadPlanner` handed over at wiring:
@@ -44,8 +63,16 @@ from redis.exceptions import NoScriptError, RedisError
 from taskapi.interceptors.context import CallState, current_call
 from taskapi.interceptors.metrics import Metrics
 from taskapi.server.domain.caller import Caller
-from taskapi.server.domain.errors import QuotaViolation, ResourceExhausted
-from taskapi.server.domain.limits import DEFAULT_AUTH, DEFAULT_IP, DEFAULT_USER, RateLimit
+from taskapi.server.domain.errors import ApiError, QuotaViolation, ResourceExhausted
+from taskapi.server.domain.limits import (
+    DEFAULT_AUTH,
+    DEFAULT_IP,
+    DEFAULT_LOGIN,
+    DEFAULT_USER,
+    LOGIN_FAILED_REASON,
+    LoginThrottle,
+    RateLimit,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,20 +83,37 @@ REGISTER = "/taskapi.v1.AuthService/Register"
 DEFAULT_EXEMPT = ("/grpc.health.v1.", "/grpc.reflection.")
 
 
-class Planned(Protocol):
-    """Read-only Redis commands a call will need, planned before it runs."""
-
-    @property
-    def commands(self) -> Sequence[tuple[str, ...]]: ...
-
-
 class ReadPlanner(Protocol):
-    """Declared at wiring (taskapi.server.cache.reads.ReadPlan): the limiter runs the plan in
-    its round trip and binds the replies to the call; it never learns what they mean."""
+    """Declared at wiring (taskapi.server.cache.reads.ReadPlan): the limiter runs a call's
+    planned reads in its round trip and binds the replies to the call; it never learns what
+    they mean. `plan` returns an object with `commands`, or None."""
 
     def plan(self, method: str, request: Any, caller: Caller | None) -> Any: ...
 
     def delivered(self, planned: Any, replies: Sequence[Any]) -> AbstractContextManager[None]: ...
+
+
+# Undoes one Login's up-front failure charge (see ratelimit.lua). KEYS: the (email, IP)
+# record, the email's failure TAT. ARGV[1]: 1 when the password was right (the address's
+# failures are forgotten), else 0 (only this attempt is undone); ARGV[2]: what the decision
+# charged the email, in ms (less than an interval when the charge hit the cap).
+_LOGIN_REFUND = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if ARGV[1] == '1' or redis.call('HINCRBY', KEYS[1], 'f', -1) <= 0 then
+  redis.call('DEL', KEYS[1])
+end
+local tat = tonumber(redis.call('GET', KEYS[2]))
+if tat then
+  local refunded = tat - tonumber(ARGV[2])
+  if refunded <= now then
+    redis.call('DEL', KEYS[2])
+  else
+    redis.call('SET', KEYS[2], string.format('%.3f', refunded), 'PX', math.ceil(refunded - now))
+  end
+end
+return 1
+"""
 
 
 @dataclass(frozen=True)
@@ -83,6 +127,15 @@ class Budget:
 
 
 @dataclass(frozen=True)
+class LoginGate:
+    """The failed sign-in records one Login call is checked against and charged to."""
+
+    pair_key: str  # failures of this email from this client IP
+    email_key: str  # failures of this email from anywhere
+    budget: Budget  # what a refusal names: the hashed email and the policy
+
+
+@dataclass(frozen=True)
 class Outcome:
     """The state of one budget after the decision; times in whole seconds, rounded up."""
 
@@ -92,19 +145,39 @@ class Outcome:
     retry_after_seconds: int  # 0 when this budget allowed the call
 
 
+@dataclass(frozen=True)
+class Decision:
+    """What the limiter decided for one call."""
+
+    allowed: bool
+    outcomes: list[Outcome]
+    backend: str  # "redis" or "local"
+    charged_ms: float = 0.0  # the Login failure charged to the email up front, refunded unless it failed
+    replies: list[Any] | None = None  # to the planned reads; None when they did not run
+
+
 class LocalLimiter:
     """The GCRA of ratelimit.lua, per process, for when Redis cannot be reached."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic, max_keys: int = 100_000) -> None:
+    def __init__(
+        self,
+        *,
+        login: LoginThrottle = DEFAULT_LOGIN,
+        clock: Callable[[], float] = time.monotonic,
+        max_keys: int = 100_000,
+    ) -> None:
+        self._login = login
         self._clock = clock
         self._max_keys = max_keys
-        self._tats: dict[str, float] = {}  # key -> TAT in ms on `clock`
+        self._tats: dict[str, float] = {}  # key -> TAT in ms on `clock` (budgets and emails' failures)
+        self._pairs: dict[str, tuple[int, float]] = {}  # (email, IP) -> (failures, last attempt in ms)
         self._lock = threading.Lock()
 
-    def decide(self, budgets: list[Budget]) -> tuple[bool, list[Outcome]]:
+    def decide(self, budgets: list[Budget], gate: LoginGate | None = None) -> tuple[bool, list[Outcome], float]:
+        """(allowed, outcomes, the failure charged to the gate's email in ms)."""
         with self._lock:
             now = self._clock() * 1000.0
-            allowed, outcomes, new_tats = True, [], []
+            allowed, outcomes, new_tats, charged = True, [], [], 0.0
             for budget in budgets:
                 window = budget.limit.window_seconds * 1000.0
                 interval = window / budget.limit.requests
@@ -118,19 +191,70 @@ class LocalLimiter:
                     allowed = False
                     outcomes.append(Outcome(budget, 0, _ceil_s(tat - now), max(1, _ceil_s(allow_at - now))))
                 new_tats.append(new_tat)
+            if gate is not None:
+                failures, last = self._pair(gate.pair_key, now)
+                email_tat = max(self._tats.get(gate.email_key, now), now)
+                wait = login_wait_until(self._login, failures, last, email_tat, now) - now
+                if wait > 0:
+                    allowed = False
+                    outcomes.append(Outcome(gate.budget, 0, _ceil_s(wait), _ceil_s(wait)))
             if allowed:
                 for budget, new_tat in zip(budgets, new_tats, strict=True):
                     self._tats[budget.key] = new_tat
-                if len(self._tats) > self._max_keys:
+                if gate is not None:  # charged as a failure up front, as ratelimit.lua does
+                    self._pairs[gate.pair_key] = (failures + 1, now)
+                    new_tat = min(email_tat + self._login.interval_ms, now + self._login.window_ms)
+                    self._tats[gate.email_key] = new_tat
+                    charged = new_tat - email_tat
+                if len(self._tats) + len(self._pairs) > self._max_keys:
                     self._prune(now)
-            return allowed, outcomes
+            return allowed, outcomes, charged
+
+    def refund(self, gate: LoginGate, charged_ms: float, *, success: bool) -> None:
+        """Undo a Login's up-front charge; on success also forget the address's failures."""
+        with self._lock:
+            now = self._clock() * 1000.0
+            failures, last = self._pair(gate.pair_key, now)
+            if success or failures <= 1:
+                self._pairs.pop(gate.pair_key, None)
+            else:
+                self._pairs[gate.pair_key] = (failures - 1, last)
+            tat = self._tats.get(gate.email_key)
+            if tat is not None:
+                refunded = tat - charged_ms
+                if refunded <= now:
+                    del self._tats[gate.email_key]
+                else:
+                    self._tats[gate.email_key] = refunded
+
+    def _pair(self, key: str, now: float) -> tuple[int, float]:
+        failures, last = self._pairs.get(key, (0, now))
+        if last + self._login.window_ms <= now:  # forgotten, as the Redis record expires
+            return 0, now
+        return failures, last
 
     def _prune(self, now: float) -> None:
         # A TAT in the past means a full budget: the same as no entry at all.
         self._tats = {key: tat for key, tat in self._tats.items() if tat > now}
-        if len(self._tats) > self._max_keys:  # still too many live subjects: forget all
+        window = self._login.window_ms
+        self._pairs = {key: pair for key, pair in self._pairs.items() if pair[1] + window > now}
+        if len(self._tats) + len(self._pairs) > self._max_keys:  # still too many live subjects: forget all
             log.warning("local rate limiter tracks over %s subjects; resetting it", self._max_keys)
             self._tats.clear()
+            self._pairs.clear()
+
+
+def login_wait_until(throttle: LoginThrottle, failures: int, last: float, email_tat: float, now: float) -> float:
+    """When this (email, IP) may try again, in ms; `now` when it may now. Mirrors ratelimit.lua."""
+    window = throttle.window_ms
+    wait_until = now
+    if failures > 0 and failures >= throttle.free_failures:
+        doublings = min(failures - throttle.free_failures, 40)  # past 2^40 s the window caps it anyway
+        wait_until = last + min(window, throttle.backoff_seconds * 1000.0 * 2**doublings)
+    cell_at = email_tat + throttle.interval_ms - window  # when the email can take one more failure
+    if failures > 0 and cell_at > now:
+        wait_until = max(wait_until, min(cell_at, last + window))
+    return wait_until
 
 
 class RateLimitInterceptor(ServerInterceptor):
@@ -148,7 +272,9 @@ class RateLimitInterceptor(ServerInterceptor):
         ip: RateLimit = DEFAULT_IP,
         user: RateLimit = DEFAULT_USER,
         auth: RateLimit = DEFAULT_AUTH,
+        login: LoginThrottle = DEFAULT_LOGIN,
         auth_methods: frozenset[str] = frozenset({LOGIN, REGISTER}),
+        login_method: str = LOGIN,
         exempt_prefixes: tuple[str, ...] = DEFAULT_EXEMPT,
         key_prefix: str = "taskapi:ratelimit:",
         metrics: Metrics | None = None,
@@ -157,21 +283,26 @@ class RateLimitInterceptor(ServerInterceptor):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._redis = redis_client
-        self._ip, self._user, self._auth = ip, user, auth
+        self._ip, self._user, self._auth, self._login = ip, user, auth, login
         # Descriptions are fixed per limit: built here, not on every call.
         self._ip_text = _describe(ip, "per client IP")
         self._user_text = _describe(user, "per user")
-        what = "for Login and Register"
-        self._auth_ip_text = _describe(auth, what + " per IP")
-        self._auth_email_text = _describe(auth, what + " per email")
+        self._auth_ip_text = _describe(auth, "for Login and Register per IP")
+        self._auth_email_text = _describe(auth, "for Register per email")
+        self._login_text = (
+            f"failed sign-ins back off per email and address; past {login.email_failures.requests} "
+            f"failures per {login.email_failures.window_seconds} s for one email, addresses that failed wait"
+        )
         self._auth_methods = auth_methods
+        self._login_method = login_method
         self._exempt = exempt_prefixes
         self._prefix = key_prefix
         self._metrics = metrics
         self._reads = reads
         self._retry_interval = retry_interval_seconds
         self._clock = clock
-        self._local = LocalLimiter(clock=clock)
+        self._local = LocalLimiter(login=login, clock=clock)
+        self._refund_script = redis_client.register_script(_LOGIN_REFUND) if redis_client is not None else None
         script = resources.files("taskapi.interceptors").joinpath("ratelimit.lua").read_text(encoding="utf-8")
         self._script = script
         # EVALSHA needs only the digest; the script is sent (SCRIPT LOAD) once, and again
@@ -185,17 +316,22 @@ class RateLimitInterceptor(ServerInterceptor):
         if method_name.startswith(self._exempt):
             return method(request, context)
         state = current_call()
-        budgets = self._budgets(method_name, request, state)
+        email = _email_hash(request) if method_name in self._auth_methods else None
+        budgets = self._budgets(method_name, email, state)
+        gate = self._login_gate(email, state) if method_name == self._login_method else None
         planned = self._reads.plan(method_name, request, state.caller) if self._reads is not None else None
-        allowed, outcomes, backend, replies = self._decide(budgets, planned.commands if planned else ())
+        decision = self._decide(budgets, gate, planned.commands if planned is not None else ())
+        outcomes = decision.outcomes
         if self._metrics is not None:
-            self._metrics.ratelimit_decision(allowed=allowed, backend=backend)
-        if allowed:
+            self._metrics.ratelimit_decision(allowed=decision.allowed, backend=decision.backend)
+        if decision.allowed:
             tightest = min(outcomes, key=lambda o: (o.remaining, o.budget.limit.requests))
             state.response_metadata.extend(_headers(outcomes, tightest))
-            if replies is None or self._reads is None:  # not planned, or Redis could not run it
+            if gate is not None:
+                return self._settle_login(gate, decision, method, request, context)
+            if decision.replies is None or self._reads is None:  # not planned, or Redis could not run it
                 return method(request, context)
-            with self._reads.delivered(planned, replies):
+            with self._reads.delivered(planned, decision.replies):
                 return method(request, context)
         violated = [o for o in outcomes if o.retry_after_seconds > 0]
         tightest = max(violated, key=lambda o: o.retry_after_seconds)
@@ -208,7 +344,7 @@ class RateLimitInterceptor(ServerInterceptor):
             quota_violations=[QuotaViolation(o.budget.subject, o.budget.description) for o in violated],
         )
 
-    def _budgets(self, method_name: str, request: Any, state: CallState) -> list[Budget]:
+    def _budgets(self, method_name: str, email: str | None, state: CallState) -> list[Budget]:
         ip = "ip:" + state.client_ip
         budgets = [Budget(ip, ip, self._ip, self._ip_text)]
         if state.caller is not None:
@@ -217,37 +353,69 @@ class RateLimitInterceptor(ServerInterceptor):
         if method_name in self._auth_methods:
             auth_ip = "auth-" + ip
             budgets.append(Budget(auth_ip, auth_ip, self._auth, self._auth_ip_text))
-            email = str(getattr(request, "email", "")).strip().lower()
-            if email:
-                # Hashed: an email is personal data and must not sit in Redis keys or
-                # travel back in error details (the client knows which email it sent).
-                auth_email = "auth-email:" + hashlib.sha256(email.encode()).hexdigest()[:20]
+            # Not on Login: a per-email budget spent by every attempt is a lockout anyone can
+            # hand the owner. Login's per-email limit counts failures only (the login gate).
+            if email and method_name != self._login_method:
+                auth_email = "auth-email:" + email
                 budgets.append(Budget(auth_email, auth_email, self._auth, self._auth_email_text))
         return budgets
 
-    def _decide(
-        self, budgets: list[Budget], commands: Sequence[tuple[str, ...]]
-    ) -> tuple[bool, list[Outcome], str, list[Any] | None]:
-        """(allowed, outcomes, backend, replies to `commands` or None when they did not run)."""
+    def _login_gate(self, email: str | None, state: CallState) -> LoginGate | None:
+        if not email:
+            return None  # no email: validation refuses the call before any password check
+        subject = "login-email:" + email
+        budget = Budget(subject, subject, self._login.email_failures, self._login_text)
+        return LoginGate(f"login-ip:{email}:{state.client_ip}", subject, budget)
+
+    def _settle_login(self, gate: LoginGate, decision: Decision, method: Callable, request: Any, context: Any) -> Any:
+        """Run the Login; keep its failure charge only if it failed as a wrong email or password."""
+        try:
+            response = method(request, context)
+        except ApiError as error:
+            if error.reason != LOGIN_FAILED_REASON:
+                self._refund(gate, decision, success=False)
+            raise
+        except BaseException:
+            self._refund(gate, decision, success=False)
+            raise
+        self._refund(gate, decision, success=True)
+        return response
+
+    def _refund(self, gate: LoginGate, decision: Decision, *, success: bool) -> None:
+        if decision.backend == "local":
+            self._local.refund(gate, decision.charged_ms, success=success)
+            return
+        assert self._refund_script is not None
+        keys = [self._prefix + gate.pair_key, self._prefix + gate.email_key]
+        try:
+            self._refund_script(keys=keys, args=[1 if success else 0, decision.charged_ms])
+        except RedisError as exc:  # the charge stays: one failure too many, forgotten with the window
+            self._mark_down(exc)
+
+    def _decide(self, budgets: list[Budget], gate: LoginGate | None, commands: Sequence[tuple[str, ...]]) -> Decision:
         if self._redis is not None and self._redis_usable():
             try:
-                allowed, outcomes, replies = self._redis_decide(budgets, commands)
+                decision = self._redis_decide(budgets, gate, commands)
             except RedisError as exc:
                 self._mark_down(exc)
             else:
                 self._mark_up()
-                return allowed, outcomes, "redis", (replies if commands else None)
-        allowed, outcomes = self._local.decide(budgets)
-        return allowed, outcomes, "local", None
+                return decision
+        allowed, outcomes, charged = self._local.decide(budgets, gate)
+        return Decision(allowed, outcomes, "local", charged)
 
     def _redis_decide(
-        self, budgets: list[Budget], commands: Sequence[tuple[str, ...]]
-    ) -> tuple[bool, list[Outcome], list[Any]]:
+        self, budgets: list[Budget], gate: LoginGate | None, commands: Sequence[tuple[str, ...]]
+    ) -> Decision:
         assert self._redis is not None
         keys = [self._prefix + b.key for b in budgets]
-        args: list[int] = []
+        args: list[int] = [len(budgets)]
         for b in budgets:
             args += [b.limit.requests, b.limit.window_seconds * 1000]
+        if gate is not None:
+            keys += [self._prefix + gate.pair_key, self._prefix + gate.email_key]
+            login = self._login
+            args += [login.email_failures.requests, login.window_ms, login.free_failures, login.backoff_seconds * 1000]
         for attempt in (1, 2):
             # transaction=False: a plain pipeline, one write and one read on the socket.
             pipe = self._redis.pipeline(transaction=False)
@@ -267,7 +435,12 @@ class RateLimitInterceptor(ServerInterceptor):
             Outcome(b, int(reply[1 + 3 * i]), _ceil_s(int(reply[2 + 3 * i])), _ceil_s(int(reply[3 + 3 * i])))
             for i, b in enumerate(budgets)
         ]
-        return reply[0] == 1, outcomes, results[1:]
+        charged = 0.0
+        if gate is not None:
+            wait, charged = int(reply[1 + 3 * len(budgets)]), float(reply[2 + 3 * len(budgets)])
+            if wait > 0:
+                outcomes.append(Outcome(gate.budget, 0, _ceil_s(wait), _ceil_s(wait)))
+        return Decision(reply[0] == 1, outcomes, "redis", charged, results[1:] if commands else None)
 
     def _redis_usable(self) -> bool:
         if self._down_since is None:
@@ -316,6 +489,13 @@ def _policy_header(tightest: RateLimit, limits: tuple[RateLimit, ...]) -> str:
         if limit.policy not in policies:
             policies.append(limit.policy)
     return ", ".join(policies)
+
+
+def _email_hash(request: Any) -> str | None:
+    """The request's email, normalized and hashed: an email is personal data and must not
+    sit in Redis keys or travel back in error details (the client knows which it sent)."""
+    email = str(getattr(request, "email", "")).strip().lower()
+    return hashlib.sha256(email.encode()).hexdigest()[:20] if email else None
 
 
 def _describe(limit: RateLimit, scope: str) -> str:

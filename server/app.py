@@ -80,6 +80,8 @@ class App:
             ),
             tokens=self.tokens,
             refresh_ttl_seconds=settings.refresh_token_ttl_seconds,
+            reuse_grace_seconds=settings.refresh_reuse_grace_seconds,
+            secret=settings.jwt_secret,
         )
         self.sessions = Sessions(self.tokens, users, sessions, self.session_cache)
         self.tasks = Tasks(store.MongoTaskStore(), self.task_cache, page_tokens)
@@ -105,6 +107,7 @@ class App:
                 ip=settings.rate_limit_ip,
                 user=settings.rate_limit_user,
                 auth=settings.rate_limit_auth,
+                login=settings.login_throttle,
                 metrics=self.metrics,
                 reads=reads,
             ),

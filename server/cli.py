@@ -1,8 +1,9 @@
 """The `taskapi` command.
 
 taskapi serve          run one replica until SIGTERM/SIGINT, then drain
-taskapi create-admin   create the first admin account (never from a request)
+taskapi create-admin   create an admin account in MONGODB_URI (never from a request)
 taskapi dev            the whole stack locally: replicas, Envoy, Redis
+                       (`--admin-email` creates an admin inside it)
 """
 
 from __future__ import annotations
@@ -14,8 +15,12 @@ import os
 import signal
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 from taskapi.server.config import Settings
+
+if TYPE_CHECKING:
+    from taskapi.server.domain.accounts import Accounts
 
 log = logging.getLogger("taskapi")
 
@@ -49,21 +54,55 @@ def serve(settings: Settings) -> int:
     os._exit(0)
 
 
+NO_SHARED_STORE = (
+    "error: MONGODB_URI is not set. Without it each server keeps its accounts in its own memory, "
+    "so an admin created by this command would vanish with it. Set MONGODB_URI to the servers' "
+    "database, or create the dev stack's admin inside it: taskapi dev --admin-email EMAIL"
+)
+
+
+def admin_password(settings: Settings, *, interactive: bool) -> str:
+    """TASKAPI_ADMIN_PASSWORD, else asked for when a person is at the terminal; raises
+    ValueError (a message for that person) when there is none or it breaks the rules."""
+    from taskapi.server.domain.passwords import MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES
+
+    password = settings.admin_password
+    if not password:
+        if not interactive:
+            raise ValueError("set TASKAPI_ADMIN_PASSWORD: stdin is not a terminal to ask for the password on")
+        password = getpass.getpass("Password for the new admin: ")
+    size = len(password.encode())
+    if size < MIN_PASSWORD_BYTES:
+        raise ValueError(f"the admin password must be at least {MIN_PASSWORD_BYTES} bytes")
+    if size > MAX_PASSWORD_BYTES:
+        raise ValueError(f"the admin password must be at most {MAX_PASSWORD_BYTES} bytes")
+    return password
+
+
+def add_admin(accounts: Accounts, email: str, password: str, name: str = "Administrator") -> str:
+    """Create the admin; returns what to tell the operator. Raises ApiError (say, the email is taken)."""
+    from taskapi.server.domain.caller import ROLE_ADMIN
+
+    user = accounts.create_user(email, password, name, role=ROLE_ADMIN)
+    return f"created admin {user.email} (id {user.id})"
+
+
 def create_admin(settings: Settings, email: str, name: str) -> int:
     from taskapi.server import store
     from taskapi.server.app import tokens_from
     from taskapi.server.cache.sessions import RedisSessionCache
     from taskapi.server.cache.shared import SharedCache
     from taskapi.server.domain.accounts import Accounts
-    from taskapi.server.domain.caller import ROLE_ADMIN
     from taskapi.server.domain.errors import ApiError
-    from taskapi.server.domain.passwords import MIN_PASSWORD_BYTES, PasswordHasher
+    from taskapi.server.domain.passwords import PasswordHasher
 
     if not settings.mongodb_uri:
-        print("warning: MONGODB_URI is not set; the admin goes to a throwaway in-memory store", file=sys.stderr)
-    password = settings.admin_password or getpass.getpass("Password for the new admin: ")
-    if len(password.encode()) < MIN_PASSWORD_BYTES:  # the upper bound is PasswordHasher's to enforce
-        print(f"error: the password must be at least {MIN_PASSWORD_BYTES} bytes", file=sys.stderr)
+        print(NO_SHARED_STORE, file=sys.stderr)
+        return 2
+    try:
+        password = admin_password(settings, interactive=sys.stdin.isatty())
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
     store.connect(settings)
     accounts = Accounts(
@@ -73,13 +112,14 @@ def create_admin(settings: Settings, email: str, name: str) -> int:
         hasher=PasswordHasher(rounds=settings.bcrypt_rounds, concurrency=1),
         tokens=tokens_from(settings),
         refresh_ttl_seconds=settings.refresh_token_ttl_seconds,
+        reuse_grace_seconds=settings.refresh_reuse_grace_seconds,
+        secret=settings.jwt_secret,
     )
     try:
-        user = accounts.create_user(email, password, name, role=ROLE_ADMIN)
+        print(add_admin(accounts, email, password, name))
     except ApiError as error:
         print(f"error: {error.message}", file=sys.stderr)
         return 1
-    print(f"created admin {user.email} (id {user.id})")
     return 0
 
 

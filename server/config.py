@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from taskapi.server.domain.limits import DEFAULT_AUTH, DEFAULT_IP, DEFAULT_USER, RateLimit
+from taskapi.server.domain.limits import DEFAULT_AUTH, DEFAULT_IP, DEFAULT_LOGIN, DEFAULT_USER, LoginThrottle, RateLimit
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +50,16 @@ class Settings:
     jwt_audience: str = "taskapi"
     access_token_ttl_seconds: int = 900
     refresh_token_ttl_seconds: int = 7 * 24 * 3600
+    # A just-rotated refresh token presented again this soon returns the same new pair (two tabs).
+    refresh_reuse_grace_seconds: int = 10
     bcrypt_rounds: int = 12
     bcrypt_concurrency: int = 2  # hashes at once, so bcrypt cannot starve other calls
-    admin_password: str = field(default="", repr=False)  # for `taskapi create-admin` only
+    admin_password: str = field(default="", repr=False)  # create-admin, dev --admin-email only
     # Rate limits (API.md defaults)
     rate_limit_ip: RateLimit = DEFAULT_IP
     rate_limit_user: RateLimit = DEFAULT_USER
-    rate_limit_auth: RateLimit = DEFAULT_AUTH  # Login/Register, per IP and per email
+    rate_limit_auth: RateLimit = DEFAULT_AUTH  # Login/Register per IP, Register per email
+    login_throttle: LoginThrottle = DEFAULT_LOGIN  # failed sign-ins: per (email, IP) and per email
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (
         ipaddress.ip_network("127.0.0.0/8"),
         ipaddress.ip_network("::1/128"),
@@ -97,12 +100,20 @@ class Settings:
             jwt_audience=reader.str("JWT_AUDIENCE", cls.jwt_audience),
             access_token_ttl_seconds=reader.int("ACCESS_TOKEN_TTL_SECONDS", cls.access_token_ttl_seconds, minimum=1),
             refresh_token_ttl_seconds=reader.int("REFRESH_TOKEN_TTL_SECONDS", cls.refresh_token_ttl_seconds, minimum=1),
+            refresh_reuse_grace_seconds=reader.int(
+                "REFRESH_REUSE_GRACE_SECONDS", cls.refresh_reuse_grace_seconds, minimum=0
+            ),
             bcrypt_rounds=reader.int("BCRYPT_ROUNDS", cls.bcrypt_rounds, minimum=4),
             bcrypt_concurrency=reader.int("BCRYPT_CONCURRENCY", cls.bcrypt_concurrency, minimum=1),
             admin_password=reader.str("TASKAPI_ADMIN_PASSWORD", ""),
             rate_limit_ip=reader.rate("RATE_LIMIT_IP", cls.rate_limit_ip),
             rate_limit_user=reader.rate("RATE_LIMIT_USER", cls.rate_limit_user),
             rate_limit_auth=reader.rate("RATE_LIMIT_AUTH", cls.rate_limit_auth),
+            login_throttle=LoginThrottle(
+                email_failures=reader.rate("LOGIN_FAILURES_PER_EMAIL", DEFAULT_LOGIN.email_failures),
+                free_failures=reader.int("LOGIN_FREE_FAILURES", DEFAULT_LOGIN.free_failures, minimum=0),
+                backoff_seconds=reader.int("LOGIN_BACKOFF_SECONDS", DEFAULT_LOGIN.backoff_seconds, minimum=1),
+            ),
             trusted_proxies=reader.networks("TRUSTED_PROXIES", cls.trusted_proxies),
             ephemeral_secret=ephemeral,
         )

@@ -2,6 +2,7 @@
 
     taskapi dev [--replicas N] [--rest-port P] [--grpc-port P] [--admin-port P]
                 [--metrics-port P] [--cors-origin ORIGIN ...] [--listen ADDRESS]
+                [--admin-email EMAIL]
 
 Starts, in order:
   1. Redis: `REDIS_URL` when set, else a throw-away `redis-server` on a free port;
@@ -36,9 +37,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from taskapi.server.edge import EdgeConfig, Envoy
+
+if TYPE_CHECKING:
+    from taskapi.server.app import App
+    from taskapi.server.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +94,8 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
         metrics_port = _claim_port(settings.grpc_host, metrics_port, "--metrics-port")
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="taskapi-dev-")))
+        # Before anything starts: no usable password is a clear error, not a half-started stack.
+        admin_password = _admin_password(settings) if args.admin_email else ""
         redis_url = settings.redis_url
         if not redis_url:
             redis_url = stack.enter_context(local_redis(workdir / "redis")).url
@@ -98,6 +105,8 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
         app = App(settings)
         # LIFO: registered before Envoy's stop, so the replicas stop after Envoy is gone.
         stack.callback(app.close)
+        if args.admin_email:  # inside this process: the only one holding the embedded store
+            _create_admin(app, args.admin_email, admin_password, out)
         replicas = [app.start_replica(port=0) for _ in range(args.replicas)]
 
         config = EdgeConfig(
@@ -142,6 +151,25 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
             if envoy.process is not None and envoy.process.poll() is not None:
                 raise DevError(f"envoy exited unexpectedly with status {envoy.process.returncode}")
         print("Stopping: envoy, then replicas (draining), then redis.", file=out, flush=True)
+
+
+def _admin_password(settings: Settings) -> str:
+    from taskapi.server.cli import admin_password
+
+    try:
+        return admin_password(settings, interactive=sys.stdin.isatty())
+    except ValueError as exc:
+        raise DevError(f"--admin-email: {exc}") from None
+
+
+def _create_admin(app: App, email: str, password: str, out: TextIO) -> None:
+    from taskapi.server.cli import add_admin
+    from taskapi.server.domain.errors import ApiError
+
+    try:
+        print(add_admin(app.accounts, email, password), file=out, flush=True)
+    except ApiError as error:  # the account exists already (a database that outlives the stack)
+        print(f"taskapi dev: --admin-email: {error.message}; left as it is", file=out, flush=True)
 
 
 class LocalRedis:
@@ -303,6 +331,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--listen", default="127.0.0.1", help="address Envoy listens on (default 127.0.0.1; 0.0.0.0 for all)"
+    )
+    parser.add_argument(
+        "--admin-email",
+        metavar="EMAIL",
+        help="create this admin account in the stack (password: TASKAPI_ADMIN_PASSWORD, else asked for)",
     )
     return parser
 

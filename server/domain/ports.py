@@ -67,7 +67,9 @@ class UserStore(Protocol):
     def delete_cascade(self, user_id: str) -> list[str]:
         """Delete the user with their tasks and sessions; the session families that ended."""
 
-    def find_page(self, role: str | None, q: str, after: tuple[datetime, str] | None, limit: int) -> tuple[list[User], int]:
+    def find_page(
+        self, role: str | None, q: str, after: tuple[datetime, str] | None, limit: int
+    ) -> tuple[list[User], int]:
         """Users oldest first, keyset-paged on (create_time, id), and how many match."""
 
 
@@ -77,7 +79,8 @@ class SessionStore(Protocol):
 
     def insert(
         self, *, token_hash: str, family: str, user_id: str, create_time: datetime, expire_time: datetime
-    ) -> None: ...
+    ) -> bool:
+        """Insert; False when a token with this hash exists already (a racing rotation made it)."""
 
     def find(self, token_hash: str) -> RefreshToken | None: ...
 

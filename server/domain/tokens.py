@@ -27,13 +27,14 @@ class Tokens:
         self.ttl = ttl_seconds
         self._verified: dict[str, tuple[Caller, float]] = {}
 
-    def issue(self, user: User, family: str) -> str:
-        issued = int(datetime.now(UTC).timestamp())
+    def issue(self, user: User, family: str, *, issued: int | None = None, jti: str | None = None) -> str:
+        """A signed access token; the same arguments give the same token (HS256 is deterministic)."""
+        issued = int(datetime.now(UTC).timestamp()) if issued is None else issued
         claims = {
             "sub": user.id,
             "role": user.role,
             "sid": family,
-            "jti": uuid.uuid4().hex,
+            "jti": jti or uuid.uuid4().hex,
             "iat": issued,
             "exp": issued + self.ttl,
             "iss": self._issuer,

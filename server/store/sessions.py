@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
+import mongoengine as me
 from bson import ObjectId
 
 from taskapi.server.domain.entities import RefreshToken
@@ -30,14 +31,19 @@ def to_refresh_token(doc: RefreshTokenDoc) -> RefreshToken:
 class MongoSessionStore:
     def insert(
         self, *, token_hash: str, family: str, user_id: str, create_time: datetime, expire_time: datetime
-    ) -> None:
-        RefreshTokenDoc(
+    ) -> bool:
+        doc = RefreshTokenDoc(
             token_hash=token_hash,
             family=family,
             user_id=ObjectId(user_id),
             create_time=create_time,
             expire_time=expire_time,
-        ).save(force_insert=True)
+        )
+        try:
+            doc.save(force_insert=True)
+        except me.NotUniqueError:  # a racing rotation inserted this very token
+            return False
+        return True
 
     def find(self, token_hash: str) -> RefreshToken | None:
         doc = RefreshTokenDoc.objects(token_hash=token_hash).read_preference(PRIMARY).first()

@@ -71,7 +71,9 @@ class MongoUserStore:
         UserDoc.objects(id=oid).delete()
         return families
 
-    def find_page(self, role: str | None, q: str, after: tuple[datetime, str] | None, limit: int) -> tuple[list[User], int]:
+    def find_page(
+        self, role: str | None, q: str, after: tuple[datetime, str] | None, limit: int
+    ) -> tuple[list[User], int]:
         query: dict[str, Any] = {}
         if role:
             query["role"] = role

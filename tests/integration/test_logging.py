@@ -48,8 +48,8 @@ def test_one_json_line_per_call_without_secrets(redis_url: str, caplog: pytest.L
                 task_pb2.GetTaskRequest(id=TASK_ID),
                 metadata=[("authorization", TOKEN), ("x-request-id", "req-1")],
             )
-            auth.Login(login, metadata=[("x-request-id", "req-2")])
-            with pytest.raises(grpc.RpcError) as err:  # over the Login budget of 1
+            auth.Login(login, metadata=[("x-request-id", "req-2"), ("x-forwarded-for", "10.1.2.3")])
+            with pytest.raises(grpc.RpcError) as err:  # over the Login budget of 1 per IP
                 auth.Login(login, metadata=[("x-request-id", "req-3"), ("x-forwarded-for", "10.1.2.3")])
             assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
 
@@ -62,7 +62,7 @@ def test_one_json_line_per_call_without_secrets(redis_url: str, caplog: pytest.L
     ]
     assert lines[0]["user_id"] == "42"
     assert lines[1]["user_id"] is None
-    assert [line["client_ip"] for line in lines] == ["127.0.0.1", "127.0.0.1", "10.1.2.3"]
+    assert [line["client_ip"] for line in lines] == ["127.0.0.1", "10.1.2.3", "10.1.2.3"]
     assert all(isinstance(line["duration_ms"], float) for line in lines)
     assert {line["level"] for line in lines} == {"INFO"}
     # the rejected call is also counted by the outer metrics interceptor

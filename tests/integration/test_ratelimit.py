@@ -96,14 +96,19 @@ def test_rejection_carries_details_and_headers(redis_url: str) -> None:
     assert quota.violations[0].description == "2 requests per 60 s per client IP"
 
 
-def test_login_limit_per_email_across_ips(redis_url: str) -> None:
+def register(stub: Any, email: str, ip: str) -> Any:
+    request = auth_pb2.RegisterRequest(email=email, password="correct horse battery", name="Ann")
+    return stub.Register.with_call(request, metadata=[("x-forwarded-for", ip)])
+
+
+def test_register_limit_per_email_across_ips(redis_url: str) -> None:
     auth = RateLimit(requests=2, window_seconds=60)
     chain = make_chain(ratelimit=limiter(redis_url, ip=GENEROUS, auth=auth))
     with run_server(chain) as (_, port), stubs(port) as (auth_stub, _):
-        login(auth_stub, "Ann@Example.com", "10.0.0.1")
-        login(auth_stub, "ann@EXAMPLE.com", "10.0.0.2")  # same email, other case, other IP
+        register(auth_stub, "Ann@Example.com", "10.0.0.1")
+        register(auth_stub, "ann@EXAMPLE.com", "10.0.0.2")  # same email, other case, other IP
         with pytest.raises(grpc.RpcError) as err:
-            login(auth_stub, "ANN@example.com", "10.0.0.3")
+            register(auth_stub, "ANN@example.com", "10.0.0.3")
         assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
         status = rpc_status.from_call(err.value)
         assert status is not None
@@ -112,8 +117,19 @@ def test_login_limit_per_email_across_ips(redis_url: str) -> None:
         assert [v.subject.split(":")[0] for v in quota.violations] == ["auth-email"]
         assert "example.com" not in str(status)  # the email is hashed, never echoed
 
-        _, call = login(auth_stub, "bob@example.com", "10.0.0.3")  # another email is unaffected
+        _, call = register(auth_stub, "bob@example.com", "10.0.0.3")  # another email is unaffected
         assert dict(call.initial_metadata())["ratelimit-policy"] == "2;w=60, 1000;w=60"
+
+
+def test_successful_logins_spend_no_per_email_budget(redis_url: str) -> None:
+    """A per-email budget on every Login is a lockout anyone can hand the owner: Login has none
+    (its per-email limit counts failures only: tests/integration/test_login_throttle.py)."""
+    auth = RateLimit(requests=2, window_seconds=60)
+    chain = make_chain(ratelimit=limiter(redis_url, ip=GENEROUS, auth=auth))
+    with run_server(chain) as (_, port), stubs(port) as (auth_stub, _):
+        for ip in ("10.0.1.1", "10.0.1.2", "10.0.1.3", "10.0.1.4"):
+            _, call = login(auth_stub, "ann@example.com", ip)  # the canned Login always succeeds
+            assert dict(call.initial_metadata())["ratelimit-policy"] == "2;w=60, 1000;w=60"
 
 
 def test_login_limit_per_ip_across_emails(redis_url: str) -> None:

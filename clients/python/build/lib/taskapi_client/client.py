@@ -211,7 +211,7 @@ class TaskApiClient:
         method: Callable[..., Response],
         request: Any,
         timeout: float | None,
-        metadata: tuple,
+        metadata: tuple[tuple[str, str], ...],
         *,
         attempts: int,
     ) -> Response:

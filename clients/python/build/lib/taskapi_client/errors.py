@@ -16,6 +16,8 @@ google.rpc.Status), not from the message text.
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
@@ -108,7 +110,7 @@ def from_rpc_error(error: grpc.RpcError) -> TaskApiError:
     """The typed error for a failed call, with its google.rpc details unpacked."""
     call: grpc.Call = error  # type: ignore[assignment]  # sync stubs raise errors that are also Calls
     code, message = call.code(), call.details() or ""
-    fields: dict = {}
+    fields: dict[str, Any] = {}
     status = _status_details(call)
     for any_detail in status.details if status is not None else ():
         if any_detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):

@@ -63,6 +63,12 @@ class RpcPolicy:
         return self.request_id_field is not None and bool(getattr(request, self.request_id_field, ""))
 
 
+def access_level(options: descriptor_pb2.MethodOptions) -> int:
+    """The `(taskapi.v1.access)` option; 0 (UNSPECIFIED) when absent."""
+    level: int = options.Extensions[access_pb2.access]  # type: ignore[index]  # types-protobuf lacks extension typing
+    return level
+
+
 def policy_of(method: MethodDescriptor) -> RpcPolicy:
     options = method.GetOptions()
     request_fields = method.input_type.fields_by_name
@@ -70,7 +76,7 @@ def policy_of(method: MethodDescriptor) -> RpcPolicy:
         path=f"/{method.containing_service.full_name}/{method.name}",
         service=method.containing_service.full_name,
         name=method.name,
-        access=options.Extensions[access_pb2.access],
+        access=access_level(options),
         idempotency=options.idempotency_level,
         request_id_field=REQUEST_ID_FIELD if REQUEST_ID_FIELD in request_fields else None,
     )
