@@ -7,6 +7,7 @@ import hashlib
 import grpc
 
 from interceptors.context import Caller, current_call
+from interceptors.decoding import UndecodableRequest
 from server.services.convert import task_filter, task_to_proto, task_values
 from server.task_cache import TaskCache
 from server.tasks import Tasks
@@ -26,6 +27,8 @@ def cache_entry(method_name: str, request: object, caller: Caller) -> str | None
 
 
 def _cache_entry(method_name: str, request: object, caller: Caller) -> str | None:
+    if isinstance(request, UndecodableRequest):  # the prefetch hook asks before Validation refuses it
+        return None
     if method_name == GET_TASK:
         return f"get:{request.id}"  # type: ignore[attr-defined]
     if method_name == LIST_TASKS and request.owner in ("", caller.user_id):  # type: ignore[attr-defined]

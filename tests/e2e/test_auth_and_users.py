@@ -206,3 +206,8 @@ def test_delete_self_removes_tasks_and_sessions(client: RestClient, stack: Stack
     # The email is free again, and the new account starts with no tasks.
     again = register(client, email=account.email)
     assert client.get("tasks", token=again.token).json()["tasks"] == []
+
+
+def test_a_user_id_that_is_not_utf8_is_400(client: RestClient, account: Account) -> None:
+    error = assert_error(client.get("users/%ff", token=account.token), 400, INVALID_ARGUMENT)
+    assert violated_fields(error) == {"id"}
