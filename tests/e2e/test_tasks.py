@@ -235,3 +235,14 @@ def test_bytes_that_are_not_utf8_are_400_naming_the_field(
     error = assert_error(response, 400, INVALID_ARGUMENT)
     assert violated_fields(error) == {field}
     assert "UTF-8" in error["message"]
+
+
+def test_update_mask_star_resets_what_the_body_leaves_out(client: RestClient, account: Account) -> None:
+    task = create(client, account, title="full", description="d", priority="HIGH", tags=["a"], status="IN_PROGRESS")
+    path = f"tasks/{task['id']}"
+    refused = client.patch(path, {"description": "x"}, token=account.token, query={"updateMask": "*"})
+    assert violated_fields(assert_error(refused, 400, INVALID_ARGUMENT)) == {"task.title"}
+    reset = resource(client.patch(path, {}, token=account.token, query={"updateMask": "priority,status"}))
+    assert (reset["priority"], reset["status"], reset["description"]) == ("MEDIUM", "PENDING", "d")
+    replaced = resource(client.patch(path, {"title": "only"}, token=account.token, query={"updateMask": "*"}))
+    assert (replaced["title"], replaced["description"], replaced["tags"]) == ("only", "", [])
