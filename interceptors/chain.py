@@ -25,6 +25,11 @@ their handlers once per method rather than once per call: grpc-interceptor's
 `intercept_service` builds a new RpcMethodHandler and closure on every call, so eight
 registered layers cost eight rebuilds per call, for a result that never changes.
 Each layer keeps its one `intercept()` hook, which still runs on every call.
+
+The composed handler also decodes requests without ever failing (interceptors/decoding.py):
+bytes that are not a valid request reach the layers as an `UndecodableRequest`, so such a
+call is counted, logged and rate limited, and Validation refuses it with INVALID_ARGUMENT
+instead of grpcio answering INTERNAL before any layer runs.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from grpc_interceptor import ServerInterceptor
 
 from taskapi.interceptors.auth import AccessInterceptor, AccessPolicy, Authenticator, TokenInterceptor
 from taskapi.interceptors.call_state import CallStateInterceptor, Network
+from taskapi.interceptors.decoding import tolerant
 from taskapi.interceptors.logging import LoggingInterceptor
 from taskapi.interceptors.metrics import MetricsInterceptor
 from taskapi.interceptors.ratelimit import RateLimitInterceptor
@@ -122,5 +128,5 @@ class InterceptorChain(grpc.ServerInterceptor):
             inner = wrapped
             wrapped = layer.intercept_service(lambda _details, inner=inner: inner, details)
             if wrapped is None:  # a layer declined the method: so does the chain
-                break
-        return wrapped  # type: ignore[return-value]
+                return None  # type: ignore[return-value]
+        return tolerant(wrapped)

@@ -10,6 +10,7 @@ import protovalidate
 from google.protobuf.message import Message
 from grpc_interceptor import ServerInterceptor
 
+from taskapi.interceptors.decoding import UndecodableRequest
 from taskapi.server.domain.errors import FieldViolation, InvalidArgument
 
 
@@ -42,10 +43,13 @@ class ValidationInterceptor(ServerInterceptor):
         self._validator = protovalidate.Validator()  # caches compiled rules: build once
 
     def intercept(self, method: Callable, request: Any, context: grpc.ServicerContext, method_name: str) -> Any:
-        # Streaming calls (health Watch, reflection) pass an iterator: nothing to check up front.
-        violations = self._validator.collect_violations(request) if isinstance(request, Message) else None
-        if violations:
-            fields = [FieldViolation(field_path(v, request), v.proto.message) for v in violations]
-            message = "; ".join(f"{f.field}: {f.description}" for f in fields)
-            raise InvalidArgument(f"invalid request: {message}", violations=fields)
+        if isinstance(request, Message):
+            violations = self._validator.collect_violations(request)
+            if violations:
+                fields = [FieldViolation(field_path(v, request), v.proto.message) for v in violations]
+                message = "; ".join(f"{f.field}: {f.description}" for f in fields)
+                raise InvalidArgument(f"invalid request: {message}", violations=fields)
+        elif isinstance(request, UndecodableRequest):  # refused here, after auth and the rate limit
+            raise request.error()
+        # Otherwise a streaming call (reflection) passes an iterator: nothing to check up front.
         return method(request, context)

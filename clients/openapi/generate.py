@@ -15,6 +15,9 @@ reads it, so the document cannot drift from what the edge serves:
 - schemas in the proto3 JSON mapping: lowerCamelCase names, enums as names,
   int64 as strings, Timestamp as an RFC 3339 string, FieldMask as a comma list;
 - `readOnly`/`required` from `google.api.field_behavior`, limits from `buf.validate`;
+- request bodies closed (`unevaluatedProperties: false`, or `additionalProperties: false`
+  where the schema is inline) with the proto field names as accepted aliases, because the
+  edge refuses anything else (envoy/strict_json.lua); responses stay open;
 - the bearer scheme on every RPC whose `taskapi.v1.access` option is not PUBLIC;
 - descriptions from the proto comments (the descriptor keeps source info).
 
@@ -247,11 +250,38 @@ class _Builder:
             schema["required"] = required
         return schema
 
+    def strict_body(self, message_name: str, schema: dict[str, Any]) -> dict[str, Any]:
+        """A request body as the edge enforces it (envoy/strict_json.lua): the message's fields,
+        by JSON name or by proto name, and nothing else. Only request bodies say so: responses
+        may gain fields. `unevaluatedProperties` (JSON Schema 2020-12, OpenAPI 3.1) sees the
+        properties of the `$ref`ed schema, where `additionalProperties` would not."""
+        message, _ = self.d.messages[message_name]
+        aliases = {}
+        for index, field in enumerate(message.field):
+            if field.name != field.json_name and ("$ref" in schema or field.json_name in schema["properties"]):
+                alias = self.field_schema(message_name, index)
+                alias["description"] = f"The proto field name of `{field.json_name}`, accepted as well."
+                aliases[field.name] = alias
+        if "$ref" in schema:
+            schema = {"$ref": schema["$ref"], "unevaluatedProperties": False}
+            if aliases:
+                schema["properties"] = aliases
+        else:
+            schema = {**schema, "properties": {**schema["properties"], **aliases}, "additionalProperties": False}
+        return {
+            "required": True,
+            "description": (
+                "Strict: an unknown field, or a value of another JSON type than the field's, is a 400 "
+                "naming the field. `null` is the same as leaving a field out."
+            ),
+            "content": {"application/json": {"schema": schema}},
+        }
+
     def enum_schema(self, name: str) -> dict[str, Any]:
         enum, comment, value_comments = self.d.enums[name]
         lines = [comment] if comment else []
         lines += [f"- `{v.name}`: {c}" for v, c in zip(enum.value, value_comments, strict=False)]
-        lines.append("Accepted case-insensitively on input.")
+        lines.append("Accepted case-insensitively on input, or as the value's number.")
         return {"type": "string", "enum": [v.name for v in enum.value], "description": "\n".join(lines)}
 
     def need(self, name: str) -> None:
@@ -297,13 +327,10 @@ class _Builder:
             else:
                 self.need(request)
                 schema = _ref(request)
-            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
+            op["requestBody"] = self.strict_body(request, schema)
         elif rule.body:
             field = self._field(request, rule.body)
-            op["requestBody"] = {
-                "required": True,
-                "content": {"application/json": {"schema": self.type_schema(field)}},
-            }
+            op["requestBody"] = self.strict_body(_type_name(field), self.type_schema(field))
         if rule.response_body:  # Envoy 1.40 cannot load it (envoyproxy/envoy#11136)
             raise ValueError(f"{service}.{method.name}: the edge cannot serve response_body")
         self.need(response)

@@ -56,7 +56,7 @@ def task_values(task: task_pb2.Task) -> TaskValues:
         new.values["due_time"] = to_datetime(task.due_time)
         new.present.add("due_time")
     if task.tags:
-        new.values["tags"] = list(task.tags)
+        new.values["tags"] = tuple(task.tags)
         new.present.add("tags")
     return new
 

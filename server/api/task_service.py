@@ -36,13 +36,14 @@ GET_TASK = "/taskapi.v1.TaskService/GetTask"
 LIST_TASKS = "/taskapi.v1.TaskService/ListTasks"
 
 
-def get_entry(request: task_pb2.GetTaskRequest, caller: Caller) -> str | None:
-    return f"get:{request.id}"
+def get_entry(request: object, caller: Caller) -> str | None:
+    # Not a GetTaskRequest: undecodable bytes, which Validation refuses after the plan is made.
+    return f"get:{request.id}" if isinstance(request, task_pb2.GetTaskRequest) else None
 
 
-def list_entry(request: task_pb2.ListTasksRequest, caller: Caller) -> str | None:
-    if request.owner not in ("", caller.user_id):  # admins listing others' tasks: not cached
-        return None
+def list_entry(request: object, caller: Caller) -> str | None:
+    if not isinstance(request, task_pb2.ListTasksRequest) or request.owner not in ("", caller.user_id):
+        return None  # undecodable, or an admin listing others' tasks: not cached
     return "list:" + hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()[:32]
 
 

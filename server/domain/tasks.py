@@ -6,7 +6,6 @@ PENDING < IN_PROGRESS < COMPLETED, LOW < MEDIUM < HIGH).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -16,10 +15,19 @@ from taskapi.server.domain.entities import COMPLETED, MEDIUM, PENDING, NewTask, 
 from taskapi.server.domain.errors import Aborted, InvalidArgument, NotFound, PermissionDenied
 from taskapi.server.domain.page_tokens import PageTokens, query_digest
 from taskapi.server.domain.ports import ASCENDING, DESCENDING, SortKey, TaskCacheInvalidation, TaskQuery, TaskStore
+from taskapi.server.domain.updates import UpdateRule
 
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 100
 UPDATABLE = ("title", "description", "status", "priority", "due_time", "tags")
 OUTPUT_ONLY = ("id", "owner", "create_time", "update_time", "complete_time", "etag")
+# A masked field the body leaves out is reset to these; title has none (it is required).
+TASK_UPDATES = UpdateRule(
+    resource="task",
+    type_name="Task",
+    fields=UPDATABLE,
+    defaults={"description": "", "status": PENDING, "priority": MEDIUM, "due_time": None, "tags": ()},
+    output_only=frozenset(OUTPUT_ONLY),
+)
 # API sort keys (either JSON or proto spelling) -> stored field.
 SORT_FIELDS = {
     "duetime": "due_time",
@@ -101,7 +109,8 @@ class Tasks:
         return task
 
     def update(self, caller: Caller, task_id: str, new: TaskValues, mask: list[str] | None, etag: str) -> Task:
-        paths = self._paths(new, mask)
+        """A partial update by the rule of domain/updates.py (AIP-134), conditional on `etag`."""
+        paths = TASK_UPDATES.paths(mask, new.present, UPDATABLE)
         owner = caller.user_id
         for _ in range(_WRITE_RETRIES):
             task = self._store.find(task_id, owner)
@@ -111,9 +120,10 @@ class Tasks:
                 raise Aborted(
                     "the task changed since it was read (etag mismatch); read it again", reason="ETAG_MISMATCH"
                 )
-            if not paths:  # nothing to change: no write, same etag
+            changes = TASK_UPDATES.changes(paths, new.values, task, UPDATABLE)
+            if not changes:  # nothing to change: no write, same etag
                 return task
-            changes = self._changes(task, new, paths)
+            changes = _with_times(task, changes)
             updated = self._store.update(task.id, owner, task.version, changes)
             if updated is not None:
                 self._cache.invalidate(caller.user_id)
@@ -170,44 +180,16 @@ class Tasks:
             raise PermissionDenied("only admins may list other users' tasks", reason="ADMIN_ONLY")
         return None if requested == "-" else requested
 
-    @staticmethod
-    def _paths(new: TaskValues, mask: list[str] | None) -> set[str]:
-        if not mask:
-            return {name for name in UPDATABLE if name in new.present}
-        if mask == ["*"]:
-            return set(UPDATABLE)
-        paths = set()
-        for raw in mask:
-            path = re.sub(r"(?<!^)(?=[A-Z])", "_", raw).lower()  # JSON spelling -> proto path
-            if path in OUTPUT_ONLY:
-                raise InvalidArgument.field("update_mask", f"{raw!r} is output only and cannot be updated")
-            if path not in UPDATABLE:
-                raise InvalidArgument.field("update_mask", f"{raw!r} is not a field of Task")
-            paths.add(path)
-        return paths
 
-    @staticmethod
-    def _changes(task: Task, new: TaskValues, paths: set[str]) -> dict[str, Any]:
-        changes: dict[str, Any] = {"update_time": now()}
-        for path in paths:
-            value = new.values.get(path)
-            if path == "title" and not value:
-                raise InvalidArgument.field("task.title", "title is required")
-            if path == "status":
-                value = value or PENDING
-            elif path == "priority":
-                value = value or MEDIUM
-            elif path == "description":
-                value = value or ""
-            elif path == "tags":
-                value = list(value or [])
-            changes[path] = value
-        new_status = changes.get("status", task.status)
-        if new_status == COMPLETED and task.status != COMPLETED:
-            changes["complete_time"] = changes["update_time"]
-        elif new_status != COMPLETED and task.complete_time is not None:
-            changes["complete_time"] = None
-        return changes
+def _with_times(task: Task, changes: dict[str, Any]) -> dict[str, Any]:
+    """`changes` plus the times they imply: update_time, and complete_time when status moves."""
+    changes["update_time"] = now()
+    new_status = changes.get("status", task.status)
+    if new_status == COMPLETED and task.status != COMPLETED:
+        changes["complete_time"] = changes["update_time"]
+    elif new_status != COMPLETED and task.complete_time is not None:
+        changes["complete_time"] = None
+    return changes
 
 
 def parse_order_by(order_by: str) -> list[SortKey]:

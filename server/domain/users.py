@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from taskapi.server.domain.accounts import Accounts
 from taskapi.server.domain.caller import ROLE_USER, Caller
 from taskapi.server.domain.entities import User, now
-from taskapi.server.domain.errors import InvalidArgument, NotFound, PermissionDenied
+from taskapi.server.domain.errors import NotFound, PermissionDenied
 from taskapi.server.domain.page_tokens import PageTokens, query_digest
 from taskapi.server.domain.ports import SessionStore, TaskCacheInvalidation, UserStore
+from taskapi.server.domain.updates import UpdateRule
 
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 100
 SELF_EDITABLE = ("name",)
 ADMIN_EDITABLE = ("name", "role", "disabled")
-USER_FIELDS = ("id", "email", "name", "role", "disabled", "create_time", "update_time")
+# A masked field the body leaves out is reset to these; name has none (it is required).
+USER_UPDATES = UpdateRule(
+    resource="user",
+    type_name="User",
+    fields=ADMIN_EDITABLE,
+    defaults={"role": ROLE_USER, "disabled": False},
+    output_only=frozenset({"id", "email", "create_time", "update_time"}),
+)
 _NOT_FOUND = "user not found"
 
 
@@ -59,20 +66,13 @@ class Users:
         *,
         editable: tuple[str, ...],
     ) -> User:
-        """Change the fields of `user_id` that the request names, if all are `editable`.
-
-        Without a mask, a field sent with its current value is not a change: a client may
-        send back the User it read, with a new name, even where it may not edit the role.
-        """
+        """A partial update of `user_id` by the rule of domain/updates.py (AIP-134), limited to
+        the fields `editable` by this caller (a field sent unchanged is not an edit)."""
         user = self._users.find(user_id)
         if user is None:
             raise NotFound(_NOT_FOUND)
-        if not mask:
-            present = {path for path in present if values[path] != getattr(user, path)}
-        paths = _paths(values, present, mask, editable)
-        changes: dict[str, Any] = {path: values[path] for path in paths}
-        if "role" in changes:
-            changes["role"] = changes["role"] or ROLE_USER
+        paths = USER_UPDATES.paths(mask, present, editable)
+        changes = USER_UPDATES.changes(paths, values, user, editable)
         if not changes:
             return user
         changes["update_time"] = now()
@@ -81,7 +81,7 @@ class Users:
             raise NotFound(_NOT_FOUND)
         if changes.get("disabled") and not user.disabled:
             self._accounts.end_sessions(self._sessions.families(user.id))
-        elif "role" in changes and changes["role"] != user.role:
+        elif "role" in changes:
             self._accounts.forget_user_sessions(self._sessions.families(user.id))
         return updated
 
@@ -108,23 +108,3 @@ class Users:
             users = users[:limit]
             next_token = self._page_tokens.encode([users[-1].create_time, users[-1].id], digest)
         return UserPage(users=users, next_page_token=next_token, total_size=total)
-
-
-def _paths(values: dict[str, Any], present: set[str], mask: list[str] | None, editable: tuple[str, ...]) -> set[str]:
-    if not mask:
-        requested = present & set(ADMIN_EDITABLE)
-    elif mask == ["*"]:
-        requested = set(editable)
-    else:
-        requested = set()
-        for raw in mask:
-            path = re.sub(r"(?<!^)(?=[A-Z])", "_", raw).lower()  # JSON spelling -> proto path
-            if path not in USER_FIELDS:
-                raise InvalidArgument.field("update_mask", f"{raw!r} is not a field of User")
-            requested.add(path)
-    refused = sorted(requested - set(editable))
-    if refused:
-        raise InvalidArgument.field("update_mask", f"{', '.join(refused)} cannot be changed here")
-    if "name" in requested and not values.get("name"):
-        raise InvalidArgument.field("user.name", "must be 1 to 100 characters")
-    return requested

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import IO, Any, Self
 
 from taskapi.interceptors.status import RETRY_SAFE_HEADER
+from taskapi.server.edge import strict_json
 from taskapi_client.policy import rpc_policies
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,8 @@ def render(config: EdgeConfig) -> str:
         "rest_routes": _rest_routes(timeout, deadline),
         "grpc_routes": _grpc_routes(timeout, deadline),
         "local_reply_mappers": _local_reply_mappers(),
+        # JSON string literal (valid YAML): the strict-body filter with its descriptor allow-list.
+        "strict_json_lua": json.dumps(strict_json.lua_source(config.descriptor)),
         "rest_access_log": _access_log(config.access_log, "rest"),
         "grpc_access_log": _access_log(config.access_log, "grpc"),
     }

@@ -11,6 +11,7 @@ import pytest
 from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 
+from taskapi.server.edge.strict_json import body_rules
 from taskapi.v1 import access_pb2
 from tests.clients.conftest import CLIENTS, ROOT
 
@@ -158,3 +159,21 @@ def test_single_resource_responses_are_the_resource(doc, methods):
     assert {"accessToken", "refreshToken", "tokenType", "expiresIn", "user"} <= session
     wrappers = {"taskapi.v1.RegisterResponse", "taskapi.v1.GetTaskResponse", "taskapi.v1.GetUserResponse"}
     assert not wrappers & set(schemas)
+
+
+def test_request_bodies_are_closed_exactly_as_the_edge_enforces(doc):
+    """What a body may hold per the document is what envoy/strict_json.lua lets through (its rules
+    come from the same descriptor): the message's JSON and proto field names, nothing else."""
+    schemas = doc["components"]["schemas"]
+    rules = body_rules(ROOT / "envoy" / "taskapi.binpb")
+    with_body = [op for verbs in doc["paths"].values() for op in verbs.values() if "requestBody" in op]
+    assert len(with_body) == len(rules)
+    for rule in rules:
+        body = doc["paths"][rule.template][rule.method.lower()]["requestBody"]["content"]["application/json"]
+        schema = body["schema"]
+        closed = schema.get("unevaluatedProperties", schema.get("additionalProperties"))
+        assert closed is False, rule.template
+        target = schemas[schema["$ref"].rsplit("/", 1)[1]] if "$ref" in schema else schema
+        assert set(target["properties"]) | set(schema.get("properties", {})) == set(rule.fields), rule.template
+    for name, schema in schemas.items():  # responses and shared schemas stay open
+        assert schema.get("additionalProperties") is not False, name

@@ -207,3 +207,30 @@ def test_delete_self_removes_tasks_and_sessions(client: RestClient, stack: Stack
     # The email is free again, and the new account starts with no tasks.
     again = register(client, email=account.email)
     assert client.get("tasks", token=again.token).json()["tasks"] == []
+
+
+def test_a_user_id_that_is_not_utf8_is_400(client: RestClient, account: Account) -> None:
+    error = assert_error(client.get("users/%ff", token=account.token), 400, INVALID_ARGUMENT)
+    assert violated_fields(error) == {"id"}
+
+
+def test_admin_update_mask_resets_absent_fields(client: RestClient, admin: Account, account: Account) -> None:
+    """AIP-134 over REST: a field in updateMask but not in the body is reset to its default."""
+    path = f"users/{account.user['id']}"
+    resource(client.patch(path, {"role": "ADMIN", "disabled": True}, token=admin.token))
+    assert resource(client.patch(path, {}, token=admin.token, query={"updateMask": "disabled"}))["disabled"] is False
+    assert resource(client.patch(path, {}, token=admin.token, query={"updateMask": "role"}))["role"] == "USER"
+    resource(client.patch(path, {"role": "ADMIN", "disabled": True}, token=admin.token))
+    replaced = resource(client.patch(path, {"name": "Whole"}, token=admin.token, query={"updateMask": "*"}))
+    assert (replaced["name"], replaced["role"], replaced["disabled"]) == ("Whole", "USER", False)
+    refused = client.patch(path, {"role": "ADMIN"}, token=admin.token, query={"updateMask": "*"})
+    assert violated_fields(assert_error(refused, 400, INVALID_ARGUMENT)) == {"user.name"}
+
+
+def test_self_update_mask_star_needs_the_name(client: RestClient, account: Account) -> None:
+    refused = client.patch("users/me", {}, token=account.token, query={"updateMask": "*"})
+    assert violated_fields(assert_error(refused, 400, INVALID_ARGUMENT)) == {"user.name"}
+    assert (
+        resource(client.patch("users/me", {"name": "Me"}, token=account.token, query={"updateMask": "*"}))["name"]
+        == "Me"
+    )

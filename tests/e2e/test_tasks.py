@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.e2e.conftest import Account, assert_error, request_id, resource, violated_fields
 from tests.support.edge import RestClient
 
@@ -212,3 +214,35 @@ def test_admin_reads_any_users_tasks(client: RestClient, admin: Account, account
     assert own_only.status in (200, 403), own_only
     if own_only.status == 200:
         assert all(t["owner"] == account.user["id"] for t in own_only.json()["tasks"])
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "field"),
+    [
+        ("GET", "tasks/%ff%fe", "id"),
+        ("DELETE", "tasks/%ff", "id"),
+        ("GET", "tasks?q=%ff", "q"),
+        ("GET", "tasks?orderBy=title%c3", "order_by"),
+        ("PATCH", "tasks/%ff?updateMask=title", "task.id"),
+    ],
+)
+def test_bytes_that_are_not_utf8_are_400_naming_the_field(
+    client: RestClient, account: Account, method: str, path: str, field: str
+) -> None:
+    """Envoy passes percent-decoded bytes through as they are; the server, not grpcio, refuses them."""
+    body = {"title": "t"} if method == "PATCH" else None
+    response = client.request(method, path, json_body=body, token=account.token)
+    error = assert_error(response, 400, INVALID_ARGUMENT)
+    assert violated_fields(error) == {field}
+    assert "UTF-8" in error["message"]
+
+
+def test_update_mask_star_resets_what_the_body_leaves_out(client: RestClient, account: Account) -> None:
+    task = create(client, account, title="full", description="d", priority="HIGH", tags=["a"], status="IN_PROGRESS")
+    path = f"tasks/{task['id']}"
+    refused = client.patch(path, {"description": "x"}, token=account.token, query={"updateMask": "*"})
+    assert violated_fields(assert_error(refused, 400, INVALID_ARGUMENT)) == {"task.title"}
+    reset = resource(client.patch(path, {}, token=account.token, query={"updateMask": "priority,status"}))
+    assert (reset["priority"], reset["status"], reset["description"]) == ("MEDIUM", "PENDING", "d")
+    replaced = resource(client.patch(path, {"title": "only"}, token=account.token, query={"updateMask": "*"}))
+    assert (replaced["title"], replaced["description"], replaced["tags"]) == ("only", "", [])

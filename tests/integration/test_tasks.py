@@ -324,3 +324,33 @@ def test_pages_stay_consistent_while_tasks_are_added(many_tasks):
     assert seen == [t.id for t in sorted(expected, key=lambda t: (t.create_time.ToNanoseconds(), t.id))]
     assert len(set(seen)) == len(seen)
     api.tasks.DeleteTask(T.DeleteTaskRequest(id=late.id), metadata=user.auth)
+
+
+def test_update_mask_star_replaces_every_updatable_field(api):
+    """AIP-134, the same rule as for users: a masked field absent from the body is reset to its
+    default; `*` names every updatable field; a title has no default, so it must be sent."""
+    user = api.register()
+    due = _ts(datetime(2030, 1, 2, tzinfo=UTC))
+    task = api.tasks.CreateTask(
+        T.CreateTaskRequest(
+            task=T.Task(title="Full", description="d", status=T.IN_PROGRESS, priority=T.HIGH, due_time=due, tags=["a"])
+        ),
+        metadata=user.auth,
+    )
+
+    def update(body: T.Task, *paths: str) -> T.Task:
+        request = T.UpdateTaskRequest(task=body, update_mask=field_mask_pb2.FieldMask(paths=list(paths)))
+        return api.tasks.UpdateTask(request, metadata=user.auth)
+
+    for paths in (("*",), ("title",), ("title", "status")):
+        error = fails(lambda p=paths: update(T.Task(id=task.id), *p), grpc.StatusCode.INVALID_ARGUMENT)
+        assert violated_fields(error) == {"task.title"}
+    reset = update(T.Task(id=task.id), "status", "priority", "dueTime")
+    assert (reset.status, reset.priority, reset.HasField("due_time")) == (T.PENDING, T.MEDIUM, False)
+    assert (reset.title, reset.description, list(reset.tags)) == ("Full", "d", ["a"])
+    replaced = update(T.Task(id=task.id, title="Only"), "*")
+    assert (replaced.title, replaced.description, list(replaced.tags)) == ("Only", "", [])
+    assert (replaced.status, replaced.priority, replaced.HasField("due_time")) == (T.PENDING, T.MEDIUM, False)
+    # Sending back what was read changes nothing, so nothing is written: same etag, same update time.
+    assert update(replaced, "*") == replaced
+    assert api.tasks.UpdateTask(T.UpdateTaskRequest(task=replaced), metadata=user.auth) == replaced

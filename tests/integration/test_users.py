@@ -163,3 +163,57 @@ def test_delete_user_cascades(api, admin):
     api.users.DeleteUser(U.DeleteUserRequest(id=me.user.id), metadata=own)
     fails(lambda: api.users.GetCurrentUser(U.GetCurrentUserRequest(), metadata=own), grpc.StatusCode.UNAUTHENTICATED)
     fails(lambda: api.users.GetUser(U.GetUserRequest(id=me.user.id), metadata=admin.auth), grpc.StatusCode.NOT_FOUND)
+
+
+def mask(*paths: str) -> field_mask_pb2.FieldMask:
+    return field_mask_pb2.FieldMask(paths=list(paths))
+
+
+def test_admin_update_resets_masked_fields_the_body_leaves_out(api, admin):
+    """AIP-134, the same rule as for tasks: a field named in the mask but absent from the body is
+    reset to its default (role USER, disabled false); `*` names every field; name has no default."""
+    user = api.register()
+
+    def update(body: U.User, *paths: str) -> U.User:
+        request = U.UpdateUserRequest(user=body, update_mask=mask(*paths))
+        return api.users.UpdateUser(request, metadata=admin.auth)
+
+    update(U.User(id=user.id, role=U.ADMIN, disabled=True))
+    assert update(U.User(id=user.id), "disabled").disabled is False
+    promoted = update(U.User(id=user.id), "role")
+    assert (promoted.role, promoted.disabled) == (U.USER, False)
+    update(U.User(id=user.id, role=U.ADMIN, disabled=True))
+    replaced = update(U.User(id=user.id, name="Replaced"), "*")
+    assert (replaced.name, replaced.role, replaced.disabled) == ("Replaced", U.USER, False)
+    for paths in (("*",), ("name",), ("name", "role")):
+        error = fails(lambda p=paths: update(U.User(id=user.id, role=U.ADMIN), *p), grpc.StatusCode.INVALID_ARGUMENT)
+        assert violated_fields(error) == {"user.name"}
+    assert api.users.GetUser(U.GetUserRequest(id=user.id), metadata=admin.auth) == replaced
+
+
+def test_self_update_follows_the_same_mask_rule(api):
+    user = api.register()
+
+    def update(body: U.User, *paths: str) -> U.User:
+        request = U.UpdateCurrentUserRequest(user=body, update_mask=mask(*paths))
+        return api.users.UpdateCurrentUser(request, metadata=user.auth)
+
+    for paths in (("*",), ("name",)):
+        error = fails(lambda p=paths: update(U.User(), *p), grpc.StatusCode.INVALID_ARGUMENT)
+        assert violated_fields(error) == {"user.name"}
+    # `*` is every field the caller may edit: for one's own account, the name only.
+    me = update(U.User(name="Star"), "*")
+    assert (me.name, me.role, me.disabled) == ("Star", U.USER, False)
+    error = fails(lambda: update(U.User(name="x"), "disabled"), grpc.StatusCode.INVALID_ARGUMENT)
+    assert violated_fields(error) == {"update_mask"}
+
+
+def test_an_update_that_changes_nothing_writes_nothing(api, admin):
+    user = api.register()
+    me = api.users.GetCurrentUser(U.GetCurrentUserRequest(), metadata=user.auth)
+    same = api.users.UpdateCurrentUser(
+        U.UpdateCurrentUserRequest(user=U.User(name=me.name), update_mask=mask("name")), metadata=user.auth
+    )
+    assert same == me
+    again = api.users.UpdateUser(U.UpdateUserRequest(user=me, update_mask=mask("*")), metadata=admin.auth)
+    assert again == me

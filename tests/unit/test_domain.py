@@ -1,7 +1,8 @@
-"""Domain pieces without gRPC: settings, page tokens, ordering, passwords; and the store's keyset filter."""
+"""Domain pieces without gRPC: settings, page tokens, ordering, passwords, updates; and the store's keyset filter."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import bcrypt
@@ -14,7 +15,9 @@ from taskapi.server.domain.errors import InvalidArgument, Unavailable
 from taskapi.server.domain.page_tokens import PageTokens, query_digest
 from taskapi.server.domain.passwords import PasswordHasher
 from taskapi.server.domain.ports import ASCENDING, DESCENDING
-from taskapi.server.domain.tasks import parse_order_by
+from taskapi.server.domain.tasks import TASK_UPDATES, parse_order_by
+from taskapi.server.domain.updates import UpdateRule
+from taskapi.server.domain.users import ADMIN_EDITABLE, SELF_EDITABLE, USER_UPDATES
 from taskapi.server.store.tasks import _keyset_after
 
 
@@ -130,3 +133,54 @@ def test_password_hashing_sheds_load_instead_of_queueing_forever():
 )
 def test_peer_addresses_parse_for_both_families(peer, address):
     assert peer_ip(peer) == address
+
+
+@dataclass
+class _Resource:
+    title: str = "t"
+    tags: list[str] = field(default_factory=lambda: ["a"])
+    role: str = "ADMIN"
+
+
+RULE = UpdateRule(
+    resource="thing",
+    type_name="Thing",
+    fields=("title", "tags", "role"),
+    defaults={"tags": [], "role": "USER"},
+    output_only=frozenset({"id"}),
+)
+
+
+def test_update_paths_follow_the_mask_or_the_body():
+    editable = ("title", "tags")
+    assert RULE.paths(None, {"title", "id"}, editable) == {"title"}  # no mask: what the body sets
+    assert RULE.paths(["*"], set(), editable) == {"title", "tags"}  # every field this caller may edit
+    assert RULE.paths(["title", "tags"], set(), editable) == {"title", "tags"}
+    for mask, message in ((["id"], "output only"), (["nope"], "not a field of Thing"), (["role"], "cannot be changed")):
+        with pytest.raises(InvalidArgument, match=message) as info:
+            RULE.paths(mask, set(), editable)
+        assert [v.field for v in info.value.violations] == ["update_mask"]
+
+
+def test_update_changes_reset_absent_fields_and_skip_unchanged_ones():
+    current = _Resource()
+    everything = ("title", "tags", "role")
+    assert RULE.changes({"tags", "role"}, {}, current, everything) == {"tags": [], "role": "USER"}
+    assert RULE.changes({"title", "tags"}, {"title": "t", "tags": ["a"]}, current, everything) == {}
+    with pytest.raises(InvalidArgument) as info:  # a required field has no default to reset to
+        RULE.changes({"title"}, {}, current, everything)
+    assert [v.field for v in info.value.violations] == ["thing.title"]
+    # A field the caller may not edit is fine when sent unchanged, refused when changed.
+    assert RULE.changes({"title", "role"}, {"title": "new", "role": "ADMIN"}, current, ("title",)) == {"title": "new"}
+    with pytest.raises(InvalidArgument, match="role cannot be changed"):
+        RULE.changes({"role"}, {"role": "USER"}, current, ("title",))
+    first = RULE.changes({"tags"}, {}, _Resource(), everything)["tags"]
+    first.append("x")
+    assert RULE.changes({"tags"}, {}, _Resource(), everything)["tags"] == []  # defaults are never shared
+
+
+def test_tasks_and_users_share_the_rule():
+    assert TASK_UPDATES.paths(["dueTime", "due_time"], set(), TASK_UPDATES.fields) == {"due_time"}
+    assert "title" not in TASK_UPDATES.defaults and "name" not in USER_UPDATES.defaults
+    assert USER_UPDATES.paths(["*"], set(), SELF_EDITABLE) == {"name"}
+    assert USER_UPDATES.paths(["*"], set(), ADMIN_EDITABLE) == {"name", "role", "disabled"}
