@@ -14,17 +14,18 @@ Two interceptors share it, either side of the rate limiter:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc_interceptor import ServerInterceptor
 
-from taskapi.interceptors.context import current_call
+from taskapi.interceptors.context import Continuation, current_call
 from taskapi.server.domain.caller import Caller
 from taskapi.server.domain.errors import PermissionDenied, Unauthenticated
 from taskapi.v1 import access_pb2
+from taskapi_client.policy import access_level
 
 PUBLIC, USER, ADMIN = access_pb2.ACCESS_LEVEL_PUBLIC, access_pb2.ACCESS_LEVEL_USER, access_pb2.ACCESS_LEVEL_ADMIN
 # Infrastructure services every probe and tool must reach without a token.
@@ -50,7 +51,7 @@ class AccessPolicy:
         self._table: dict[str, int] = {}
         for service in services:
             for method in service.methods:
-                level = method.GetOptions().Extensions[access_pb2.access]
+                level = access_level(method.GetOptions())
                 self._table[f"/{service.full_name}/{method.name}"] = level or USER
         for name in OPEN_SERVICES:
             self._table[f"/{name}/"] = PUBLIC
@@ -67,7 +68,7 @@ class TokenInterceptor(ServerInterceptor):
         self._authenticator = authenticator
         self._policy = policy
 
-    def intercept(self, method: Callable, request: Any, context: grpc.ServicerContext, method_name: str) -> Any:
+    def intercept(self, method: Continuation, request: Any, context: grpc.ServicerContext, method_name: str) -> Any:
         if self._policy.level(method_name) != PUBLIC:
             state = current_call()
             try:
@@ -84,7 +85,7 @@ class AccessInterceptor(ServerInterceptor):
         self._authenticator = authenticator
         self._policy = policy
 
-    def intercept(self, method: Callable, request: Any, context: grpc.ServicerContext, method_name: str) -> Any:
+    def intercept(self, method: Continuation, request: Any, context: grpc.ServicerContext, method_name: str) -> Any:
         level = self._policy.level(method_name)
         if level != PUBLIC:
             state = current_call()
@@ -98,7 +99,7 @@ class AccessInterceptor(ServerInterceptor):
 
 def _bearer_token(context: grpc.ServicerContext) -> str:
     for key, value in context.invocation_metadata():
-        if key == "authorization":
+        if key == "authorization" and isinstance(value, str):
             scheme, _, token = value.partition(" ")
             if scheme.lower() == "bearer" and token.strip():
                 return token.strip()

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import unquote
 
 import grpc
 from grpc_interceptor import ServerInterceptor
 
-from taskapi.interceptors.context import CallState, bind_call, unbind_call
+from taskapi.interceptors.context import CallState, Continuation, bind_call, unbind_call
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -45,8 +45,9 @@ class CallStateInterceptor(ServerInterceptor):
         # addresses; parsing one and testing it against each network costs microseconds.
         self._peer_trusted: dict[str, bool] = {}
 
-    def intercept(self, method: Callable, request: Any, context: grpc.ServicerContext, method_name: str) -> Any:
-        metadata = dict(context.invocation_metadata())
+    def intercept(self, method: Continuation, request: Any, context: grpc.ServicerContext, method_name: str) -> Any:
+        # Text metadata only: a `-bin` value is bytes, and these two are never binary.
+        metadata = {key: value for key, value in context.invocation_metadata() if isinstance(value, str)}
         request_id = metadata.get("x-request-id") or uuid.uuid4().hex
         state = CallState(
             method=method_name,

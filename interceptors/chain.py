@@ -104,11 +104,11 @@ class InterceptorChain(grpc.ServerInterceptor):
     def __init__(self, layers: Sequence[ServerInterceptor]) -> None:
         self.layers = tuple(layers)
         # method -> (the server's handler, that handler wrapped in every layer)
-        self._composed: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._composed: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]] = {}
 
     def intercept_service(
-        self, continuation: Callable[[Any], grpc.RpcMethodHandler | None], handler_call_details: Any
-    ) -> grpc.RpcMethodHandler | None:
+        self, continuation: Callable[[Any], grpc.RpcMethodHandler[Any, Any] | None], handler_call_details: Any
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = continuation(handler_call_details)
         if handler is None:  # unknown method: grpcio answers UNIMPLEMENTED itself
             return None
@@ -117,16 +117,18 @@ class InterceptorChain(grpc.ServerInterceptor):
         if composed is not None and composed[0] is handler:
             return composed[1]
         wrapped = self._compose(method, handler)
+        if wrapped is None:
+            return None
         if len(self._composed) < self._MAX_METHODS:
             self._composed[method] = (handler, wrapped)  # a racing thread may compose too: same result
         return wrapped
 
-    def _compose(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def _compose(self, method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any] | None:
         details = _MethodDetails(method)
-        wrapped: grpc.RpcMethodHandler | None = handler
+        wrapped: grpc.RpcMethodHandler[Any, Any] | None = handler
         for layer in reversed(self.layers):
             inner = wrapped
-            wrapped = layer.intercept_service(lambda _details, inner=inner: inner, details)
+            wrapped = layer.intercept_service(lambda _details, inner=inner: inner, details)  # type: ignore[no-untyped-call]
             if wrapped is None:  # a layer declined the method: so does the chain
-                return None  # type: ignore[return-value]
-        return tolerant(wrapped)
+                return None
+        return tolerant(wrapped) if wrapped is not None else None

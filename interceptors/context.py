@@ -7,9 +7,12 @@ everything inside the call, and to nothing else; it is reset when the call ends.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from typing import Any
+
+import grpc
 
 from taskapi.server.domain.caller import Caller
 from taskapi.server.domain.errors import Unauthenticated
@@ -35,6 +38,16 @@ class CallState:
         if not self.response_metadata_sent:
             self.response_metadata_sent = True
             context.send_initial_metadata(tuple(self.response_metadata))
+
+
+# What an interceptor's `intercept` calls to run the rest of the chain and the handler.
+Continuation = Callable[[Any, grpc.ServicerContext], Any]
+
+
+def recorded_code(context: grpc.ServicerContext) -> grpc.StatusCode | None:
+    """The status code set on `context` so far (grpcio's `code()`, which types-grpcio lacks)."""
+    code = context.code()  # type: ignore[attr-defined]
+    return code if isinstance(code, grpc.StatusCode) else None
 
 
 _current: ContextVar[CallState | None] = ContextVar("taskapi_call_state", default=None)

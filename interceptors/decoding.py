@@ -43,7 +43,7 @@ class UndecodableRequest:
         return InvalidArgument(f"invalid request: not a valid {self.message_type or 'request'} message")
 
 
-def tolerant(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+def tolerant(handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
     """`handler` with a request deserializer that never raises (unary requests only).
 
     A streaming request is decoded message by message inside grpcio's request iterator,
@@ -62,11 +62,13 @@ def tolerant(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
             return diagnose(descriptor, data)
 
     if handler.response_streaming:
+        assert handler.unary_stream is not None  # a unary-request, streaming-response handler
         return grpc.unary_stream_rpc_method_handler(
             handler.unary_stream,
             request_deserializer=request_deserializer,
             response_serializer=handler.response_serializer,
         )
+    assert handler.unary_unary is not None
     return grpc.unary_unary_rpc_method_handler(
         handler.unary_unary,
         request_deserializer=request_deserializer,
@@ -134,7 +136,7 @@ def _check_field(field: FieldDescriptor | None, payload: bytes, prefix: str, see
         except UnicodeDecodeError:
             return path
         return None
-    if field.type == FieldDescriptor.TYPE_MESSAGE:
+    if field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type is not None:
         return _bad_string(field.message_type, payload, path + ".")
     return None  # bytes, or a packed repeated scalar
 

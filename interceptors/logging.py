@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import grpc
 from grpc_interceptor import ServerInterceptor
 
-from taskapi.interceptors.context import current_call
+from taskapi.interceptors.context import Continuation, current_call
 from taskapi.interceptors.metrics import final_code
 
 log = logging.getLogger(__name__)
@@ -38,7 +37,7 @@ class LoggingInterceptor(ServerInterceptor):
     def __init__(self, logger: logging.Logger = log) -> None:
         self._log = logger
 
-    def intercept(self, method: Callable, request: Any, context: grpc.ServicerContext, method_name: str) -> Any:
+    def intercept(self, method: Continuation, request: Any, context: grpc.ServicerContext, method_name: str) -> Any:
         start = time.perf_counter()
         try:
             response = method(request, context)

@@ -24,6 +24,8 @@ from grpc_interceptor import ServerInterceptor, parse_method_name
 from grpc_interceptor.exceptions import GrpcException
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
+from taskapi.interceptors.context import Continuation, recorded_code
+
 # Go's prometheus.DefBuckets, which grpc-prometheus uses: dashboards built for Go
 # services then read ours unchanged.
 GO_DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -40,10 +42,10 @@ def final_code(context: grpc.ServicerContext, exc: BaseException | None) -> grpc
     `context.abort` records the code and then raises, so after an exception the recorded
     code wins; an exception without one becomes UNKNOWN in grpcio.
     """
-    code = context.code()
+    code = recorded_code(context)
     if exc is None:
-        return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.OK
-    if isinstance(code, grpc.StatusCode) and code is not grpc.StatusCode.OK:
+        return code or grpc.StatusCode.OK
+    if code is not None and code is not grpc.StatusCode.OK:
         return code
     if isinstance(exc, GrpcException):
         return exc.status_code
@@ -155,7 +157,7 @@ class MetricsInterceptor(ServerInterceptor):
                 self._metrics.handled,
             )
 
-    def intercept(self, method: Callable, request: Any, context: grpc.ServicerContext, method_name: str) -> Any:
+    def intercept(self, method: Continuation, request: Any, context: grpc.ServicerContext, method_name: str) -> Any:
         m = self._methods[method_name]
         m.started.inc()
         start = time.perf_counter()
@@ -183,7 +185,7 @@ class MetricsInterceptor(ServerInterceptor):
         m.handled_child(code).inc()
 
 
-def _grpc_type(handler: grpc.RpcMethodHandler) -> str:
+def _grpc_type(handler: grpc.RpcMethodHandler[Any, Any]) -> str:
     if handler.request_streaming and handler.response_streaming:
         return BIDI_STREAM
     if handler.request_streaming:

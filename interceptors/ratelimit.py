@@ -56,11 +56,12 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Protocol
 
+import grpc
 import redis
 from grpc_interceptor import ServerInterceptor
 from redis.exceptions import NoScriptError, RedisError
 
-from taskapi.interceptors.context import CallState, current_call
+from taskapi.interceptors.context import CallState, Continuation, current_call
 from taskapi.interceptors.metrics import Metrics
 from taskapi.server.domain.caller import Caller
 from taskapi.server.domain.errors import ApiError, QuotaViolation, ResourceExhausted
@@ -312,7 +313,7 @@ class RateLimitInterceptor(ServerInterceptor):
         self._down_since: float | None = None  # monotonic time Redis was first found down
         self._next_probe = 0.0
 
-    def intercept(self, method: Callable, request: Any, context: Any, method_name: str) -> Any:
+    def intercept(self, method: Continuation, request: Any, context: grpc.ServicerContext, method_name: str) -> Any:
         if method_name.startswith(self._exempt):
             return method(request, context)
         state = current_call()
@@ -367,7 +368,9 @@ class RateLimitInterceptor(ServerInterceptor):
         budget = Budget(subject, subject, self._login.email_failures, self._login_text)
         return LoginGate(f"login-ip:{email}:{state.client_ip}", subject, budget)
 
-    def _settle_login(self, gate: LoginGate, decision: Decision, method: Callable, request: Any, context: Any) -> Any:
+    def _settle_login(
+        self, gate: LoginGate, decision: Decision, method: Continuation, request: Any, context: grpc.ServicerContext
+    ) -> Any:
         """Run the Login; keep its failure charge only if it failed as a wrong email or password."""
         try:
             response = method(request, context)
@@ -421,7 +424,7 @@ class RateLimitInterceptor(ServerInterceptor):
             pipe = self._redis.pipeline(transaction=False)
             pipe.evalsha(self._sha, len(keys), *keys, *args)
             for command in commands:
-                pipe.execute_command(*command)
+                pipe.execute_command(*command)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
             results = pipe.execute(raise_on_error=False)
             reply = results[0]
             if isinstance(reply, NoScriptError) and attempt == 1:

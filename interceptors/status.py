@@ -18,7 +18,7 @@ from grpc_interceptor import ServerInterceptor
 from grpc_interceptor.exceptions import GrpcException
 from grpc_status import rpc_status
 
-from taskapi.interceptors.context import current_call
+from taskapi.interceptors.context import Continuation, current_call, recorded_code
 from taskapi.server.domain.errors import (
     ERROR_DOMAIN,
     ApiError,
@@ -69,7 +69,7 @@ class ErrorInterceptor(ServerInterceptor):
     def __init__(self, translators: Iterable[Translator] = ()) -> None:
         self._translators = tuple(translators)
 
-    def intercept(self, method: Callable, request: Any, context: grpc.ServicerContext, method_name: str) -> Any:
+    def intercept(self, method: Continuation, request: Any, context: grpc.ServicerContext, method_name: str) -> Any:
         try:
             return method(request, context)
         except ApiError as error:
@@ -77,7 +77,7 @@ class ErrorInterceptor(ServerInterceptor):
         except GrpcException as error:  # grpc_interceptor.exceptions raised by a handler
             self._abort_plain(context, error.status_code, error.details)
         except Exception as error:  # noqa: BLE001 - the last line of defence
-            if context.code() not in (None, grpc.StatusCode.OK):
+            if recorded_code(context) not in (None, grpc.StatusCode.OK):
                 raise  # already aborted by context.abort further in
             translated = next(filter(None, (t(error) for t in self._translators)), None)
             if translated is not None:

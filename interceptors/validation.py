@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import grpc
 import protovalidate
+from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 from grpc_interceptor import ServerInterceptor
 
+from taskapi.interceptors.context import Continuation
 from taskapi.interceptors.decoding import UndecodableRequest
 from taskapi.server.domain.errors import FieldViolation, InvalidArgument
 
@@ -22,8 +23,9 @@ def field_path(violation: protovalidate.Violation, request: Message) -> str:
     violation names `task.title`, not `task`: clients map violations to inputs.
     """
     parts = []
-    descriptor = request.DESCRIPTOR
-    for element in violation.proto.field.elements:
+    descriptor: Descriptor | None = request.DESCRIPTOR  # type: ignore[assignment]  # upb's and the pure type
+    path = violation.proto.field
+    for element in path.elements if path is not None else ():
         part = element.field_name
         subscript = element.subscript  # protobuf-py oneof: None, or (field, value)
         if subscript is not None:
@@ -31,7 +33,7 @@ def field_path(violation: protovalidate.Violation, request: Message) -> str:
         parts.append(part)
         field = descriptor.fields_by_name.get(element.field_name) if descriptor else None
         descriptor = field.message_type if field is not None else None
-    rule = violation.proto.rule.elements
+    rule = violation.proto.rule.elements if violation.proto.rule is not None else ()
     subfield = violation.proto.rule_id.partition(".")[0]
     if rule and rule[0].field_name == "cel" and descriptor is not None and subfield in descriptor.fields_by_name:
         parts.append(subfield)
@@ -42,7 +44,7 @@ class ValidationInterceptor(ServerInterceptor):
     def __init__(self) -> None:
         self._validator = protovalidate.Validator()  # caches compiled rules: build once
 
-    def intercept(self, method: Callable, request: Any, context: grpc.ServicerContext, method_name: str) -> Any:
+    def intercept(self, method: Continuation, request: Any, context: grpc.ServicerContext, method_name: str) -> Any:
         if isinstance(request, Message):
             violations = self._validator.collect_violations(request)
             if violations:

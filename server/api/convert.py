@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import cast
 
 from google.protobuf import timestamp_pb2
 
@@ -33,8 +34,9 @@ def task_to_proto(task: Task) -> task_pb2.Task:
         id=task.id,
         title=task.title,
         description=task.description or "",
-        status=task.status,
-        priority=task.priority,
+        # Stored as the enum numbers; the generated stubs type enum fields as their wrappers.
+        status=cast("task_pb2.TaskStatus", task.status),
+        priority=cast("task_pb2.TaskPriority", task.priority),
         due_time=_timestamp(task.due_time),
         tags=task.tags,
         owner=task.owner,

@@ -38,7 +38,7 @@ class PasswordHasher:
         """Constant work whether or not the user exists (`password_hash=None`)."""
         secret = password.encode()
         acceptable = password_hash is not None and len(secret) <= MAX_PASSWORD_BYTES
-        stored = password_hash.encode() if acceptable else self._dummy_hash
+        stored = password_hash.encode() if password_hash is not None and acceptable else self._dummy_hash
         with self._slot():
             matches = bcrypt.checkpw(secret[:MAX_PASSWORD_BYTES], stored)
         return matches and acceptable
