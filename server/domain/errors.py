@@ -9,10 +9,11 @@ This module does not import grpc, so domain code can raise these freely:
     ├── NotFound                NOT_FOUND
     ├── AlreadyExists           ALREADY_EXISTS
     ├── Aborted                 ABORTED            (etag mismatch, concurrent change)
-    ├── FailedPrecondition      FAILED_PRECONDITION
     ├── ResourceExhausted       RESOURCE_EXHAUSTED + RetryInfo + QuotaFailure
-    ├── Unavailable             UNAVAILABLE        + RetryInfo
-    └── Internal                INTERNAL           (message is always generic)
+    └── Unavailable             UNAVAILABLE        + RetryInfo
+
+Anything else a handler raises is a bug: the chain answers INTERNAL with a fixed message
+and logs the traceback (interceptors/status.py).
 
 Every error carries an ErrorInfo `reason` (UPPER_SNAKE_CASE, stable, for programs)
 and a `message` (for people). Messages must never contain secrets.
@@ -99,11 +100,6 @@ class Aborted(ApiError):
     default_reason = "ABORTED"
 
 
-class FailedPrecondition(ApiError):
-    code_name = "FAILED_PRECONDITION"
-    default_reason = "FAILED_PRECONDITION"
-
-
 class ResourceExhausted(ApiError):
     code_name = "RESOURCE_EXHAUSTED"
     default_reason = "RATE_LIMITED"
@@ -133,8 +129,3 @@ class Unavailable(ApiError):
         # True when the call was refused before it changed anything (shed under load), so
         # any call, a write included, may be retried: the status then says so in a header.
         self.nothing_done = nothing_done
-
-
-class Internal(ApiError):
-    code_name = "INTERNAL"
-    default_reason = "INTERNAL"

@@ -22,7 +22,7 @@ from taskapi.server.store.users import MongoUserStore
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MongoSessionStore", "MongoTaskStore", "MongoUserStore", "connect", "ping", "translate_error"]
+__all__ = ["MongoSessionStore", "MongoTaskStore", "MongoUserStore", "connect", "translate_error"]
 
 
 def connect(settings: Settings) -> None:
@@ -54,10 +54,6 @@ def connect(settings: Settings) -> None:
     me.connection._connection_settings["default"]["taskapi_target"] = target
     for document in ALL_DOCUMENTS:
         document.ensure_indexes()
-
-
-def ping() -> None:
-    me.get_db().command("ping")
 
 
 def translate_error(exc: BaseException) -> ApiError | None:
