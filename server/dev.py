@@ -77,15 +77,15 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
 
     settings = Settings.from_env()
     ports = {
-        "--rest-port": _claim_port(args.listen, args.rest_port, "--rest-port"),
-        "--grpc-port": _claim_port(args.listen, args.grpc_port, "--grpc-port"),
-        "--admin-port": _claim_port("127.0.0.1", args.admin_port, "--admin-port"),
-        "--web-port": _claim_port(args.listen, args.web_port, "--web-port"),
+        "--rest-port": claim_port(args.listen, args.rest_port, "--rest-port"),
+        "--grpc-port": claim_port(args.listen, args.grpc_port, "--grpc-port"),
+        "--admin-port": claim_port("127.0.0.1", args.admin_port, "--admin-port"),
+        "--web-port": claim_port(args.listen, args.web_port, "--web-port"),
     }
     # --metrics-port 0 (or TASKAPI_METRICS_PORT=0) means any free port.
     metrics_port = settings.metrics_port if args.metrics_port is None else args.metrics_port
     if metrics_port or args.metrics_port == 0:
-        metrics_port = _claim_port(settings.grpc_host, metrics_port, "--metrics-port")
+        metrics_port = claim_port(settings.grpc_host, metrics_port, "--metrics-port")
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="taskapi-dev-")))
         redis_url = settings.redis_url
@@ -216,11 +216,17 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def _claim_port(host: str, port: int, flag: str) -> int:
-    """`port` if it is free (any free port for 0); a clear error if it is taken."""
+def claim_port(host: str, port: int, flag: str) -> int:
+    """`port` if it is free (any free port for 0); a clear error if it is taken.
+
+    Bound with SO_REUSEADDR, as Envoy and our HTTP servers bind: connections of the
+    previous run linger in TIME_WAIT for a minute after it stops, and they do not stop
+    a server from listening again. A socket listening on the port still fails the bind.
+    """
     if port == 0:
         return free_port(host)
     with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:
