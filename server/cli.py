@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 
-from server.config import Settings
+from server.config import ConfigError, Settings
 
 log = logging.getLogger("taskapi")
 
@@ -76,7 +76,14 @@ def create_admin(settings: Settings, email: str, name: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return _run(sys.argv[1:] if argv is None else argv)
+    except ConfigError as error:  # a bad environment value: say which, no traceback
+        print(f"taskapi: {error}", file=sys.stderr)
+        return 2
+
+
+def _run(argv: list[str]) -> int:
     if argv[:1] == ["dev"]:  # `dev` parses its own flags (argparse REMAINDER drops `--x` ones)
         configure_logging(Settings.from_env().log_level)
         from server.dev import main as dev_main
