@@ -20,12 +20,12 @@ from server.config import ConfigError, Settings
 log = logging.getLogger("taskapi")
 
 
-def configure_logging(level: str) -> None:
-    """One JSON formatter, set up once at the entry point."""
-    from interceptors.logging import JsonFormatter
+def configure_logging(level: str, log_format: str = "json") -> None:
+    """One formatter, set up once at the entry point: JSON lines, or readable text (LOG_FORMAT)."""
+    from interceptors.logging import JsonFormatter, TextFormatter
 
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(TextFormatter() if log_format == "text" else JsonFormatter())
     logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(argv: list[str]) -> int:
     if argv[:1] == ["dev"]:  # `dev` parses its own flags (argparse REMAINDER drops `--x` ones)
-        configure_logging(Settings.from_env().log_level)
+        settings = Settings.from_env()
+        configure_logging(settings.log_level, settings.log_format or "text")  # a developer's console
         from server.dev import main as dev_main
 
         return dev_main(argv[1:])
@@ -100,7 +101,7 @@ def _run(argv: list[str]) -> int:
     commands.add_parser("dev", help="run the whole stack locally (see `taskapi dev --help`)")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format or "json")
     if args.command == "serve":
         return serve(settings)
     return create_admin(settings, args.email, args.name)

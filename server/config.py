@@ -22,6 +22,7 @@ _T = TypeVar("_T")
 
 READ_PREFERENCES = ("primary", "primaryPreferred", "secondary", "secondaryPreferred", "nearest")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("json", "text")
 MIN_JWT_SECRET_CHARS = 32
 
 
@@ -47,6 +48,8 @@ class Settings:
     # NOT_SERVING this long before refusing calls, so balancers' health checks notice first.
     drain_seconds: float = 5.0
     log_level: str = "INFO"
+    # "json" or "text"; empty: the command's own (`taskapi serve` json, `taskapi dev` text).
+    log_format: str = ""
     # Store: empty URI selects the embedded in-memory store (mongomock).
     mongodb_uri: str = ""
     mongodb_db: str = "taskapi"
@@ -95,6 +98,7 @@ class Settings:
             shutdown_grace_seconds=reader.seconds("TASKAPI_SHUTDOWN_GRACE_SECONDS", cls.shutdown_grace_seconds),
             drain_seconds=reader.seconds("TASKAPI_DRAIN_SECONDS", cls.drain_seconds),
             log_level=reader.choice("LOG_LEVEL", cls.log_level, LOG_LEVELS, upper=True),
+            log_format=reader.choice("LOG_FORMAT", cls.log_format, LOG_FORMATS),
             mongodb_uri=reader.str("MONGODB_URI", ""),
             mongodb_db=reader.str("MONGODB_DB", cls.mongodb_db),
             mongodb_pool_size=reader.int("MONGODB_POOL_SIZE", cls.mongodb_pool_size, minimum=1),
@@ -171,7 +175,9 @@ class _Reader:
         return value
 
     def choice(self, name: str, default: str, allowed: tuple[str, ...], *, upper: bool = False) -> str:
-        raw = self._env.get(name, default)
+        raw = self._env.get(name)
+        if raw is None:
+            return default
         value = raw.upper() if upper else raw
         if value not in allowed:
             raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {raw!r}")

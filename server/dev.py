@@ -12,6 +12,10 @@ Waits until Envoy's health checks pass for every replica, prints where to reach
 the stack, and on Ctrl-C or SIGTERM stops Envoy, drains the replicas, closes the
 app and stops its Redis, in that order. Port 0 picks any free port.
 
+The console shows one readable line per call (the server's call log; LOG_FORMAT=json
+for JSON lines) and no health checks; Envoy's JSON access log goes to a file in the
+stack's working directory, named in the start-up banner.
+
 Configuration of the server itself comes from the environment (server.config);
 the flags here only shape the local stack.
 """
@@ -106,8 +110,9 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
             upstreams=[(settings.grpc_host, replica.port) for replica in replicas],
             listen_address=args.listen,
             cors_origins=tuple(args.cors_origin or EdgeConfig.cors_origins),
+            # A file, not the console: the server already prints a line per call there.
+            access_log=str(workdir / "envoy-access.log"),
         )
-        # Envoy's JSON access log shares our stdout with the server's JSON logs.
         envoy = Envoy(config, workdir, concurrency=2, stdout=None, stderr=None, start_new_session=True)
         stack.enter_context(envoy)
         try:
@@ -130,6 +135,7 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
                     f"  web      {pages}/web/?api={api_origin}  (the browser client)",
                     f"  docs     {pages}/openapi/  (OpenAPI reference)",
                     f"  admin    {envoy.admin_url}  (Envoy)",
+                    f"  access   {config.access_log}  (Envoy's JSON access log)",
                     f"  redis    {_redact(redis_url)}",
                     "Press Ctrl-C to stop.",
                 ]
@@ -328,7 +334,7 @@ def serve_pages(host: str, port: int) -> Iterator[str]:
 
 class _QuietFiles(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base's name
-        pass  # Envoy logs the API calls; page loads are noise
+        pass  # page loads are noise on the console, which shows the API calls
 
 
 def _port(text: str) -> int:

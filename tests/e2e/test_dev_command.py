@@ -4,7 +4,9 @@ starts again at once on the ports it just left; its console shows one readable l
 from __future__ import annotations
 
 import http.client
+import re
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -74,6 +76,40 @@ def test_dev_starts_again_at_once_on_the_same_ports(tmp_path: Path) -> None:
         assert response.status == 401, response
         assert second.stop() == 0, second.text()
     assert "in use" not in second.text() and "Traceback" not in second.text(), second.text()
+
+
+def test_dev_console_shows_one_readable_line_per_request_and_no_health_checks(tmp_path: Path) -> None:
+    free = ["--rest-port", "0", "--grpc-port", "0", "--admin-port", "0", "--metrics-port", "0", "--web-port", "0"]
+    with running_dev(free, tmp_path) as stack:
+        rest = stack.wait_for(r"REST\s+(http://\S+/api/v1/)")
+        time.sleep(5)  # Envoy health-checks each of the two replicas every 2 s
+        response = RestClient(rest).post("auth/login", {"email": "nobody@example.com", "password": "x" * 12})
+        assert response.status == 401, response
+        request_id = response.headers["x-request-id"]
+        access_log = _read_access_log(stack.output.find(r"access\s+(/\S+)"), request_id)
+        assert stack.stop() == 0, stack.text()
+    console = stack.text()
+    assert "grpc.health" not in console and "Health/Check" not in console, console
+    lines = [line for line in stack.output.lines if request_id in line]
+    assert len(lines) == 1, console  # the server's line; Envoy's access log goes to a file
+    assert re.fullmatch(
+        rf"\d\d:\d\d:\d\d\.\d{{3}} /taskapi\.v1\.AuthService/Login UNAUTHENTICATED \d+\.\dms "
+        rf"user=- req={re.escape(request_id)} ip=\S+",  # the client address Envoy saw
+        lines[0],
+    ), lines[0]
+    assert not [line for line in stack.output.lines if line.startswith("{")], console  # no JSON on the console
+    assert request_id in access_log, console  # the REST view (path, HTTP status) is in the file the banner names
+
+
+def _read_access_log(banner_line: re.Match[str] | None, request_id: str) -> str:
+    """The access log file the banner names, once it holds `request_id` (Envoy flushes it every second)."""
+    if banner_line is None:
+        return ""
+    path = Path(banner_line.group(1))
+    deadline = time.monotonic() + 10
+    while request_id not in (text := path.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return text
 
 
 def _port_in_time_wait() -> int:

@@ -32,6 +32,7 @@ CASES = [
         "nearest, got 'fastest'",
     ),
     ("serve", "LOG_LEVEL", "loud", "LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got 'loud'"),
+    ("dev", "LOG_FORMAT", "xml", "LOG_FORMAT must be one of json, text, got 'xml'"),
     (
         "dev",
         "RATE_LIMIT_IP",

@@ -33,8 +33,11 @@ class Output:
         self._thread.start()
 
     def _read(self, stream: IO[str]) -> None:
-        for line in stream:
-            self.lines.append(line.rstrip("\n"))
+        # Closed here, by its reader, at EOF: closing it from another thread would block
+        # while this one waits in a read.
+        with stream:
+            for line in stream:
+                self.lines.append(line.rstrip("\n"))
 
     def find(self, pattern: str) -> re.Match[str] | None:
         for line in list(self.lines):
@@ -79,7 +82,7 @@ class DevProcess:
 
 @contextmanager
 def running_dev(args: Sequence[str], cwd: Path, env: Mapping[str, str] | None = None) -> Iterator[DevProcess]:
-    """`taskapi dev ARGS` with its own Redis and cheap bcrypt; killed on exit if still running."""
+    """`taskapi dev ARGS` with its own Redis and cheap bcrypt; stopped on exit if still running."""
     environment = dict(os.environ, BCRYPT_ROUNDS="4") | dict(env or {})
     environment.pop("REDIS_URL", None)  # the dev command starts its own redis-server
     process = subprocess.Popen(
@@ -96,8 +99,12 @@ def running_dev(args: Sequence[str], cwd: Path, env: Mapping[str, str] | None = 
         yield dev
     finally:
         if process.poll() is None:
-            process.kill()
-            process.wait()
+            # Ctrl-C first: it stops Envoy and Redis (their own sessions), which a kill of
+            # `taskapi dev` would orphan, still holding our pipe open.
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
         dev.output.join()
-        assert process.stdout is not None
-        process.stdout.close()
