@@ -1,8 +1,11 @@
-"""One JSON log line per call, and the JSON formatter the entry point installs.
+"""One log line per call, and the two formatters an entry point installs one of:
+JSON lines (`taskapi serve`, for log collectors) or readable text (`taskapi dev`).
 
 The line carries only what operators need to find a call: method, status code,
 duration, request id, caller id and client IP. Never tokens, passwords, emails or
 request bodies: nothing from the request message or its metadata is read here.
+Health checks and reflection are logged at DEBUG: Envoy checks every replica every
+2 s, and those lines would bury the requests. Metrics count them like any call.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +29,8 @@ log = logging.getLogger(__name__)
 # and rate-limit rejections are ordinary traffic.
 _ERROR_CODES = frozenset({grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.DATA_LOSS})
 _WARNING_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+# Probes and tooling, not requests: an ordinary outcome of theirs is logged at DEBUG.
+_PROBE_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
 class LoggingInterceptor(ServerInterceptor):
@@ -36,6 +42,9 @@ class LoggingInterceptor(ServerInterceptor):
 
     def __init__(self, logger: logging.Logger = log) -> None:
         self._log = logger
+        # method -> the level of its ordinary outcomes (INFO, DEBUG for probes); bounded by
+        # the methods served: only methods with a handler reach an interceptor's intercept().
+        self._ordinary_levels: dict[str, int] = {}
 
     def intercept(self, method: Continuation, request: Any, context: grpc.ServicerContext, method_name: str) -> Any:
         start = time.perf_counter()
@@ -48,7 +57,12 @@ class LoggingInterceptor(ServerInterceptor):
         return response
 
     def _emit(self, method_name: str, code: grpc.StatusCode, start: float) -> None:
-        level = logging.ERROR if code in _ERROR_CODES else logging.WARNING if code in _WARNING_CODES else logging.INFO
+        if code in _ERROR_CODES:
+            level = logging.ERROR
+        elif code in _WARNING_CODES:
+            level = logging.WARNING
+        else:
+            level = self._ordinary_levels.get(method_name) or self._ordinary_level(method_name)
         if not self._log.isEnabledFor(level):
             return
         duration_ms = round((time.perf_counter() - start) * 1000.0, 3)
@@ -82,6 +96,11 @@ class LoggingInterceptor(ServerInterceptor):
         )
         logger.handle(record)
 
+    def _ordinary_level(self, method_name: str) -> int:
+        level = logging.DEBUG if method_name.startswith(_PROBE_PREFIXES) else logging.INFO
+        self._ordinary_levels[method_name] = level  # a racing thread stores the same value
+        return level
+
 
 # Attributes every LogRecord has; anything else on a record came from `extra=` and is
 # emitted as a JSON field. Computed once, not per record.
@@ -97,28 +116,37 @@ _RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)))
 _ENCODER = json.JSONEncoder(default=str, separators=(",", ":"))
 
 
-class JsonFormatter(logging.Formatter):
-    """Formats each record as one JSON object: time, level, logger, message, extras."""
+class _Clock:
+    """`created` as text to the millisecond; the whole-second part rendered once a second."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._second: tuple[int, str] = (-1, "")  # the last whole second and its ISO text
+    def __init__(self, second_text: Callable[[int], str], suffix: str = "") -> None:
+        self._second_text = second_text
+        self._suffix = suffix
+        self._second: tuple[int, str] = (-1, "")  # the last whole second and its text
 
-    def _time(self, created: float) -> str:
-        """ISO 8601 UTC with milliseconds, as datetime.isoformat; the seconds part cached."""
+    def text(self, created: float) -> str:
         whole = int(created)
         micros = round((created - whole) * 1e6)  # datetime rounds to microseconds too
         if micros == 1_000_000:
             whole, micros = whole + 1, 0
         second, text = self._second  # one tuple: threads never see a half-updated pair
         if second != whole:
-            text = datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            text = self._second_text(whole)
             self._second = (whole, text)
-        return f"{text}.{micros // 1000:03d}+00:00"
+        return f"{text}.{micros // 1000:03d}{self._suffix}"
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats each record as one JSON object: time, level, logger, message, extras."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # ISO 8601 UTC with milliseconds, as datetime.isoformat.
+        self._clock = _Clock(lambda whole: datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S"), "+00:00")
 
     def format(self, record: logging.LogRecord) -> str:
         payload: dict[str, Any] = {
-            "time": self._time(record.created),
+            "time": self._clock.text(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -131,3 +159,37 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             payload["stack_info"] = self.formatStack(record.stack_info)
         return _ENCODER.encode(payload)
+
+
+class TextFormatter(logging.Formatter):
+    """One readable line per record, for a developer's console (`taskapi dev`):
+
+        12:01:02.345 /taskapi.v1.TaskService/GetTask OK 3.1ms user=66f0c1 req=5b1e9a ip=127.0.0.1
+        12:01:02.346 ERROR /taskapi.v1.TaskService/ListTasks INTERNAL 2.0ms user=66f0c1 req=77ab20 ip=127.0.0.1
+        12:01:03.020 WARNING server.config: JWT_SECRET is not set: ...
+
+    Local time. A call's line (LoggingInterceptor's) names its level only when it is not
+    INFO; a traceback follows on the next lines.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._clock = _Clock(lambda whole: time.strftime("%H:%M:%S", time.localtime(whole)))
+
+    def format(self, record: logging.LogRecord) -> str:
+        when = self._clock.text(record.created)
+        fields = record.__dict__
+        method = fields.get("grpc_method")
+        if method is None:
+            line = f"{when} {record.levelname} {record.name}: {record.getMessage()}"
+        else:
+            level = "" if record.levelno == logging.INFO else f" {record.levelname}"
+            line = (
+                f"{when}{level} {method} {fields['grpc_code']} {fields['duration_ms']:.1f}ms"
+                f" user={fields['user_id'] or '-'} req={fields['request_id'] or '-'} ip={fields['client_ip'] or '-'}"
+            )
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        if record.stack_info:
+            line += "\n" + self.formatStack(record.stack_info)
+        return line

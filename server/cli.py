@@ -17,7 +17,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
-from taskapi.server.config import Settings
+from taskapi.server.config import ConfigError, Settings
 
 if TYPE_CHECKING:
     from taskapi.server.domain.accounts import Accounts
@@ -25,12 +25,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("taskapi")
 
 
-def configure_logging(level: str) -> None:
-    """One JSON formatter, set up once at the entry point."""
-    from taskapi.interceptors.logging import JsonFormatter
+def configure_logging(level: str, log_format: str = "json") -> None:
+    """One formatter, set up once at the entry point: JSON lines, or readable text (LOG_FORMAT)."""
+    from taskapi.interceptors.logging import JsonFormatter, TextFormatter
 
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(TextFormatter() if log_format == "text" else JsonFormatter())
     logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
@@ -124,9 +124,17 @@ def create_admin(settings: Settings, email: str, name: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return _run(sys.argv[1:] if argv is None else argv)
+    except ConfigError as error:  # a bad environment value: say which, no traceback
+        print(f"taskapi: {error}", file=sys.stderr)
+        return 2
+
+
+def _run(argv: list[str]) -> int:
     if argv[:1] == ["dev"]:  # `dev` parses its own flags (argparse REMAINDER drops `--x` ones)
-        configure_logging(Settings.from_env().log_level)
+        settings = Settings.from_env()
+        configure_logging(settings.log_level, settings.log_format or "text")  # a developer's console
         from taskapi.server.dev import main as dev_main
 
         return dev_main(argv[1:])
@@ -141,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("dev", help="run the whole stack locally (see `taskapi dev --help`)")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format or "json")
     if args.command == "serve":
         return serve(settings)
     return create_admin(settings, args.email, args.name)

@@ -1,7 +1,8 @@
 """Settings: read once from the environment into one typed object.
 
 Nothing else in the code base touches os.environ. Every variable is listed in
-the README's configuration table; `Settings.from_env()` fails fast on a bad value.
+the README's configuration table; `Settings.from_env()` fails fast on a bad value
+with a ConfigError, which the `taskapi` command prints as one line (exit status 2).
 """
 
 from __future__ import annotations
@@ -10,14 +11,27 @@ import ipaddress
 import logging
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from taskapi.server.domain.limits import DEFAULT_AUTH, DEFAULT_IP, DEFAULT_LOGIN, DEFAULT_USER, LoginThrottle, RateLimit
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 READ_PREFERENCES = ("primary", "primaryPreferred", "secondary", "secondaryPreferred", "nearest")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("json", "text")
+MIN_JWT_SECRET_CHARS = 32
+
+
+class ConfigError(ValueError):
+    """A bad environment value. The message names the variable, what it accepts and what
+    it got (never a secret's value): it is shown to the user as is.
+
+    A ValueError, so callers that caught the ValueError raised before it still do.
+    """
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,6 +48,8 @@ class Settings:
     # NOT_SERVING this long before refusing calls, so balancers' health checks notice first.
     drain_seconds: float = 5.0
     log_level: str = "INFO"
+    # "json" or "text"; empty: the command's own (`taskapi serve` json, `taskapi dev` text).
+    log_format: str = ""
     # Store: empty URI selects the embedded in-memory store (mongomock).
     mongodb_uri: str = ""
     mongodb_db: str = "taskapi"
@@ -74,17 +90,18 @@ class Settings:
         ephemeral = not secret
         if ephemeral:
             secret = secrets.token_urlsafe(48)
-        elif len(secret) < 32:
-            raise ValueError("JWT_SECRET must be at least 32 characters")
+        elif len(secret) < MIN_JWT_SECRET_CHARS:
+            raise ConfigError(f"JWT_SECRET must be at least {MIN_JWT_SECRET_CHARS} characters, got {len(secret)}")
         settings = cls(
             grpc_host=reader.str("TASKAPI_GRPC_HOST", cls.grpc_host),
-            grpc_port=reader.int("TASKAPI_GRPC_PORT", cls.grpc_port, minimum=0),
-            metrics_port=reader.int("TASKAPI_METRICS_PORT", cls.metrics_port, minimum=0),
+            grpc_port=reader.port("TASKAPI_GRPC_PORT", cls.grpc_port),
+            metrics_port=reader.port("TASKAPI_METRICS_PORT", cls.metrics_port),
             workers=reader.int("TASKAPI_WORKERS", cls.workers, minimum=1),
             max_message_bytes=reader.int("TASKAPI_MAX_MESSAGE_BYTES", cls.max_message_bytes, minimum=1024),
-            shutdown_grace_seconds=reader.float("TASKAPI_SHUTDOWN_GRACE_SECONDS", cls.shutdown_grace_seconds),
-            drain_seconds=reader.float("TASKAPI_DRAIN_SECONDS", cls.drain_seconds),
-            log_level=reader.str("LOG_LEVEL", cls.log_level).upper(),
+            shutdown_grace_seconds=reader.seconds("TASKAPI_SHUTDOWN_GRACE_SECONDS", cls.shutdown_grace_seconds),
+            drain_seconds=reader.seconds("TASKAPI_DRAIN_SECONDS", cls.drain_seconds),
+            log_level=reader.choice("LOG_LEVEL", cls.log_level, LOG_LEVELS, upper=True),
+            log_format=reader.choice("LOG_FORMAT", cls.log_format, LOG_FORMATS),
             mongodb_uri=reader.str("MONGODB_URI", ""),
             mongodb_db=reader.str("MONGODB_DB", cls.mongodb_db),
             mongodb_pool_size=reader.int("MONGODB_POOL_SIZE", cls.mongodb_pool_size, minimum=1),
@@ -103,7 +120,7 @@ class Settings:
             refresh_reuse_grace_seconds=reader.int(
                 "REFRESH_REUSE_GRACE_SECONDS", cls.refresh_reuse_grace_seconds, minimum=0
             ),
-            bcrypt_rounds=reader.int("BCRYPT_ROUNDS", cls.bcrypt_rounds, minimum=4),
+            bcrypt_rounds=reader.int("BCRYPT_ROUNDS", cls.bcrypt_rounds, minimum=4, maximum=31),  # bcrypt's range
             bcrypt_concurrency=reader.int("BCRYPT_CONCURRENCY", cls.bcrypt_concurrency, minimum=1),
             admin_password=reader.str("TASKAPI_ADMIN_PASSWORD", ""),
             rate_limit_ip=reader.rate("RATE_LIMIT_IP", cls.rate_limit_ip),
@@ -131,35 +148,50 @@ class Settings:
 
 
 class _Reader:
+    """Typed reads of environment variables; each raises ConfigError saying what it accepts."""
+
     def __init__(self, env: Mapping[str, str]) -> None:
         self._env = env
 
     def str(self, name: str, default: str) -> str:
         return self._env.get(name, default)
 
-    def int(self, name: str, default: int, *, minimum: int | None = None) -> int:
+    def int(self, name: str, default: int, *, minimum: int, maximum: int | None = None) -> int:
         raw = self._env.get(name)
         if raw is None:
             return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ValueError(f"{name} must be an integer, got {raw!r}") from None
-        if minimum is not None and value < minimum:
-            raise ValueError(f"{name} must be at least {minimum}, got {value}")
+        value = _parse(int, raw)
+        if value is None or value < minimum or (maximum is not None and value > maximum):
+            accepts = f"≥ {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+            raise ConfigError(f"{name} must be an integer {accepts}, got {raw!r}")
         return value
 
-    def float(self, name: str, default: float) -> float:
+    def port(self, name: str, default: int) -> int:
+        """A TCP port; 0 asks the OS for any free one."""
         raw = self._env.get(name)
-        try:
-            return default if raw is None else float(raw)
-        except ValueError:
-            raise ValueError(f"{name} must be a number, got {raw!r}") from None
+        if raw is None:
+            return default
+        value = _parse(int, raw)
+        if value is None or not 0 <= value <= 65535:
+            raise ConfigError(f"{name} must be a port number from 0 to 65535, got {raw!r}")
+        return value
 
-    def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
-        value = self._env.get(name, default)
+    def seconds(self, name: str, default: float) -> float:
+        raw = self._env.get(name)
+        if raw is None:
+            return default
+        value = _parse(float, raw)
+        if value is None or not 0 <= value < float("inf"):  # also refuses nan
+            raise ConfigError(f"{name} must be a number ≥ 0, got {raw!r}")
+        return value
+
+    def choice(self, name: str, default: str, allowed: tuple[str, ...], *, upper: bool = False) -> str:
+        raw = self._env.get(name)
+        if raw is None:
+            return default
+        value = raw.upper() if upper else raw
         if value not in allowed:
-            raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+            raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {raw!r}")
         return value
 
     def rate(self, name: str, default: RateLimit) -> RateLimit:
@@ -167,12 +199,10 @@ class _Reader:
         raw = self._env.get(name)
         if raw is None:
             return default
-        try:
-            requests, window = (int(part) for part in raw.split("/"))
-        except ValueError:
-            raise ValueError(f"{name} must look like 100/900 (requests/seconds), got {raw!r}") from None
-        if requests < 1 or window < 1:
-            raise ValueError(f"{name} needs positive requests and seconds, got {raw!r}")
+        requests_text, _, window_text = raw.partition("/")
+        requests, window = _parse(int, requests_text), _parse(int, window_text)
+        if requests is None or window is None or requests < 1 or window < 1:
+            raise ConfigError(f"{name} must be REQUESTS/SECONDS, both integers ≥ 1 (e.g. 100/900), got {raw!r}")
         return RateLimit(requests=requests, window_seconds=window)
 
     def networks(self, name: str, default: tuple) -> tuple:
@@ -181,5 +211,15 @@ class _Reader:
             return default
         try:
             return tuple(ipaddress.ip_network(part.strip()) for part in raw.split(",") if part.strip())
-        except ValueError as exc:
-            raise ValueError(f"{name}: {exc}") from None
+        except ValueError:
+            raise ConfigError(
+                f"{name} must be IP networks separated by commas (e.g. 10.0.0.0/8,::1/128), got {raw!r}"
+            ) from None
+
+
+def _parse(kind: Callable[[str], _T], raw: str) -> _T | None:
+    """`kind(raw)`, or None when `raw` is not one."""
+    try:
+        return kind(raw)
+    except ValueError:
+        return None

@@ -13,6 +13,10 @@ Waits until Envoy's health checks pass for every replica, prints where to reach
 the stack, and on Ctrl-C or SIGTERM stops Envoy, drains the replicas, closes the
 app and stops its Redis, in that order. Port 0 picks any free port.
 
+The console shows one readable line per call (the server's call log; LOG_FORMAT=json
+for JSON lines) and no health checks; Envoy's JSON access log goes to a file in the
+stack's working directory, named in the start-up banner.
+
 Configuration of the server itself comes from the environment (server.config);
 the flags here only shape the local stack.
 """
@@ -83,15 +87,15 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
 
     settings = Settings.from_env()
     ports = {
-        "--rest-port": _claim_port(args.listen, args.rest_port, "--rest-port"),
-        "--grpc-port": _claim_port(args.listen, args.grpc_port, "--grpc-port"),
-        "--admin-port": _claim_port("127.0.0.1", args.admin_port, "--admin-port"),
-        "--web-port": _claim_port(args.listen, args.web_port, "--web-port"),
+        "--rest-port": claim_port(args.listen, args.rest_port, "--rest-port"),
+        "--grpc-port": claim_port(args.listen, args.grpc_port, "--grpc-port"),
+        "--admin-port": claim_port("127.0.0.1", args.admin_port, "--admin-port"),
+        "--web-port": claim_port(args.listen, args.web_port, "--web-port"),
     }
     # --metrics-port 0 (or TASKAPI_METRICS_PORT=0) means any free port.
     metrics_port = settings.metrics_port if args.metrics_port is None else args.metrics_port
     if metrics_port or args.metrics_port == 0:
-        metrics_port = _claim_port(settings.grpc_host, metrics_port, "--metrics-port")
+        metrics_port = claim_port(settings.grpc_host, metrics_port, "--metrics-port")
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="taskapi-dev-")))
         # Before anything starts: no usable password is a clear error, not a half-started stack.
@@ -116,8 +120,9 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
             upstreams=[(settings.grpc_host, replica.port) for replica in replicas],
             listen_address=args.listen,
             cors_origins=tuple(args.cors_origin or EdgeConfig.cors_origins),
+            # A file, not the console: the server already prints a line per call there.
+            access_log=str(workdir / "envoy-access.log"),
         )
-        # Envoy's JSON access log shares our stdout with the server's JSON logs.
         envoy = Envoy(config, workdir, concurrency=2, stdout=None, stderr=None, start_new_session=True)
         stack.enter_context(envoy)
         try:
@@ -140,6 +145,7 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
                     f"  web      {pages}/web/?api={api_origin}  (the browser client)",
                     f"  docs     {pages}/openapi/  (OpenAPI reference)",
                     f"  admin    {envoy.admin_url}  (Envoy)",
+                    f"  access   {config.access_log}  (Envoy's JSON access log)",
                     f"  redis    {_redact(redis_url)}",
                     "Press Ctrl-C to stop.",
                 ]
@@ -245,11 +251,17 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def _claim_port(host: str, port: int, flag: str) -> int:
-    """`port` if it is free (any free port for 0); a clear error if it is taken."""
+def claim_port(host: str, port: int, flag: str) -> int:
+    """`port` if it is free (any free port for 0); a clear error if it is taken.
+
+    Bound with SO_REUSEADDR, as Envoy and our HTTP servers bind: connections of the
+    previous run linger in TIME_WAIT for a minute after it stops, and they do not stop
+    a server from listening again. A socket listening on the port still fails the bind.
+    """
     if port == 0:
         return free_port(host)
     with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as exc:
@@ -356,7 +368,7 @@ def serve_pages(host: str, port: int) -> Iterator[str]:
 
 class _QuietFiles(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base's name
-        pass  # Envoy logs the API calls; page loads are noise
+        pass  # page loads are noise on the console, which shows the API calls
 
 
 def _port(text: str) -> int:

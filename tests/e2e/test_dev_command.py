@@ -1,12 +1,22 @@
-"""`taskapi dev` refuses clearly, before starting anything, when a port it needs is taken."""
+"""`taskapi dev`: refuses clearly, before starting anything, when a port it needs is taken;
+starts again at once on the ports it just left; its console shows one readable line per request."""
 
 from __future__ import annotations
 
+import http.client
+import re
 import socket
+import time
+from pathlib import Path
 
 import pytest
 
 from taskapi.server import dev
+from taskapi.server.dev import free_port
+from tests.support.dev_process import running_dev
+from tests.support.edge import RestClient
+
+TCP_STATES_HOLDING_A_PORT = {"05": "FIN_WAIT2", "06": "TIME_WAIT"}  # /proc/net/tcp `st` column
 
 
 def test_port_in_use_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -20,8 +30,115 @@ def test_port_in_use_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> Non
     assert f"port {port}" in error and "--rest-port" in error
 
 
+def test_a_live_listener_is_refused_even_with_so_reuseaddr() -> None:
+    # Envoy's and Python's servers listen with SO_REUSEADDR: the check must still see them.
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(dev.DevError, match=f"port {port} on 127.0.0.1 is in use: pass --admin-port"):
+            dev.claim_port("127.0.0.1", port, "--admin-port")
+
+
+def test_a_port_left_in_time_wait_can_be_claimed() -> None:
+    port = _port_in_time_wait()
+    assert dev.claim_port("127.0.0.1", port, "--rest-port") == port
+
+
 def test_bad_flags_exit_with_usage(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         dev.main(["--replicas", "0"])
     assert exit_info.value.code == 2
     assert "--replicas" in capsys.readouterr().err
+
+
+def test_dev_starts_again_at_once_on_the_same_ports(tmp_path: Path) -> None:
+    ports = {flag: free_port() for flag in ("--rest-port", "--grpc-port", "--admin-port", "--web-port")}
+    args = [part for flag, port in ports.items() for part in (flag, str(port))] + ["--metrics-port", "0"]
+    rest_port = ports["--rest-port"]
+    with running_dev(args, tmp_path) as first:
+        rest = first.wait_for(r"REST\s+(http://\S+/api/v1/)")
+        # A browser's keep-alive connection, open when the stack stops: Envoy closes it,
+        # so the REST port's side of it lingers in TIME_WAIT (the admin port's polls do too).
+        browser = http.client.HTTPConnection("127.0.0.1", rest_port, timeout=10)
+        browser.request("GET", "/api/v1/tasks")
+        response = browser.getresponse()
+        assert response.status == 401 and response.read()
+        assert first.stop() == 0, first.text()
+        browser.close()
+    lingering = _lingering_states()
+    assert lingering.get(rest_port) or lingering.get(ports["--admin-port"]), "no port left in TIME_WAIT to test with"
+
+    with running_dev(args, tmp_path) as second:
+        assert second.wait_for(r"REST\s+(http://\S+/api/v1/)") == rest
+        response = RestClient(rest).post("auth/login", {"email": "nobody@example.com", "password": "x" * 12})
+        assert response.status == 401, response
+        assert second.stop() == 0, second.text()
+    assert "in use" not in second.text() and "Traceback" not in second.text(), second.text()
+
+
+def test_dev_console_shows_one_readable_line_per_request_and_no_health_checks(tmp_path: Path) -> None:
+    free = ["--rest-port", "0", "--grpc-port", "0", "--admin-port", "0", "--metrics-port", "0", "--web-port", "0"]
+    with running_dev(free, tmp_path) as stack:
+        rest = stack.wait_for(r"REST\s+(http://\S+/api/v1/)")
+        time.sleep(5)  # Envoy health-checks each of the two replicas every 2 s
+        response = RestClient(rest).post("auth/login", {"email": "nobody@example.com", "password": "x" * 12})
+        assert response.status == 401, response
+        request_id = response.headers["x-request-id"]
+        access_log = _read_access_log(stack.output.find(r"access\s+(/\S+)"), request_id)
+        assert stack.stop() == 0, stack.text()
+    console = stack.text()
+    assert "grpc.health" not in console and "Health/Check" not in console, console
+    lines = [line for line in stack.output.lines if request_id in line]
+    assert len(lines) == 1, console  # the server's line; Envoy's access log goes to a file
+    assert re.fullmatch(
+        rf"\d\d:\d\d:\d\d\.\d{{3}} /taskapi\.v1\.AuthService/Login UNAUTHENTICATED \d+\.\dms "
+        rf"user=- req={re.escape(request_id)} ip=\S+",  # the client address Envoy saw
+        lines[0],
+    ), lines[0]
+    assert not [line for line in stack.output.lines if line.startswith("{")], console  # no JSON on the console
+    assert request_id in access_log, console  # the REST view (path, HTTP status) is in the file the banner names
+
+
+def _read_access_log(banner_line: re.Match[str] | None, request_id: str) -> str:
+    """The access log file the banner names, once it holds `request_id` (Envoy flushes it every second)."""
+    if banner_line is None:
+        return ""
+    path = Path(banner_line.group(1))
+    deadline = time.monotonic() + 10
+    while request_id not in (text := path.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return text
+
+
+def _port_in_time_wait() -> int:
+    """A loopback port whose only socket is a closed connection's, kept in TIME_WAIT.
+
+    The listener's side closes first, as Envoy does when it stops, so it is that side
+    (the port's) that waits. The listener has SO_REUSEADDR, as Envoy's have: Linux lets
+    a new bind share a port with a TIME_WAIT socket only when both sockets set it. A
+    bind without it fails on such a port.
+    """
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            accepted, _ = listener.accept()
+            accepted.close()
+            assert client.recv(1) == b""  # the FIN arrived
+    with socket.socket() as naive, pytest.raises(OSError, match="Address already in use"):
+        naive.bind(("127.0.0.1", port))  # what the port check used to do
+    return port
+
+
+def _lingering_states() -> dict[int, str]:
+    """Local port -> TCP state, for IPv4 sockets in FIN_WAIT2 or TIME_WAIT."""
+    states: dict[int, str] = {}
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        if state in TCP_STATES_HOLDING_A_PORT:
+            states[int(local.rsplit(":", 1)[1], 16)] = TCP_STATES_HOLDING_A_PORT[state]
+    return states

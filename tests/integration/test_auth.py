@@ -177,7 +177,7 @@ def test_create_admin_command_makes_an_admin(api, monkeypatch, capsys):
     email = unique_email("admin")
     monkeypatch.setenv("TASKAPI_ADMIN_PASSWORD", PASSWORD)
     monkeypatch.setenv("BCRYPT_ROUNDS", "4")
-    monkeypatch.setattr(cli, "configure_logging", lambda level: None)  # keep pytest's log capture
+    monkeypatch.setattr(cli, "configure_logging", lambda *args: None)  # keep pytest's log capture
     assert cli.main(["create-admin", "--email", email, "--name", "Root"]) == 0
     assert "created admin" in capsys.readouterr().out
     session = api.auth.Login(auth_pb2.LoginRequest(email=email, password=PASSWORD))

@@ -10,7 +10,7 @@ import pytest
 from bson import ObjectId
 
 from taskapi.interceptors.call_state import peer_ip
-from taskapi.server.config import Settings
+from taskapi.server.config import ConfigError, Settings
 from taskapi.server.domain.errors import InvalidArgument, Unavailable
 from taskapi.server.domain.page_tokens import PageTokens, query_digest
 from taskapi.server.domain.passwords import PasswordHasher
@@ -37,11 +37,15 @@ def test_settings_defaults_follow_the_contract():
         ({"TASKAPI_GRPC_PORT": "-1"}, "TASKAPI_GRPC_PORT"),
         ({"MONGODB_READ_PREFERENCE": "fastest"}, "MONGODB_READ_PREFERENCE"),
         ({"TRUSTED_PROXIES": "not-a-network"}, "TRUSTED_PROXIES"),
+        ({"BCRYPT_ROUNDS": "32"}, "BCRYPT_ROUNDS must be an integer from 4 to 31, got '32'"),
+        ({"RATE_LIMIT_USER": "10/5/1"}, "RATE_LIMIT_USER must be REQUESTS/SECONDS"),
+        ({"TASKAPI_DRAIN_SECONDS": "nan"}, "TASKAPI_DRAIN_SECONDS must be a number"),
     ],
 )
 def test_bad_settings_fail_fast_with_the_variable_named(env, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=message) as error:  # a ValueError too, for older callers
         Settings.from_env(env)
+    assert isinstance(error.value, ValueError)
 
 
 def test_missing_secret_is_ephemeral_and_loud(caplog):

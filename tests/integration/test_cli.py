@@ -1,0 +1,67 @@
+"""The `taskapi` command on a bad environment value: one line naming the variable and what it
+accepts, exit status 2, no traceback, for every command that reads the settings."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+COMMANDS = {
+    "serve": ["serve"],
+    "dev": ["dev", "--rest-port", "0", "--grpc-port", "0", "--admin-port", "0", "--web-port", "0"],
+    "create-admin": ["create-admin", "--email", "admin@example.com"],
+}
+# Variables the settings read; cleared so the machine's environment cannot change the outcome.
+SETTINGS_PREFIXES = ("TASKAPI_", "LOG_", "MONGODB_", "REDIS_", "JWT_", "RATE_LIMIT_", "BCRYPT_", "TRUSTED_")
+
+
+CASES = [
+    ("serve", "TASKAPI_WORKERS", "abc", "TASKAPI_WORKERS must be an integer ≥ 1, got 'abc'"),
+    ("dev", "TASKAPI_WORKERS", "0", "TASKAPI_WORKERS must be an integer ≥ 1, got '0'"),
+    ("serve", "TASKAPI_GRPC_PORT", "70000", "TASKAPI_GRPC_PORT must be a port number from 0 to 65535, got '70000'"),
+    ("dev", "TASKAPI_DRAIN_SECONDS", "soon", "TASKAPI_DRAIN_SECONDS must be a number ≥ 0, got 'soon'"),
+    ("serve", "TASKAPI_SHUTDOWN_GRACE_SECONDS", "-1", "TASKAPI_SHUTDOWN_GRACE_SECONDS must be a number ≥ 0, got '-1'"),
+    (
+        "create-admin",
+        "MONGODB_READ_PREFERENCE",
+        "fastest",
+        "MONGODB_READ_PREFERENCE must be one of primary, primaryPreferred, secondary, secondaryPreferred, "
+        "nearest, got 'fastest'",
+    ),
+    ("serve", "LOG_LEVEL", "loud", "LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got 'loud'"),
+    ("dev", "LOG_FORMAT", "xml", "LOG_FORMAT must be one of json, text, got 'xml'"),
+    (
+        "dev",
+        "RATE_LIMIT_IP",
+        "lots",
+        "RATE_LIMIT_IP must be REQUESTS/SECONDS, both integers ≥ 1 (e.g. 100/900), got 'lots'",
+    ),
+    (
+        "serve",
+        "TRUSTED_PROXIES",
+        "10.0.0.0/33",
+        "TRUSTED_PROXIES must be IP networks separated by commas (e.g. 10.0.0.0/8,::1/128), got '10.0.0.0/33'",
+    ),
+    ("create-admin", "JWT_SECRET", "too-short", "JWT_SECRET must be at least 32 characters, got 9"),
+]
+
+
+@pytest.mark.parametrize(("command", "variable", "value", "message"), CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
+def test_a_bad_value_is_one_line_and_status_2(command: str, variable: str, value: str, message: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(SETTINGS_PREFIXES)} | {variable: value}
+    result = subprocess.run(
+        [sys.executable, "-m", "taskapi.server.cli", *COMMANDS[command]],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.splitlines() == [f"taskapi: {message}"], result.stderr
+    assert result.returncode == 2
+    if variable == "JWT_SECRET":
+        assert value not in result.stderr  # a secret, even a bad one, is never printed
