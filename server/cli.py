@@ -21,12 +21,13 @@ log = logging.getLogger("taskapi")
 
 
 def configure_logging(level: str) -> None:
-    """One JSON formatter, set up once at the entry point."""
-    from interceptors.logging import JsonFormatter
+    """One JSON formatter, set up once at the entry point; no metadata value in grpc's own logs."""
+    from interceptors.logging import JsonFormatter, redact_grpc_metadata
 
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    redact_grpc_metadata()
 
 
 def serve(settings: Settings) -> int:
