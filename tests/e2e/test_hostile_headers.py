@@ -164,11 +164,28 @@ def test_hostile_requests_eject_no_replica(hostile: Stack, someone: Account) -> 
     assert len(served) == 2 and all(count > 0 for count in served.values()), served
 
 
+def test_tiny_client_deadlines_eject_no_replica(hostile: Stack) -> None:
+    """A native client's 1-5 ms grpc-timeout makes replicas answer DEADLINE_EXCEEDED (a
+    gateway error to Envoy) when they beat Envoy's own timer: what the caller sent."""
+    before = cluster_stats(hostile.envoy)
+    grpc_port = ("127.0.0.1", hostile.envoy.config.grpc_port)
+
+    def calls(deadline: bytes) -> None:
+        for _ in range(100):
+            raw_grpc_call(grpc_port, LOGIN, _login(), headers=[(b"grpc-timeout", deadline)])
+
+    with futures.ThreadPoolExecutor(4) as pool:
+        list(pool.map(calls, [b"1m", b"2m", b"3m", b"5m"]))
+    after = cluster_stats(hostile.envoy)
+    assert after["ejections_enforced_total"] == before["ejections_enforced_total"], (before, after)
+    assert after["ejections_active"] == 0, after
+
+
 def test_a_replica_answering_5xx_stays_in_rotation(redis_url: str, tmp_path: Path) -> None:
     """A 5xx answer is what a caller's input provokes (a malformed protobuf body answers
     INTERNAL today): only the replica's own health (its health check, connections that
-    fail, gateway errors) takes it out of rotation. Stand-in: a real gRPC server that
-    reports SERVING and answers INTERNAL to every call."""
+    fail) takes it out of rotation. Stand-in: a real gRPC server that reports SERVING and
+    answers INTERNAL to every call."""
     app = App(make_settings(redis_url))
     failing = _always_internal_server()
     try:
