@@ -193,3 +193,30 @@ class TextFormatter(logging.Formatter):
         if record.stack_info:
             line += "\n" + self.formatStack(record.stack_info)
         return line
+
+
+# grpc's Cython layer logs a metadata value that is not UTF-8 at ERROR, verbatim, bytes
+# and all: `_decode` in grpc_string.pyx.pxi, "Invalid encoding on b'Bearer eyJ...'".
+GRPC_CYTHON_LOGGER = "grpc._cython.cygrpc"
+
+
+class RedactGrpcMetadata(logging.Filter):
+    """Replaces each bytes argument of a grpc log record with its length: grpc passes raw
+    metadata (a bearer token, say) to its logger as bytes. Its traceback goes too: the
+    exception it carries holds the same bytes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and any(isinstance(arg, bytes | bytearray) for arg in args):
+            record.args = tuple(
+                f"<{len(arg)} bytes, redacted>" if isinstance(arg, bytes | bytearray) else arg for arg in args
+            )
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def redact_grpc_metadata() -> None:
+    """Puts RedactGrpcMetadata on grpc's logger, once; the entry point's logging setup calls it."""
+    logger = logging.getLogger(GRPC_CYTHON_LOGGER)
+    if not any(isinstance(existing, RedactGrpcMetadata) for existing in logger.filters):
+        logger.addFilter(RedactGrpcMetadata())

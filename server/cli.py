@@ -26,12 +26,14 @@ log = logging.getLogger("taskapi")
 
 
 def configure_logging(level: str, log_format: str = "json") -> None:
-    """One formatter, set up once at the entry point: JSON lines, or readable text (LOG_FORMAT)."""
-    from taskapi.interceptors.logging import JsonFormatter, TextFormatter
+    """One formatter, set up once at the entry point: JSON lines, or readable text (LOG_FORMAT);
+    no metadata value in grpc's own logs."""
+    from taskapi.interceptors.logging import JsonFormatter, TextFormatter, redact_grpc_metadata
 
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(TextFormatter() if log_format == "text" else JsonFormatter())
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    redact_grpc_metadata()
 
 
 def serve(settings: Settings) -> int:

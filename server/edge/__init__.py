@@ -73,6 +73,19 @@ WITH_REQUEST_ID = r"[^?]*\?(.*&)?(requestId|request_id)=[A-Za-z0-9_-]+(&.*)?"
 # The REST API as clients send it, before the transcoder rewrites it to a gRPC path.
 REST_PREFIX = "/api/v1/"
 
+# Client headers that would break a replica's HTTP/2 connection (see the template's
+# "Client headers"): grpc fails a call on a header it cannot parse and then every later
+# header that refers to it in the connection's HPACK table. gRPC metadata keys are
+# [0-9a-z_.-] (':' is for pseudo-headers); `-bin` values must be base64, which Envoy
+# cannot check, and no call of ours takes binary metadata.
+ILLEGAL_METADATA_KEY = r".*[^-0-9a-z_.:].*|.*-bin"
+# What grpc parses, as the gRPC spec writes it: at most 8 digits and a unit. Envoy
+# rewrites a well-formed one (capped by the route) and forwards anything else as is.
+WELL_FORMED_GRPC_TIMEOUT = r"[0-9]{1,8}[HMSmun]"
+SUPPORTED_GRPC_ENCODING = r"identity|gzip|deflate"
+# gRPC's ASCII-Value: grpc's Python layer logs a value it cannot decode, verbatim.
+PRINTABLE_ASCII = r"[ -~]*"
+
 # Envoy's own replies, by HTTP status → the gRPC code the JSON body carries (the
 # same numbers the transcoder puts in `code` for errors from the server).
 LOCAL_REPLY_CODES = {
@@ -116,7 +129,9 @@ def render(config: EdgeConfig) -> str:
     if not config.upstreams:
         raise ValueError("the edge needs at least one upstream replica")
     timeout = _duration(config.route_timeout_seconds)
-    deadline = _deadline_header(config.route_timeout_seconds)
+    # The replica's deadline: always the route's on REST; on gRPC a client's own (capped).
+    rest_deadline = _deadline_header(config.route_timeout_seconds, "OVERWRITE_IF_EXISTS_OR_ADD")
+    grpc_deadline = _deadline_header(config.route_timeout_seconds, "ADD_IF_ABSENT")
     values: dict[str, Any] = {
         "admin_port": config.admin_port,
         "rest_port": config.rest_port,
@@ -138,8 +153,13 @@ def render(config: EdgeConfig) -> str:
             for host, port in config.upstreams
         ],
         "cors_origins": [_origin_matcher(origin) for origin in config.cors_origins],
-        "rest_routes": _rest_routes(timeout, deadline),
-        "grpc_routes": _grpc_routes(timeout, deadline),
+        "rest_routes": _rest_routes(timeout, rest_deadline),
+        "grpc_routes": _grpc_routes(timeout, grpc_deadline),
+        "illegal_metadata_key": ILLEGAL_METADATA_KEY,
+        "skip_for_native_grpc": _skip_for_native_grpc(),
+        "drop_grpc_encoding_unless_supported": _drop_unless("grpc-encoding", SUPPORTED_GRPC_ENCODING),
+        "drop_authorization_unless_printable": _drop_unless("authorization", PRINTABLE_ASCII),
+        "drop_grpc_timeout_unless_well_formed": _drop_unless("grpc-timeout", WELL_FORMED_GRPC_TIMEOUT),
         "local_reply_mappers": _local_reply_mappers(),
         # JSON string literal (valid YAML): the strict-body filter with its descriptor allow-list.
         "strict_json_lua": json.dumps(strict_json.lua_source(config.descriptor)),
@@ -333,15 +353,80 @@ def _to_replicas(timeout: str, retry_on: str, **extra: Any) -> dict[str, Any]:
     return {"cluster": CLUSTER, "timeout": timeout, "retry_policy": _retry_policy(retry_on), **extra}
 
 
-def _deadline_header(timeout_seconds: float) -> list[dict[str, Any]]:
-    """grpc-timeout for calls that carry none (every REST call), so the server knows the
-    deadline Envoy will enforce and can give up in time instead of working for nobody."""
+def _deadline_header(timeout_seconds: float, append_action: str) -> list[dict[str, Any]]:
+    """grpc-timeout for the replica, so the server knows the deadline Envoy enforces and
+    can give up in time instead of working for nobody. REST routes OVERWRITE: the deadline
+    is the route's, never a client's (native gRPC on the REST port included). gRPC routes
+    add it only to calls that carry none: a native client's own is honoured (capped)."""
     return [
         {
             "header": {"key": "grpc-timeout", "value": f"{int(timeout_seconds * 1000)}m"},
-            "append_action": "ADD_IF_ABSENT",
+            "append_action": append_action,
         }
     ]
+
+
+def _skip_for_native_grpc() -> dict[str, Any]:
+    """An xds matcher that skips the filter it wraps for native gRPC (content-type application/grpc...)."""
+    return {
+        "matcher_list": {
+            "matchers": [
+                {
+                    "predicate": _header_matches("content-type", {"prefix": "application/grpc"}),
+                    "on_match": _SKIP,
+                }
+            ]
+        }
+    }
+
+
+def _drop_unless(header: str, regex: str) -> dict[str, Any]:
+    """A filter that removes `header` unless its value fully matches `regex`. The check
+    is only a matcher: the mutation runs (a no-op) when the header is absent, too."""
+    return {
+        "@type": "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher",
+        "extension_config": {
+            "name": "envoy.filters.http.header_mutation",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+                "mutations": {"request_mutations": [{"remove": header}]},
+            },
+        },
+        "xds_matcher": {
+            "matcher_list": {
+                "matchers": [
+                    {
+                        # The xds matcher's RegexMatcher names its engine (Envoy's own infers RE2).
+                        "predicate": _header_matches(header, {"safe_regex": {"google_re2": {}, "regex": regex}}),
+                        "on_match": _SKIP,
+                    }
+                ]
+            }
+        },
+    }
+
+
+def _header_matches(header: str, value_match: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "single_predicate": {
+            "input": {
+                "name": header,
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput",
+                    "header_name": header,
+                },
+            },
+            "value_match": value_match,
+        }
+    }
+
+
+_SKIP = {
+    "action": {
+        "name": "skip",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.common.matcher.action.v3.SkipFilter"},
+    }
+}
 
 
 def _rest_routes(timeout: str, deadline: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -80,6 +80,18 @@ def upstream_requests(envoy: Envoy) -> dict[int, int]:
     return counts
 
 
+def cluster_stats(envoy: Envoy, prefix: str = "outlier_detection.") -> dict[str, int]:
+    """The replicas cluster's counters and gauges under `prefix`, by the rest of their name
+    (`ejections_active` for cluster.taskapi_replicas.outlier_detection.ejections_active)."""
+    head = f"cluster.{CLUSTER}.{prefix}"
+    body = envoy.admin_get(f"/stats?filter=^{head}&format=json")
+    return {
+        item["name"].removeprefix(head): int(item["value"])
+        for item in json.loads(body).get("stats", [])
+        if "value" in item
+    }
+
+
 @dataclass(frozen=True)
 class Response:
     status: int
@@ -116,15 +128,19 @@ class RestClient:
         body: bytes | None = None,
         token: str | None = None,
         query: Mapping[str, Any] | Sequence[tuple[str, Any]] | None = None,
-        headers: Mapping[str, str] | None = None,
+        headers: Mapping[str, str | bytes] | None = None,
     ) -> Response:
-        """`path` is relative to the base URL (`tasks/123`), or absolute (`/api/v2/x`)."""
+        """`path` is relative to the base URL (`tasks/123`), or absolute (`/api/v2/x`).
+
+        Header names and values go out as given: http.client sends any HTTP token
+        character in a name and raw bytes in a value (urllib would normalise them).
+        """
         url = path if path.startswith("/") else self.prefix + path
         if query:
             # %20, never "+": Envoy's transcoder decodes a query string per RFC 3986,
             # where "+" is a literal plus, not a space as in HTML forms.
             url += "?" + urllib.parse.urlencode(query, doseq=True, quote_via=urllib.parse.quote)
-        sent = dict(headers or {})
+        sent: dict[str, str | bytes] = dict(headers or {})
         if json_body is not None:
             body = json.dumps(json_body).encode()
             sent.setdefault("content-type", "application/json")
