@@ -28,7 +28,7 @@ from google.protobuf import descriptor_pb2
 # Shipped in the distribution with the Envoy template (taskapi.envoy).
 SCRIPT = Path(str(resources.files("taskapi.envoy").joinpath("strict_json.lua")))
 PACKAGE = "taskapi.v1"
-# The methods the filter runs for (envoy.yaml.in skips it for GET, HEAD, DELETE, OPTIONS).
+# The methods the filter runs for (envoy.yaml.j2 skips it for GET, HEAD, DELETE, OPTIONS).
 BODY_METHODS = ("POST", "PUT", "PATCH")
 FDP = descriptor_pb2.FieldDescriptorProto
 
@@ -110,7 +110,7 @@ def body_rules(descriptor_path: Path) -> list[BodyRule]:
                     if not binding.body:
                         continue
                     rule = _rule(binding, method.input_type.lstrip("."), messages)
-                    if rule.method not in BODY_METHODS:  # envoy.yaml.in skips the filter for others
+                    if rule.method not in BODY_METHODS:  # envoy.yaml.j2 skips the filter for others
                         raise ValueError(f"{method.name}: a body on {rule.method} is not checked")
                     rules.append(rule)
     return sorted(rules, key=lambda rule: rule.path.count("[^/]"))

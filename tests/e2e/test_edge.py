@@ -8,6 +8,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+import yaml
 
 from taskapi.server import edge
 from taskapi.v1 import auth_pb2, auth_pb2_grpc, task_pb2, task_pb2_grpc
@@ -120,7 +121,6 @@ def test_rate_limit_headers_on_allowed_calls(client: RestClient, account: Accoun
 
 
 def test_access_log_is_json_with_the_rest_path(stack: Stack, client: RestClient, account: Account) -> None:
-    import json
     import time
 
     rid = client.get("tasks", token=account.token, query={"pageSize": 3}).headers["x-request-id"]
@@ -262,10 +262,11 @@ def test_create_task_is_retried_on_unavailable_only_with_a_request_id() -> None:
 
 
 def _route_tables() -> list[list[dict]]:
-    """The rendered route tables, REST listener first (they are rendered as one JSON line each)."""
-    rendered = edge.render(edge_config([("127.0.0.1", 1)]))
+    """The rendered route tables, REST listener first."""
+    rendered = yaml.safe_load(edge.render(edge_config([("127.0.0.1", 1)])))
     tables = [
-        json.loads(line.split(":", 1)[1]) for line in rendered.splitlines() if line.strip().startswith("routes: ")
+        listener["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
+        for listener in rendered["static_resources"]["listeners"]
     ]
     assert len(tables) == 2, tables
     return tables

@@ -1,0 +1,166 @@
+"""The edge's configuration: `EdgeConfig` (what varies between deployments) rendered into the
+Jinja template `envoy/envoy.yaml.j2`, which holds everything else, every route and filter.
+
+What the template gets from here is data only: ports, replicas, origins and timeouts from the
+caller, and from the protos (taskapi_client.policy) which RPCs are repeatable and which carry
+a request id, so Envoy's retry routes follow the contract's own declarations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+import jinja2
+
+from taskapi.interceptors.status import RETRY_SAFE_HEADER
+from taskapi.server.edge import strict_json
+from taskapi_client.policy import rpc_policies
+
+# The envoy/ folder ships inside the distribution as `taskapi.envoy` (pyproject package-dir),
+# so an installed server (a container image) renders the same config as a checkout.
+ENVOY_FILES = resources.files("taskapi.envoy")
+TEMPLATE_NAME = "envoy.yaml.j2"
+DESCRIPTOR = Path(str(ENVOY_FILES.joinpath("taskapi.binpb")))
+CLUSTER = "taskapi_replicas"
+SERVICES = ("taskapi.v1.AuthService", "taskapi.v1.TaskService", "taskapi.v1.UserService")
+# Declared repeatable in the protos (`idempotency_level`): retried after any failure.
+IDEMPOTENT_METHODS = tuple(policy.path for policy in rpc_policies().values() if policy.repeatable)
+# Repeatable when they carry a request id (AIP-155): over REST Envoy sees it in the query
+# string; over native gRPC it is inside the body, where Envoy cannot look.
+REQUEST_ID_METHODS = tuple(
+    policy.path for policy in rpc_policies().values() if not policy.repeatable and policy.request_id_field
+)
+# Retries. Every RPC is retried when the request provably never reached a replica: the
+# connection failed, the stream was refused (HTTP/2 REFUSED_STREAM, as a draining replica
+# does for new streams), or it was reset before the request was sent. Never on UNAVAILABLE
+# for other calls: the server answers that in the middle of a write too (a store failure
+# after a partial write); a retried Refresh whose first attempt rotated the token would look
+# like reuse, a retried Register answers 409 for the account its first attempt created. The
+# one exception: the server marks a refusal that changed nothing (a Login shed while the
+# password-hashing slots are full) with `x-retry-safe: true` (retriable-headers).
+SAFE_RETRY_ON = "connect-failure,refused-stream,reset-before-request,retriable-headers"
+# Repeatable calls are also retried after UNAVAILABLE (store down, call shed), a reset
+# mid-call, or CANCELLED (a replica shutting down cancels calls it has accepted).
+IDEMPOTENT_RETRY_ON = SAFE_RETRY_ON + ",unavailable,reset,cancelled"
+WITH_REQUEST_ID = r"[^?]*\?(.*&)?(requestId|request_id)=[A-Za-z0-9_-]+(&.*)?"
+# The REST API as clients send it, before the transcoder rewrites it to a gRPC path.
+REST_PREFIX = "/api/v1/"
+
+# Client headers that would break a replica's HTTP/2 connection (see the template's
+# "Client headers"): grpc fails a call on a header it cannot parse and then every later
+# header that refers to it in the connection's HPACK table. gRPC metadata keys are
+# [0-9a-z_.-] (':' is for pseudo-headers); `-bin` values must be base64, which Envoy
+# cannot check, and no call of ours takes binary metadata.
+ILLEGAL_METADATA_KEY = r".*[^-0-9a-z_.:].*|.*-bin"
+# What grpc parses, as the gRPC spec writes it: at most 8 digits and a unit. Envoy
+# rewrites a well-formed one (capped by the route) and forwards anything else as is.
+WELL_FORMED_GRPC_TIMEOUT = r"[0-9]{1,8}[HMSmun]"
+SUPPORTED_GRPC_ENCODING = r"identity|gzip|deflate"
+# gRPC's ASCII-Value: grpc's Python layer logs a value it cannot decode, verbatim.
+PRINTABLE_ASCII = r"[ -~]*"
+
+# Envoy's own replies, by HTTP status → the gRPC code the JSON body carries (the
+# same numbers the transcoder puts in `code` for errors from the server).
+LOCAL_REPLY_CODES = {
+    400: 3,  # INVALID_ARGUMENT: unknown query parameter, malformed request
+    401: 16,  # UNAUTHENTICATED
+    403: 7,  # PERMISSION_DENIED
+    404: 5,  # NOT_FOUND: a path or method that maps to no RPC
+    408: 4,  # DEADLINE_EXCEEDED: request headers too slow
+    413: 8,  # RESOURCE_EXHAUSTED: body above the limit (gRPC's own code for a too-large message)
+    429: 8,  # RESOURCE_EXHAUSTED
+    431: 3,  # INVALID_ARGUMENT: headers too large
+    500: 13,  # INTERNAL
+    502: 14,  # UNAVAILABLE
+    503: 14,  # UNAVAILABLE: no healthy replica, circuit breaker open
+    504: 4,  # DEADLINE_EXCEEDED: the route timeout
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class EdgeConfig:
+    """What varies between deployments of the edge; everything else is in the template."""
+
+    rest_port: int
+    grpc_port: int
+    admin_port: int
+    upstreams: Sequence[tuple[str, int]]
+    listen_address: str = "127.0.0.1"
+    # Exact origins allowed by CORS; "*" allows any origin.
+    cors_origins: Sequence[str] = ("http://localhost:3000", "http://127.0.0.1:3000")
+    descriptor: Path = DESCRIPTOR
+    route_timeout_seconds: float = 15.0
+    health_check_interval_seconds: float = 2.0
+    max_request_bytes: int = 1 << 20
+    max_connections: int = 10_000
+    # "stdout", or a file path for the JSON access log.
+    access_log: str = "stdout"
+
+
+@cache
+def template() -> jinja2.Template:
+    environment = jinja2.Environment(
+        loader=jinja2.FunctionLoader(lambda name: ENVOY_FILES.joinpath(name).read_text(encoding="utf-8")),
+        undefined=jinja2.StrictUndefined,  # a missing value is an error, never an empty string
+        keep_trailing_newline=True,
+        autoescape=False,  # YAML, not HTML  # noqa: S701
+    )
+    return environment.get_template(TEMPLATE_NAME)
+
+
+def render(config: EdgeConfig) -> str:
+    """The Envoy YAML for `config`."""
+    if not config.upstreams:
+        raise ValueError("the edge needs at least one upstream replica")
+    return template().render(
+        admin_port=config.admin_port,
+        rest_port=config.rest_port,
+        grpc_port=config.grpc_port,
+        listen_address=config.listen_address,
+        upstreams=list(config.upstreams),
+        cors_origins=[{"safe_regex": {"regex": ".*"}} if o == "*" else {"exact": o} for o in config.cors_origins],
+        # The generated descriptor set, as is. Envoy 1.40's transcoder refuses a
+        # `response_body` naming a message field (envoyproxy/envoy#11136): RPCs return the
+        # resource itself instead, and `envoy --mode validate` (a test) catches any rule
+        # Envoy cannot load.
+        descriptor_path=str(Path(config.descriptor).resolve()),
+        services=list(SERVICES),
+        repeatable_methods=list(IDEMPOTENT_METHODS),
+        request_id_methods=list(REQUEST_ID_METHODS),
+        with_request_id=WITH_REQUEST_ID,
+        rest_prefix=REST_PREFIX,
+        retry_safe_header=RETRY_SAFE_HEADER,
+        safe_retry_on=SAFE_RETRY_ON,
+        idempotent_retry_on=IDEMPOTENT_RETRY_ON,
+        route_timeout=_duration(config.route_timeout_seconds),
+        deadline_ms=int(config.route_timeout_seconds * 1000),
+        request_timeout=_duration(config.route_timeout_seconds + 15),
+        health_check_interval=_duration(config.health_check_interval_seconds),
+        # Headroom over the body limit for headers and framing.
+        connection_buffer_bytes=config.max_request_bytes + (64 << 10),
+        max_request_bytes=config.max_request_bytes,
+        max_connections=config.max_connections,
+        illegal_metadata_key=ILLEGAL_METADATA_KEY,
+        well_formed_grpc_timeout=WELL_FORMED_GRPC_TIMEOUT,
+        supported_grpc_encoding=SUPPORTED_GRPC_ENCODING,
+        printable_ascii=PRINTABLE_ASCII,
+        local_reply_codes=LOCAL_REPLY_CODES,
+        # The strict-body filter with its allow-list, from the same descriptor.
+        strict_json_lua=strict_json.lua_source(config.descriptor),
+        access_log_path=config.access_log,
+    )
+
+
+def write(config: EdgeConfig, directory: Path) -> Path:
+    """Render `config` to `directory/envoy.yaml` and return the path."""
+    path = Path(directory) / "envoy.yaml"
+    path.write_text(render(config))
+    return path
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.3f}s"
