@@ -133,7 +133,9 @@ class MetricsInterceptor(ServerInterceptor):
         self._methods: dict[str, _MethodMetrics] = {}  # bounded by the methods served
         self._lock = threading.Lock()
 
-    def intercept_service(self, continuation: Callable, handler_call_details: Any) -> Any:
+    def intercept_service(
+        self, continuation: Callable[[Any], grpc.RpcMethodHandler[Any, Any] | None], handler_call_details: Any
+    ) -> Any:
         # The base class hides the handler, but grpc_type (unary or streaming) lives only
         # there; look at it once per method, then let the base class do the wrapping.
         handler = continuation(handler_call_details)
@@ -142,7 +144,7 @@ class MetricsInterceptor(ServerInterceptor):
         name = handler_call_details.method
         if name not in self._methods:
             self._register(name, _grpc_type(handler))
-        return super().intercept_service(lambda _details: handler, handler_call_details)
+        return super().intercept_service(lambda _details: handler, handler_call_details)  # type: ignore[no-untyped-call]
 
     def _register(self, name: str, grpc_type: str) -> None:
         parsed = parse_method_name(name)
@@ -171,7 +173,9 @@ class MetricsInterceptor(ServerInterceptor):
         self._done(m, start, final_code(context, None))
         return response
 
-    def _stream(self, m: _MethodMetrics, start: float, responses: Iterator, context: grpc.ServicerContext) -> Iterator:
+    def _stream(
+        self, m: _MethodMetrics, start: float, responses: Iterator[Any], context: grpc.ServicerContext
+    ) -> Iterator[Any]:
         # A streaming call ends when its iterator does, not when the handler returns it.
         try:
             yield from responses

@@ -18,6 +18,8 @@ from typing import TypeVar
 from taskapi.server.domain.limits import DEFAULT_AUTH, DEFAULT_IP, DEFAULT_LOGIN, DEFAULT_USER, LoginThrottle, RateLimit
 
 log = logging.getLogger(__name__)
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _T = TypeVar("_T")
 
 READ_PREFERENCES = ("primary", "primaryPreferred", "secondary", "secondaryPreferred", "nearest")
@@ -93,43 +95,47 @@ class Settings:
         elif len(secret) < MIN_JWT_SECRET_CHARS:
             raise ConfigError(f"JWT_SECRET must be at least {MIN_JWT_SECRET_CHARS} characters, got {len(secret)}")
         settings = cls(
-            grpc_host=reader.str("TASKAPI_GRPC_HOST", cls.grpc_host),
+            grpc_host=reader.text("TASKAPI_GRPC_HOST", cls.grpc_host),
             grpc_port=reader.port("TASKAPI_GRPC_PORT", cls.grpc_port),
             metrics_port=reader.port("TASKAPI_METRICS_PORT", cls.metrics_port),
-            workers=reader.int("TASKAPI_WORKERS", cls.workers, minimum=1),
-            max_message_bytes=reader.int("TASKAPI_MAX_MESSAGE_BYTES", cls.max_message_bytes, minimum=1024),
+            workers=reader.integer("TASKAPI_WORKERS", cls.workers, minimum=1),
+            max_message_bytes=reader.integer("TASKAPI_MAX_MESSAGE_BYTES", cls.max_message_bytes, minimum=1024),
             shutdown_grace_seconds=reader.seconds("TASKAPI_SHUTDOWN_GRACE_SECONDS", cls.shutdown_grace_seconds),
             drain_seconds=reader.seconds("TASKAPI_DRAIN_SECONDS", cls.drain_seconds),
             log_level=reader.choice("LOG_LEVEL", cls.log_level, LOG_LEVELS, upper=True),
             log_format=reader.choice("LOG_FORMAT", cls.log_format, LOG_FORMATS),
-            mongodb_uri=reader.str("MONGODB_URI", ""),
-            mongodb_db=reader.str("MONGODB_DB", cls.mongodb_db),
-            mongodb_pool_size=reader.int("MONGODB_POOL_SIZE", cls.mongodb_pool_size, minimum=1),
-            mongodb_timeout_ms=reader.int("MONGODB_TIMEOUT_MS", cls.mongodb_timeout_ms, minimum=1),
+            mongodb_uri=reader.text("MONGODB_URI", ""),
+            mongodb_db=reader.text("MONGODB_DB", cls.mongodb_db),
+            mongodb_pool_size=reader.integer("MONGODB_POOL_SIZE", cls.mongodb_pool_size, minimum=1),
+            mongodb_timeout_ms=reader.integer("MONGODB_TIMEOUT_MS", cls.mongodb_timeout_ms, minimum=1),
             mongodb_read_preference=reader.choice(
                 "MONGODB_READ_PREFERENCE", cls.mongodb_read_preference, READ_PREFERENCES
             ),
-            redis_url=reader.str("REDIS_URL", ""),
-            redis_timeout_ms=reader.int("REDIS_TIMEOUT_MS", cls.redis_timeout_ms, minimum=1),
-            cache_ttl_seconds=reader.int("CACHE_TTL_SECONDS", cls.cache_ttl_seconds, minimum=1),
+            redis_url=reader.text("REDIS_URL", ""),
+            redis_timeout_ms=reader.integer("REDIS_TIMEOUT_MS", cls.redis_timeout_ms, minimum=1),
+            cache_ttl_seconds=reader.integer("CACHE_TTL_SECONDS", cls.cache_ttl_seconds, minimum=1),
             jwt_secret=secret,
-            jwt_issuer=reader.str("JWT_ISSUER", cls.jwt_issuer),
-            jwt_audience=reader.str("JWT_AUDIENCE", cls.jwt_audience),
-            access_token_ttl_seconds=reader.int("ACCESS_TOKEN_TTL_SECONDS", cls.access_token_ttl_seconds, minimum=1),
-            refresh_token_ttl_seconds=reader.int("REFRESH_TOKEN_TTL_SECONDS", cls.refresh_token_ttl_seconds, minimum=1),
-            refresh_reuse_grace_seconds=reader.int(
+            jwt_issuer=reader.text("JWT_ISSUER", cls.jwt_issuer),
+            jwt_audience=reader.text("JWT_AUDIENCE", cls.jwt_audience),
+            access_token_ttl_seconds=reader.integer(
+                "ACCESS_TOKEN_TTL_SECONDS", cls.access_token_ttl_seconds, minimum=1
+            ),
+            refresh_token_ttl_seconds=reader.integer(
+                "REFRESH_TOKEN_TTL_SECONDS", cls.refresh_token_ttl_seconds, minimum=1
+            ),
+            refresh_reuse_grace_seconds=reader.integer(
                 "REFRESH_REUSE_GRACE_SECONDS", cls.refresh_reuse_grace_seconds, minimum=0
             ),
-            bcrypt_rounds=reader.int("BCRYPT_ROUNDS", cls.bcrypt_rounds, minimum=4, maximum=31),  # bcrypt's range
-            bcrypt_concurrency=reader.int("BCRYPT_CONCURRENCY", cls.bcrypt_concurrency, minimum=1),
-            admin_password=reader.str("TASKAPI_ADMIN_PASSWORD", ""),
+            bcrypt_rounds=reader.integer("BCRYPT_ROUNDS", cls.bcrypt_rounds, minimum=4, maximum=31),  # bcrypt's range
+            bcrypt_concurrency=reader.integer("BCRYPT_CONCURRENCY", cls.bcrypt_concurrency, minimum=1),
+            admin_password=reader.text("TASKAPI_ADMIN_PASSWORD", ""),
             rate_limit_ip=reader.rate("RATE_LIMIT_IP", cls.rate_limit_ip),
             rate_limit_user=reader.rate("RATE_LIMIT_USER", cls.rate_limit_user),
             rate_limit_auth=reader.rate("RATE_LIMIT_AUTH", cls.rate_limit_auth),
             login_throttle=LoginThrottle(
                 email_failures=reader.rate("LOGIN_FAILURES_PER_EMAIL", DEFAULT_LOGIN.email_failures),
-                free_failures=reader.int("LOGIN_FREE_FAILURES", DEFAULT_LOGIN.free_failures, minimum=0),
-                backoff_seconds=reader.int("LOGIN_BACKOFF_SECONDS", DEFAULT_LOGIN.backoff_seconds, minimum=1),
+                free_failures=reader.integer("LOGIN_FREE_FAILURES", DEFAULT_LOGIN.free_failures, minimum=0),
+                backoff_seconds=reader.integer("LOGIN_BACKOFF_SECONDS", DEFAULT_LOGIN.backoff_seconds, minimum=1),
             ),
             trusted_proxies=reader.networks("TRUSTED_PROXIES", cls.trusted_proxies),
             ephemeral_secret=ephemeral,
@@ -153,10 +159,11 @@ class _Reader:
     def __init__(self, env: Mapping[str, str]) -> None:
         self._env = env
 
-    def str(self, name: str, default: str) -> str:
-        return self._env.get(name, default)
+    def text(self, name: str, default: str) -> str:
+        value = self._env.get(name)
+        return default if value is None else value
 
-    def int(self, name: str, default: int, *, minimum: int, maximum: int | None = None) -> int:
+    def integer(self, name: str, default: int, *, minimum: int, maximum: int | None = None) -> int:
         raw = self._env.get(name)
         if raw is None:
             return default
@@ -205,7 +212,7 @@ class _Reader:
             raise ConfigError(f"{name} must be REQUESTS/SECONDS, both integers ≥ 1 (e.g. 100/900), got {raw!r}")
         return RateLimit(requests=requests, window_seconds=window)
 
-    def networks(self, name: str, default: tuple) -> tuple:
+    def networks(self, name: str, default: tuple[Network, ...]) -> tuple[Network, ...]:
         raw = self._env.get(name)
         if raw is None:
             return default

