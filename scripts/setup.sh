@@ -12,12 +12,12 @@ dev=false
 apt_packages=()
 command -v redis-server >/dev/null || apt_packages+=(redis-server)
 if $dev; then
-  # Client toolchains (clients/go, clients/web tests). Go is built GOPATH-style and
+  # Client toolchains (clients/go, clients/web tests), and wrk for bench/. Go is built GOPATH-style and
   # offline against these Debian packages. golang-github-golang-protobuf-1-5-dev is
   # named explicitly: grpc's codec goes through github.com/golang/protobuf, and the
   # 1.3 package apt would otherwise pick cannot marshal protoc-gen-go 1.28 messages.
   dev_apt=(golang-go protoc-gen-go protoc-gen-go-grpc golang-google-grpc-dev golang-google-protobuf-dev
-           golang-google-genproto-dev golang-github-golang-protobuf-1-5-dev chromium)
+           golang-google-genproto-dev golang-github-golang-protobuf-1-5-dev chromium wrk)
   for package in "${dev_apt[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || apt_packages+=("$package")
   done
