@@ -24,7 +24,9 @@ type AuthServiceClient interface {
 	// answer the same UNAUTHENTICATED error, in the same time.
 	Login(ctx context.Context, in *LoginRequest, opts ...grpc.CallOption) (*AuthSession, error)
 	// Refresh exchanges a refresh token for a new session. The old refresh token
-	// stops working; presenting a rotated token again revokes its whole family.
+	// stops working: presented again within a short grace window (two tabs
+	// refreshing at once) it returns the same new pair; after the window, it
+	// revokes its whole family.
 	Refresh(ctx context.Context, in *RefreshRequest, opts ...grpc.CallOption) (*AuthSession, error)
 	// Logout revokes the refresh token's family; access tokens issued from it
 	// stop working too.
@@ -86,7 +88,9 @@ type AuthServiceServer interface {
 	// answer the same UNAUTHENTICATED error, in the same time.
 	Login(context.Context, *LoginRequest) (*AuthSession, error)
 	// Refresh exchanges a refresh token for a new session. The old refresh token
-	// stops working; presenting a rotated token again revokes its whole family.
+	// stops working: presented again within a short grace window (two tabs
+	// refreshing at once) it returns the same new pair; after the window, it
+	// revokes its whole family.
 	Refresh(context.Context, *RefreshRequest) (*AuthSession, error)
 	// Logout revokes the refresh token's family; access tokens issued from it
 	// stop working too.

@@ -81,7 +81,9 @@ class AuthServiceServicer:
 
     def Refresh(self, request, context):
         """Refresh exchanges a refresh token for a new session. The old refresh token
-        stops working; presenting a rotated token again revokes its whole family.
+        stops working: presented again within a short grace window (two tabs
+        refreshing at once) it returns the same new pair; after the window, it
+        revokes its whole family.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

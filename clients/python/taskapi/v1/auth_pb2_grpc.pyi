@@ -45,7 +45,9 @@ class AuthServiceStub:
     """
     Refresh: _grpc.UnaryUnaryMultiCallable[_auth_pb2.RefreshRequest, _auth_pb2.AuthSession]
     """Refresh exchanges a refresh token for a new session. The old refresh token
-    stops working; presenting a rotated token again revokes its whole family.
+    stops working: presented again within a short grace window (two tabs
+    refreshing at once) it returns the same new pair; after the window, it
+    revokes its whole family.
     """
     Logout: _grpc.UnaryUnaryMultiCallable[_auth_pb2.LogoutRequest, _auth_pb2.LogoutResponse]
     """Logout revokes the refresh token's family; access tokens issued from it
@@ -69,7 +71,9 @@ class AuthServiceAsyncStub(AuthServiceStub):
     """
     Refresh: _aio.UnaryUnaryMultiCallable[_auth_pb2.RefreshRequest, _auth_pb2.AuthSession]  # type: ignore[assignment]
     """Refresh exchanges a refresh token for a new session. The old refresh token
-    stops working; presenting a rotated token again revokes its whole family.
+    stops working: presented again within a short grace window (two tabs
+    refreshing at once) it returns the same new pair; after the window, it
+    revokes its whole family.
     """
     Logout: _aio.UnaryUnaryMultiCallable[_auth_pb2.LogoutRequest, _auth_pb2.LogoutResponse]  # type: ignore[assignment]
     """Logout revokes the refresh token's family; access tokens issued from it
@@ -108,7 +112,9 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_auth_pb2.AuthSession, _abc.Awaitable[_auth_pb2.AuthSession]]:
         """Refresh exchanges a refresh token for a new session. The old refresh token
-        stops working; presenting a rotated token again revokes its whole family.
+        stops working: presented again within a short grace window (two tabs
+        refreshing at once) it returns the same new pair; after the window, it
+        revokes its whole family.
         """
 
     @_abc_1.abstractmethod

@@ -205,7 +205,9 @@ export declare const AuthService: GenService<{
   },
   /**
    * Refresh exchanges a refresh token for a new session. The old refresh token
-   * stops working; presenting a rotated token again revokes its whole family.
+   * stops working: presented again within a short grace window (two tabs
+   * refreshing at once) it returns the same new pair; after the window, it
+   * revokes its whole family.
    *
    * @generated from rpc taskapi.v1.AuthService.Refresh
    */
