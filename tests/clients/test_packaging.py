@@ -13,6 +13,7 @@ Slow-ish (a venv and a pip install each, from pip's cache), so each venv is buil
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import textwrap
 import venv
@@ -27,6 +28,19 @@ SDK = ROOT / "clients" / "python"
 def _venv(path: Path) -> Path:
     venv.EnvBuilder(with_pip=True, clear=True).create(path)
     return path / "bin" / "python"
+
+
+def _source_copy(source: Path, destination: Path) -> Path:
+    """A copy of a project folder to install from: pip builds in the source tree, and its
+    build/ output must not land in the checkout (nor mix with the editable link tree)."""
+    ignore = shutil.ignore_patterns(
+        "build", "*.egg-info", ".venv", "node_modules", "__pycache__", ".mypy_cache", "clients", "tests"
+    )
+    if source == ROOT:
+        shutil.copytree(source, destination, ignore=ignore)
+    else:
+        shutil.copytree(source, destination, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    return destination
 
 
 def _pip(python: Path, *args: str) -> None:
@@ -58,7 +72,7 @@ def _run(python: Path, code: str, *args: str) -> subprocess.CompletedProcess[str
 @pytest.fixture(scope="module")
 def sdk_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     python = _venv(tmp_path_factory.mktemp("sdk-venv") / "venv")
-    _pip(python, str(SDK))
+    _pip(python, str(_source_copy(SDK, tmp_path_factory.mktemp("sdk-source") / "python")))
     return python
 
 
@@ -107,7 +121,8 @@ def test_the_sdk_alone_talks_to_a_live_server(sdk_python: Path, grpc_target: str
 def test_installing_the_server_puts_nothing_generic_in_site_packages(tmp_path: Path) -> None:
     python = _venv(tmp_path / "venv")
     # --no-deps: the layout of our own two distributions is the question here.
-    _pip(python, "--no-deps", str(SDK), str(ROOT))
+    sources = tmp_path / "sources"
+    _pip(python, "--no-deps", str(_source_copy(SDK, sources / "python")), str(_source_copy(ROOT, sources / "root")))
     result = _run(
         python,
         """
