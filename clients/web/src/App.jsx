@@ -12,6 +12,7 @@ import { AuthView } from "./views/AuthView.jsx";
 import { TasksView } from "./views/TasksView.jsx";
 
 const Notices = createContext(() => {});
+const MAX_NOTICES = 3;
 /** `notify({text, action?: {label, run}, onClose?, timeout?})`: shows a notice; returns a function closing it. */
 export const useNotify = () => useContext(Notices);
 
@@ -61,7 +62,11 @@ export function App({ api }) {
       notice.onClose?.(how);
     };
     const timer = setTimeout(() => close("timeout"), notice.timeout || 6000);
-    setNotices((all) => [...all, { ...notice, id, close }]);
+    setNotices((all) => {
+      // A few at a time: the oldest make way (an undo that makes way is final).
+      for (const old of all.slice(0, -(MAX_NOTICES - 1))) setTimeout(() => old.close("replaced"));
+      return [...all, { ...notice, id, close }];
+    });
     return close;
   }, []);
 

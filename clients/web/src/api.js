@@ -5,16 +5,28 @@
 import { Session } from "./session.js";
 
 const TIMEOUT_MS = 15000;
-// Refresh this long before the access token's expiry, so a call never leaves with a dead token.
-const EXPIRY_MARGIN_MS = 5000;
 // 401 reasons a fresh access token cures; any other 401 on a signed-in call ends the session.
 const REFRESHABLE = new Set(["TOKEN_EXPIRED", "TOKEN_INVALID"]);
 
-/** The API's base URL: `?api=<origin>` when given (the page served apart from the API), else this origin. */
+const LOOPBACK = new Set(["localhost", "127.0.0.1", "[::1]"]);
+
+/**
+ * The API's base URL: the origin set at build time (VITE_TASKAPI_API), else this page's
+ * own origin. `?api=<origin>` overrides it only between loopback addresses (`taskapi dev`
+ * serves the page and the API on different local ports): a link must never be able to
+ * point a deployed app at another server, which would then receive the user's password.
+ */
 export function apiBase(location = window.location) {
+  let origin = import.meta.env.VITE_TASKAPI_API || location.origin;
   const given = new URLSearchParams(location.search).get("api");
-  const origin = (given || location.origin).replace(/\/+$/, "").replace(/\/api\/v1$/, "");
-  return `${origin}/api/v1/`;
+  if (given && LOOPBACK.has(location.hostname)) {
+    try {
+      if (LOOPBACK.has(new URL(given).hostname)) origin = given;
+    } catch {
+      // not a URL: ignored
+    }
+  }
+  return `${origin.replace(/\/+$/, "").replace(/\/api\/v1$/, "")}/api/v1/`;
 }
 
 /**
@@ -146,7 +158,7 @@ export class Api {
     if (!auth) return this.send(method, path, { query, body, keepalive });
     let current = this.session.get();
     if (!current) throw new ApiError({ status: 401, message: "Not signed in." });
-    if (Date.now() > current.expiresAt - EXPIRY_MARGIN_MS) current = await this.refresh(current.refreshToken);
+    if (Date.now() >= current.refreshAt) current = await this.refresh(current.refreshToken);
     try {
       return await this.send(method, path, { query, body, keepalive, token: current.accessToken });
     } catch (error) {
@@ -177,7 +189,7 @@ export class Api {
     const rotate = async () => {
       const current = this.session.get();
       if (!current) throw new ApiError({ status: 401, message: "Not signed in." });
-      if (current.refreshToken !== used && current.expiresAt - EXPIRY_MARGIN_MS > Date.now()) return current;
+      if (current.refreshToken !== used && Date.now() < current.refreshAt) return current;
       try {
         const next = await this.send("POST", "auth/refresh", { body: { refreshToken: current.refreshToken } });
         return this.session.start(next);

@@ -1,9 +1,11 @@
 // The signed-in session, shared by every tab of this API in localStorage: tabs see one
 // another's refreshes (so none presents a rotated refresh token) and sign-outs.
 //
-// Stored: {accessToken, refreshToken, expiresAt (ms, this browser's clock), user}.
+// Stored: {accessToken, refreshToken, expiresAt and refreshAt (ms, this browser's clock), user}.
 // A script injected into the page could read it; the page loads no third-party code
 // and its Content-Security-Policy allows scripts from its own origin only.
+
+const EARLY_MS = 5000;
 
 export class Session {
   constructor(base) {
@@ -20,10 +22,13 @@ export class Session {
 
   /** Stores an AuthSession from Register, Login or Refresh; returns what was stored. */
   start(auth) {
+    const lifetime = Number(auth.expiresIn || 0) * 1000;
     const session = {
       accessToken: auth.accessToken,
       refreshToken: auth.refreshToken,
-      expiresAt: Date.now() + Number(auth.expiresIn || 0) * 1000,
+      expiresAt: Date.now() + lifetime,
+      // Refresh a little early, so no call leaves with a token about to die in transit.
+      refreshAt: Date.now() + lifetime - Math.min(EARLY_MS, lifetime / 5),
       user: auth.user,
     };
     localStorage.setItem(this.key, JSON.stringify(session));

@@ -72,6 +72,7 @@ test("create and edit a task with every field, due times in the user's time zone
   await dialog.waitFor({ state: "detached" });
   await taskRow(page, "Write the Q1 report").waitFor();
   // Focus goes back to where it was: the row's Edit button.
+  await page.waitForFunction(() => document.activeElement.classList.contains("edit"));
   assert.match(await page.evaluate(() => document.activeElement.textContent), /Edit “Write the Q1 report”/);
   [saved] = await allTasks(await token(page));
   assert.equal(saved.title, "Write the Q1 report");
@@ -106,7 +107,7 @@ test("create and edit a task with every field, due times in the user's time zone
   assert.match(await page.locator("#task-tags-error").textContent(), /at most 32 characters/);
   assert.equal(await page.locator("#task-title").getAttribute("aria-invalid"), "true");
   assert.match(await page.locator("#task-title").getAttribute("aria-describedby"), /task-title-error/);
-  assert.equal(await page.evaluate(() => document.activeElement.id), "task-title");
+  await page.waitForFunction(() => document.activeElement.id === "task-title"); // the first field to fix
   assert.equal(await page.locator("#task-tags").inputValue(), "ok, this-tag-is-far-too-long-to-be-accepted-by-the-api");
   await page.keyboard.press("Escape");
   await dialog.waitFor({ state: "detached" });
@@ -208,7 +209,7 @@ test("delete offers undo; dismissing the notice deletes at once", { skip }, asyn
   const notice = page.locator(".notice", { hasText: "Deleted “Remove me”." });
   await notice.waitFor();
   // Focus moves to Undo, so it is one key press away.
-  assert.equal(await page.evaluate(() => document.activeElement.textContent), "Undo");
+  await page.waitForFunction(() => document.activeElement.textContent === "Undo");
   await page.keyboard.press("Enter");
   await taskRow(page, "Remove me").waitFor();
   await page.locator("#count", { hasText: "2 tasks" }).waitFor();

@@ -26,10 +26,9 @@ export function AdminView({ api, self }) {
 
   useEffect(() => {
     const timer = setTimeout(() => {
-      if (q.trim() !== search.q) {
-        setSearch({ ...search, q: q.trim() });
-        setTokens([""]);
-      }
+      if (q.trim() === search.q) return;
+      setSearch((current) => ({ ...current, q: q.trim() }));
+      setTokens([""]);
     }, 300);
     return () => clearTimeout(timer);
   }, [q]);
@@ -75,7 +74,8 @@ export function AdminView({ api, self }) {
         <Field id="users-q" label="Search" type="search" placeholder="Name or email" value={q}
           onInput={(e) => setQ(e.currentTarget.value)} />
         <Field id="users-role" label="Role" as="select" value={search.role} onChange={(e) => {
-          setSearch({ ...search, role: e.currentTarget.value });
+          const role = e.currentTarget.value;
+          setSearch((current) => ({ ...current, role }));
           setTokens([""]);
         }}>
           <option value="">Any role</option>
@@ -128,23 +128,25 @@ export function AdminView({ api, self }) {
                     </select>
                   </td>
                   <td data-label="Access">
-                    <span class={user.disabled ? "badge status-disabled" : "badge status-active"}>
-                      {user.disabled ? "Disabled" : "Active"}
-                    </span>{" "}
-                    {!me && (
-                      <button
-                        type="button"
-                        class="secondary toggle-disabled"
-                        onClick={() =>
-                          change(user, { disabled: !user.disabled }, (saved) =>
-                            saved.disabled ? `Disabled ${saved.email}; their sessions have ended.` : `Enabled ${saved.email}.`,
-                          )
-                        }
-                      >
-                        {user.disabled ? "Enable" : "Disable"}
-                        <span class="sr-only"> {user.email}</span>
-                      </button>
-                    )}
+                    <div class="access">
+                      <span class={user.disabled ? "badge status-disabled" : "badge status-active"}>
+                        {user.disabled ? "Disabled" : "Active"}
+                      </span>
+                      {!me && (
+                        <button
+                          type="button"
+                          class="secondary toggle-disabled"
+                          onClick={() =>
+                            change(user, { disabled: !user.disabled }, (saved) =>
+                              saved.disabled ? `Disabled ${saved.email}; their sessions have ended.` : `Enabled ${saved.email}.`,
+                            )
+                          }
+                        >
+                          {user.disabled ? "Enable" : "Disable"}
+                          <span class="sr-only"> {user.email}</span>
+                        </button>
+                      )}
+                    </div>
                   </td>
                   <td data-label="Joined">{formatDate(user.createTime)}</td>
                 </tr>

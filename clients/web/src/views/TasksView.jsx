@@ -184,8 +184,8 @@ export function TasksView({ api, route, navigate }) {
       </div>
       <QuickAdd
         api={api}
-        onCreated={(task) => {
-          notify({ text: `Added “${task.title}”.` });
+        onCreated={() => {
+          // No notice: the task shows up right under the field, and the count is announced.
           if (tokens.length > 1) setPaging({ key: filterKey, tokens: [""] });
           else reload();
         }}
