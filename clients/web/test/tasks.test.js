@@ -257,8 +257,8 @@ test("a change saved in another tab is a conflict the user resolves", { skip }, 
   );
   assert.deepEqual(rows, {
     Title: ["Plan the trip", "Plan the trip to Rome"],
-    Description: ["Book flights first", "(empty)"],
-    Priority: ["High", "Medium"],
+    Description: ["Book flights first", "not changed by you"],
+    Priority: ["High", "not changed by you"],
   });
   assert.equal(await first.locator("#task-title").inputValue(), "Plan the trip to Rome"); // nothing lost
 

@@ -46,13 +46,11 @@ function fromForm(values) {
   };
 }
 
+const same = (a, b) => JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
+
 /** The fields whose value in `after` differs from `before` (both API shaped). */
 function changedFields(before, after) {
-  return Object.fromEntries(
-    FIELDS.filter((name) => JSON.stringify(before[name] ?? null) !== JSON.stringify(after[name] ?? null)).map(
-      (name) => [name, after[name]],
-    ),
-  );
+  return Object.fromEntries(FIELDS.filter((name) => !same(before[name], after[name])).map((name) => [name, after[name]]));
 }
 
 function show(name, value) {
@@ -121,6 +119,7 @@ export function TaskEditor({ api, task, onSaved, onClose }) {
     setConflict(null);
   };
   const mine = fromForm(values);
+  const mineChanged = changedFields(fromForm(toForm(base)), mine);
   const id = task ? "Edit task" : "New task";
 
   return (
@@ -138,7 +137,10 @@ export function TaskEditor({ api, task, onSaved, onClose }) {
         {conflict && (
           <div class="conflict" role="alert" id="conflict">
             <h3>This task was changed elsewhere</h3>
-            <p>A newer version was saved after you opened it (perhaps in another tab). Choose what to keep.</p>
+            <p>
+              A newer version was saved after you opened it (perhaps in another tab). “Keep my changes” saves the
+              fields you changed over it; everything else stays as saved.
+            </p>
             <table>
               <thead>
                 <tr>
@@ -148,15 +150,13 @@ export function TaskEditor({ api, task, onSaved, onClose }) {
                 </tr>
               </thead>
               <tbody>
-                {FIELDS.filter((name) => JSON.stringify(conflict[name] ?? null) !== JSON.stringify(mine[name] ?? null))
-                  .filter((name) => name !== "description" || conflict[name] || mine[name])
-                  .map((name) => (
-                    <tr key={name}>
-                      <th scope="row">{FIELD_LABELS[name]}</th>
-                      <td class="theirs">{show(name, conflict[name])}</td>
-                      <td class="mine">{show(name, mine[name])}</td>
-                    </tr>
-                  ))}
+                {FIELDS.filter((name) => name in mineChanged || !same(conflict[name], mine[name])).map((name) => (
+                  <tr key={name}>
+                    <th scope="row">{FIELD_LABELS[name]}</th>
+                    <td class="theirs">{show(name, conflict[name])}</td>
+                    <td class="mine">{name in mineChanged ? show(name, mine[name]) : "not changed by you"}</td>
+                  </tr>
+                ))}
               </tbody>
             </table>
             <div class="buttons">
