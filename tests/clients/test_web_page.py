@@ -177,7 +177,7 @@ def test_rate_limit_message(redis_url: str, web_pages: str, tmp_path: Path) -> N
         run_node_test("ratelimit.test.js", {**env, "TASKAPI_USER_LIMIT": str(USER_LIMIT.requests)})
 
 
-def test_openapi_docs_page_in_headless_chromium(rest_edge, static_site) -> None:
+def test_openapi_docs_page_in_headless_chromium(static_site: str) -> None:
     """The OpenAPI docs page (clients/openapi), unchanged from before the app was rebuilt."""
     env = {"TASKAPI_DOCS_URL": f"{static_site}/openapi/index.html", "CHROMIUM": "/usr/bin/chromium"}
     output = run_checked(["node", "--test", "clients/web/test/docs-page.test.js"], env)

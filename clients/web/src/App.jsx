@@ -1,20 +1,17 @@
 // The shell: signed out it shows the sign-in page; signed in, a header with the views
 // (tasks, account, admin for admins) and a polite live region for short notices.
 
-import { createContext } from "preact";
-import { useCallback, useContext, useEffect, useRef, useState } from "preact/hooks";
+import { useCallback, useEffect, useRef, useState } from "preact/hooks";
 
 import { ENDED } from "./api.js";
+import { Notices } from "./notices.js";
 import { readRoute, routeSearch } from "./route.js";
 import { AccountView } from "./views/AccountView.jsx";
 import { AdminView } from "./views/AdminView.jsx";
 import { AuthView } from "./views/AuthView.jsx";
 import { TasksView } from "./views/TasksView.jsx";
 
-const Notices = createContext(() => {});
 const MAX_NOTICES = 3;
-/** `notify({text, action?: {label, run}, onClose?, timeout?})`: shows a notice; returns a function closing it. */
-export const useNotify = () => useContext(Notices);
 
 export function App({ api }) {
   const [session, setSession] = useState(() => api.session.get());

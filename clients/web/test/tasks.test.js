@@ -133,8 +133,10 @@ test("filters, search, sort and paging live in the URL", { skip }, async () => {
 
   await page.locator("#count", { hasText: "26 tasks · showing 1–20" }).waitFor();
   assert.equal(await page.locator("#tasks > li").count(), 20);
+  assert.equal(await page.locator("#page-number").textContent(), "Page 1 of 2");
   await page.locator("#next-page").click();
   await page.locator("#count", { hasText: "showing 21–26" }).waitFor();
+  assert.equal(await page.locator("#page-number").textContent(), "Page 2 of 2");
   assert.equal(await page.locator("#tasks > li").count(), 6);
   assert.equal(await page.locator("#next-page").isDisabled(), true);
   await page.locator("#prev-page").click();

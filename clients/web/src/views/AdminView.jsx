@@ -4,7 +4,7 @@
 import { useEffect, useRef, useState } from "preact/hooks";
 
 import { describeError } from "../api.js";
-import { useNotify } from "../App.jsx";
+import { useNotify } from "../notices.js";
 import { ROLE_LABELS, plural } from "../labels.js";
 import { formatDate } from "../time.js";
 import { ErrorMessage, Field, useFocusHeading } from "../ui.jsx";

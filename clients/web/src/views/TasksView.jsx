@@ -4,12 +4,13 @@
 import { useCallback, useEffect, useRef, useState } from "preact/hooks";
 
 import { describeError } from "../api.js";
-import { useNotify } from "../App.jsx";
-import { PRIORITY_LABELS, STATUS_LABELS, newRequestId, plural } from "../labels.js";
-import { SORTS, hasFilters, listQuery } from "../route.js";
-import { formatDue, isOverdue } from "../time.js";
+import { useNotify } from "../notices.js";
+import { newRequestId, plural } from "../labels.js";
+import { hasFilters, listQuery } from "../route.js";
 import { ErrorMessage, Field, useFocusHeading, useSubmit } from "../ui.jsx";
-import { TaskEditor, parseTags } from "./TaskEditor.jsx";
+import { TaskEditor } from "./TaskEditor.jsx";
+import { CLEARED, Filters } from "./TaskFilters.jsx";
+import { TaskItem } from "./TaskItem.jsx";
 
 const PAGE_SIZE = 20;
 const UNDO_MS = 6000;
@@ -233,7 +234,9 @@ export function TasksView({ api, route, navigate }) {
           >
             Previous
           </button>
-          <span id="page-number">Page {tokens.length}</span>
+          <span id="page-number">
+            Page {tokens.length} of {Math.max(tokens.length, Math.ceil(page.totalSize / PAGE_SIZE))}
+          </span>
           <button
             type="button"
             class="secondary"
@@ -262,8 +265,6 @@ export function TasksView({ api, route, navigate }) {
   );
 }
 
-const CLEARED = { status: "", priority: "", tags: [], dueFrom: "", dueTo: "", q: "" };
-
 function QuickAdd({ api, onCreated }) {
   const form = useRef(null);
   const [title, setTitle] = useState("");
@@ -287,133 +288,5 @@ function QuickAdd({ api, onCreated }) {
       </button>
       <ErrorMessage error={formError} id="quick-add-error" />
     </form>
-  );
-}
-
-function Filters({ route, navigate }) {
-  const [open, setOpen] = useState(false);
-  const [q, setQ] = useState(route.q);
-  const [tags, setTags] = useState(route.tags.join(", "));
-  // Follow the URL when it changes from outside (Back, a tag clicked in the list).
-  useEffect(() => setQ((current) => (current.trim() === route.q ? current : route.q)), [route.q]);
-  useEffect(() => setTags(route.tags.join(", ")), [route.tags.join(",")]);
-  // Searching as one types: the URL follows after a pause, replacing (not adding) history.
-  useEffect(() => {
-    if (q.trim() === route.q) return undefined;
-    const timer = setTimeout(() => navigate({ q: q.trim() }, { replace: true }), 300);
-    return () => clearTimeout(timer);
-  }, [q]);
-  const active = [route.status, route.priority, route.tags.length, route.dueFrom, route.dueTo].filter(Boolean).length;
-  const applyTags = () => navigate({ tags: parseTags(tags) });
-
-  return (
-    <form
-      class="filters"
-      role="search"
-      aria-label="Filter tasks"
-      onSubmit={(event) => {
-        event.preventDefault();
-        navigate({ q: q.trim(), tags: parseTags(tags) });
-      }}
-    >
-      <div class="search-row">
-        <Field id="filter-q" label="Search" type="search" placeholder="Title or description" value={q}
-          onInput={(e) => setQ(e.currentTarget.value)} />
-        <button type="button" class="secondary filters-toggle" aria-expanded={open ? "true" : "false"}
-          aria-controls="filter-panel" onClick={() => setOpen(!open)}>
-          Filters{active ? ` (${active})` : ""}
-        </button>
-      </div>
-      <div id="filter-panel" class={open ? "filter-panel open" : "filter-panel"}>
-        <Field id="filter-status" label="Status" as="select" value={route.status}
-          onChange={(e) => navigate({ status: e.currentTarget.value })}>
-          <option value="">Any status</option>
-          {Object.entries(STATUS_LABELS).map(([value, label]) => (
-            <option value={value}>{label}</option>
-          ))}
-        </Field>
-        <Field id="filter-priority" label="Priority" as="select" value={route.priority}
-          onChange={(e) => navigate({ priority: e.currentTarget.value })}>
-          <option value="">Any priority</option>
-          {Object.entries(PRIORITY_LABELS).map(([value, label]) => (
-            <option value={value}>{label}</option>
-          ))}
-        </Field>
-        <Field id="filter-tags" label="Tags" value={tags} placeholder="work, home" autocomplete="off"
-          onInput={(e) => setTags(e.currentTarget.value)} onChange={applyTags} />
-        <Field id="filter-dueFrom" label="Due from" type="date" value={route.dueFrom}
-          onChange={(e) => navigate({ dueFrom: e.currentTarget.value })} />
-        <Field id="filter-dueTo" label="Due until" type="date" value={route.dueTo}
-          onChange={(e) => navigate({ dueTo: e.currentTarget.value })} />
-        <Field id="filter-sort" label="Sort by" as="select" value={route.sort}
-          onChange={(e) => navigate({ sort: e.currentTarget.value })}>
-          {Object.entries(SORTS).map(([value, { label }]) => (
-            <option value={value}>{label}</option>
-          ))}
-        </Field>
-        <button type="button" class="link clear-filters" disabled={!hasFilters(route)} onClick={() => {
-          setQ("");
-          setTags("");
-          navigate(CLEARED);
-        }}>
-          Clear filters
-        </button>
-      </div>
-    </form>
-  );
-}
-
-function TaskItem({ task, onToggle, onStart, onEdit, onDelete, onTag }) {
-  const done = task.status === "COMPLETED";
-  const overdue = isOverdue(task);
-  const name = <span class="sr-only"> “{task.title}”</span>;
-  return (
-    <li class={`task ${task.status.toLowerCase()}`} data-id={task.id}>
-      <input type="checkbox" class="complete" id={`done-${task.id}`} checked={done} onChange={onToggle} />
-      <label class="sr-only" for={`done-${task.id}`}>
-        Done: {task.title}
-      </label>
-      <div class="task-main">
-        <p class="title">{task.title}</p>
-        {task.description && <p class="description">{task.description}</p>}
-        <ul class="meta">
-          <li>
-            <span class={`badge status-${task.status.toLowerCase()}`}>{STATUS_LABELS[task.status]}</span>
-          </li>
-          <li>
-            <span class={`badge priority priority-${task.priority.toLowerCase()}`}>
-              {PRIORITY_LABELS[task.priority]}
-              <span class="sr-only"> priority</span>
-            </span>
-          </li>
-          {task.dueTime && (
-            <li class={overdue ? "due overdue" : "due"}>
-              Due <time dateTime={task.dueTime}>{formatDue(task.dueTime)}</time>
-              {overdue && " (overdue)"}
-            </li>
-          )}
-          {(task.tags || []).map((tag) => (
-            <li key={tag}>
-              <button type="button" class="tag" onClick={() => onTag(tag)} title={`Show tasks tagged ${tag}`}>
-                <span class="sr-only">Show tasks tagged </span>#{tag}
-              </button>
-            </li>
-          ))}
-        </ul>
-      </div>
-      <div class="actions">
-        {task.status === "PENDING" && (
-          <button type="button" class="secondary start" onClick={onStart}>
-            Start{name}
-          </button>
-        )}
-        <button type="button" class="secondary edit" onClick={onEdit}>
-          Edit{name}
-        </button>
-        <button type="button" class="danger delete" onClick={onDelete}>
-          Delete{name}
-        </button>
-      </div>
-    </li>
   );
 }
