@@ -60,3 +60,21 @@ if $dev && [[ ! -x node_modules/.bin/buf || ! -x node_modules/.bin/protoc-gen-es
   echo "setup: npm ci"
   npm ci --no-audit --no-fund --loglevel=error
 fi
+
+# The browser app: Vite builds clients/web into clients/web/dist (hashed asset names),
+# which `taskapi dev` serves under /web/. Offline: it needs only node_modules. Rebuilt
+# only when a source is newer than the last build.
+web=clients/web
+if command -v npm >/dev/null; then
+  if [[ ! -x node_modules/.bin/vite || package-lock.json -nt node_modules/.package-lock.json ]]; then
+    echo "setup: npm ci"
+    npm ci --no-audit --no-fund --loglevel=error
+  fi
+  if [[ ! -f $web/dist/index.html || -n "$(find $web/index.html $web/vite.config.js $web/src package-lock.json \
+        -newer $web/dist/index.html -print -quit)" ]]; then
+    echo "setup: build $web"
+    npm run --silent --prefix "$web" build
+  fi
+else
+  echo "setup: npm is not installed: the browser app ($web) is not built, so taskapi dev cannot serve it" >&2
+fi

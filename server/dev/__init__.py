@@ -354,7 +354,7 @@ def _parser() -> argparse.ArgumentParser:
 
 @contextmanager
 def serve_pages(host: str, port: int) -> Iterator[str]:
-    """Serve clients/ (the browser page and the OpenAPI docs) as static files."""
+    """Serve clients/ as static files: the built browser app under /web/, the OpenAPI docs."""
     handler = functools.partial(_QuietFiles, directory=str(CLIENTS_DIR))
     server = http.server.ThreadingHTTPServer((host, port), handler)
     thread = threading.Thread(target=server.serve_forever, name="pages", daemon=True)
@@ -367,6 +367,23 @@ def serve_pages(host: str, port: int) -> Iterator[str]:
 
 
 class _QuietFiles(http.server.SimpleHTTPRequestHandler):
+    def translate_path(self, path: str) -> str:
+        # /web/ is the built browser app (clients/web/dist, made by scripts/setup.sh), not its sources.
+        if path == "/web" or path.startswith(("/web/", "/web?")):
+            path = "/web/dist" + path[len("/web") :]
+        return super().translate_path(path)
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self.status = code
+        super().send_response(code, message)
+
+    def end_headers(self) -> None:
+        # Built assets have content-hashed names: cacheable forever (but never an error). Anything
+        # else, the page first, is revalidated on every load, so a new build is picked up at once.
+        immutable = self.path.startswith("/web/assets/") and self.status in (200, 304)
+        self.send_header("Cache-Control", "public, max-age=31536000, immutable" if immutable else "no-cache")
+        super().end_headers()
+
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base's name
         pass  # page loads are noise on the console, which shows the API calls
 
