@@ -25,11 +25,11 @@ from pathlib import Path
 import pytest
 from grpc_health.v1 import health_pb2
 
-from interceptors.context import ROLE_ADMIN
-from interceptors.policy import RateLimit
-from server.app import App, Replica
-from server.dev import serve_pages
-from server.edge import Envoy
+from taskapi.interceptors.context import ROLE_ADMIN
+from taskapi.server.domain.limits import RateLimit
+from taskapi.server.app import App, Replica
+from taskapi.server.dev import serve_pages
+from taskapi.server.edge import Envoy
 from tests.clients.conftest import ROOT, run_checked
 from tests.conftest import make_settings, unique_email
 from tests.support.edge import running_edge
