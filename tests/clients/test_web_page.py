@@ -25,10 +25,10 @@ from pathlib import Path
 import pytest
 from grpc_health.v1 import health_pb2
 
-from taskapi.interceptors.context import ROLE_ADMIN
-from taskapi.server.domain.limits import RateLimit
 from taskapi.server.app import App, Replica
 from taskapi.server.dev import serve_pages
+from taskapi.server.domain.caller import ROLE_ADMIN
+from taskapi.server.domain.limits import RateLimit
 from taskapi.server.edge import Envoy
 from tests.clients.conftest import ROOT, run_checked
 from tests.conftest import make_settings, unique_email
