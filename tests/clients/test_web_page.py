@@ -168,7 +168,11 @@ def test_accessibility_keyboard_and_phone(everyday: dict[str, str]) -> None:
 
 
 def test_silent_refresh_rotation_and_reuse(redis_url: str, web_pages: str, tmp_path: Path) -> None:
-    with web_stack(redis_url, tmp_path, web_pages, access_token_ttl_seconds=SHORT_TOKEN_SECONDS) as env:
+    # A 1 s reuse grace (two tabs racing a refresh are ms apart), so the test's reuse, seconds
+    # after the thief's refresh, ends the session as reuse must.
+    with web_stack(
+        redis_url, tmp_path, web_pages, access_token_ttl_seconds=SHORT_TOKEN_SECONDS, refresh_reuse_grace_seconds=1
+    ) as env:
         run_node_test("session.test.js", {**env, "TASKAPI_TOKEN_SECONDS": str(SHORT_TOKEN_SECONDS)})
 
 
