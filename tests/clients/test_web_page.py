@@ -2,10 +2,11 @@
 against the API behind real Envoy with CORS. The page is served from another
 origin than the API, as a deployed page would be."""
 
+from taskapi.server.edge import Envoy
 from tests.clients.conftest import run_checked
 
 
-def test_web_page_and_docs_in_headless_chromium(rest_edge, static_site):
+def test_web_page_and_docs_in_headless_chromium(rest_edge: Envoy, static_site: str) -> None:
     api = rest_edge.rest_url.removesuffix("/api/v1/")
     env = {
         "TASKAPI_WEB_URL": f"{static_site}/web/index.html?api={api}",

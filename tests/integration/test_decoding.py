@@ -85,7 +85,7 @@ def test_bytes_that_are_not_protobuf_are_invalid_argument(channel, method, messa
     assert violated_fields(error) == set()
 
 
-def test_valid_bytes_still_reach_the_handler(channel):
+def test_valid_bytes_still_reach_the_handler(channel: grpc.Channel) -> None:
     user = Api(channel).register()
     request = task_pb2.CreateTaskRequest(task=task_pb2.Task(title="raw"))
     created = send(channel, CREATE_TASK, request.SerializeToString(), user.auth)
@@ -127,7 +127,7 @@ def test_undecodable_calls_are_counted_logged_and_rate_limited(
     ]
 
 
-def test_login_with_garbage_needs_no_token_to_be_refused(channel):
+def test_login_with_garbage_needs_no_token_to_be_refused(channel: grpc.Channel) -> None:
     error = fails(lambda: send(channel, LOGIN, b"\x0a\x01\xff"), grpc.StatusCode.INVALID_ARGUMENT)
     assert violated_fields(error) == {"email"}
     assert error.details() == "invalid request: email: must be valid UTF-8"

@@ -26,7 +26,7 @@ def _ts(moment: datetime) -> timestamp_pb2.Timestamp:
     return ts
 
 
-def test_create_get_update_delete(api):
+def test_create_get_update_delete(api: Api) -> None:
     user = api.register()
     due = datetime(2031, 1, 2, 3, 4, 5, tzinfo=UTC)
     created = api.tasks.CreateTask(
@@ -56,7 +56,7 @@ def test_create_get_update_delete(api):
     )
 
 
-def test_field_rules_on_create(api):
+def test_field_rules_on_create(api: Api) -> None:
     user = api.register()
     error = fails(
         lambda: api.tasks.CreateTask(T.CreateTaskRequest(task=T.Task()), metadata=user.auth),
@@ -84,7 +84,7 @@ def test_field_rules_on_create(api):
     )
 
 
-def test_create_is_idempotent_with_a_request_id(api):
+def test_create_is_idempotent_with_a_request_id(api: Api) -> None:
     user, other = api.register(), api.register()
     request = T.CreateTaskRequest(task=T.Task(title="Once"), request_id="req-123")
     first = api.tasks.CreateTask(request, metadata=user.auth)
@@ -96,7 +96,7 @@ def test_create_is_idempotent_with_a_request_id(api):
     assert api.tasks.CreateTask(request, metadata=other.auth).id != first.id
 
 
-def test_another_users_task_is_not_found_and_unchanged(api):
+def test_another_users_task_is_not_found_and_unchanged(api: Api) -> None:
     owner, stranger = api.register(), api.register()
     task = api.tasks.CreateTask(T.CreateTaskRequest(task=T.Task(title="Mine")), metadata=owner.auth)
     for call in (
@@ -120,7 +120,7 @@ def test_another_users_task_is_not_found_and_unchanged(api):
     )
 
 
-def test_update_mask_presence_and_etag(api):
+def test_update_mask_presence_and_etag(api: Api) -> None:
     user = api.register()
     task = api.tasks.CreateTask(
         T.CreateTaskRequest(task=T.Task(title="A", description="keep", tags=["x"], priority=T.HIGH)), metadata=user.auth
@@ -179,7 +179,7 @@ def test_update_mask_presence_and_etag(api):
     assert api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth).title == "C"
 
 
-def test_page_size_rules(api):
+def test_page_size_rules(api: Api) -> None:
     user = api.register()
     for i in range(3):
         api.tasks.CreateTask(T.CreateTaskRequest(task=T.Task(title=f"t{i}")), metadata=user.auth)
@@ -326,7 +326,7 @@ def test_pages_stay_consistent_while_tasks_are_added(many_tasks):
     api.tasks.DeleteTask(T.DeleteTaskRequest(id=late.id), metadata=user.auth)
 
 
-def test_update_mask_star_replaces_every_updatable_field(api):
+def test_update_mask_star_replaces_every_updatable_field(api: Api) -> None:
     """AIP-134, the same rule as for users: a masked field absent from the body is reset to its
     default; `*` names every updatable field; a title has no default, so it must be sent."""
     user = api.register()

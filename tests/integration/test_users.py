@@ -26,7 +26,7 @@ def admin(app, api) -> User:
     return User(session=session, email=email, password=PASSWORD)
 
 
-def test_me_and_rename(api):
+def test_me_and_rename(api: Api) -> None:
     user = api.register()
     me = api.users.GetCurrentUser(U.GetCurrentUserRequest(), metadata=user.auth)
     assert (me.id, me.email, me.role) == (user.id, user.email, U.USER)
@@ -49,7 +49,7 @@ def test_me_and_rename(api):
     assert (again.name, again.email, again.role) == ("Third Name", user.email, U.USER)
 
 
-def test_admin_only_rpcs_refuse_users(api):
+def test_admin_only_rpcs_refuse_users(api: Api) -> None:
     user, other = api.register(), api.register()
     fails(lambda: api.users.ListUsers(U.ListUsersRequest(), metadata=user.auth), grpc.StatusCode.PERMISSION_DENIED)
     fails(
@@ -66,7 +66,7 @@ def test_admin_only_rpcs_refuse_users(api):
     assert api.users.GetUser(U.GetUserRequest(id=user.id), metadata=user.auth).id == user.id
 
 
-def test_admin_lists_and_pages_users(api, admin):
+def test_admin_lists_and_pages_users(api: Api, admin: User) -> None:
     marker = unique_email("pager").split("@")[0]
     ids = []
     for _ in range(5):
@@ -89,7 +89,7 @@ def test_admin_lists_and_pages_users(api, admin):
     assert admin.session.user.id in {u.id for u in admins} and all(u.role == U.ADMIN for u in admins)
 
 
-def test_admin_reads_any_task_but_changes_none(api, admin):
+def test_admin_reads_any_task_but_changes_none(api: Api, admin: User) -> None:
     user = api.register()
     task = api.tasks.CreateTask(task_pb2.CreateTaskRequest(task=task_pb2.Task(title="private")), metadata=user.auth)
     assert api.tasks.GetTask(task_pb2.GetTaskRequest(id=task.id), metadata=admin.auth) == task
@@ -110,7 +110,7 @@ def test_admin_reads_any_task_but_changes_none(api, admin):
     assert api.tasks.GetTask(task_pb2.GetTaskRequest(id=task.id), metadata=user.auth) == task
 
 
-def test_disabling_a_user_stops_their_tokens(api, admin):
+def test_disabling_a_user_stops_their_tokens(api: Api, admin: User) -> None:
     user = api.register()
     assert api.users.GetCurrentUser(U.GetCurrentUserRequest(), metadata=user.auth)
     disabled = api.users.UpdateUser(U.UpdateUserRequest(user=U.User(id=user.id, disabled=True)), metadata=admin.auth)
@@ -128,7 +128,7 @@ def test_disabling_a_user_stops_their_tokens(api, admin):
     )
 
 
-def test_role_change_applies_at_once(api, admin):
+def test_role_change_applies_at_once(api: Api, admin: User) -> None:
     user = api.register()
     fails(lambda: api.users.ListUsers(U.ListUsersRequest(), metadata=user.auth), grpc.StatusCode.PERMISSION_DENIED)
     promoted = api.users.UpdateUser(
@@ -141,7 +141,7 @@ def test_role_change_applies_at_once(api, admin):
     assert api.users.ListUsers(U.ListUsersRequest(page_size=1), metadata=user.auth).users
 
 
-def test_delete_user_cascades(api, admin):
+def test_delete_user_cascades(api: Api, admin: User) -> None:
     user = api.register()
     task = api.tasks.CreateTask(task_pb2.CreateTaskRequest(task=task_pb2.Task(title="gone soon")), metadata=user.auth)
     api.users.DeleteUser(U.DeleteUserRequest(id=user.id), metadata=admin.auth)
@@ -169,7 +169,7 @@ def mask(*paths: str) -> field_mask_pb2.FieldMask:
     return field_mask_pb2.FieldMask(paths=list(paths))
 
 
-def test_admin_update_resets_masked_fields_the_body_leaves_out(api, admin):
+def test_admin_update_resets_masked_fields_the_body_leaves_out(api: Api, admin: User) -> None:
     """AIP-134, the same rule as for tasks: a field named in the mask but absent from the body is
     reset to its default (role USER, disabled false); `*` names every field; name has no default."""
     user = api.register()
@@ -191,7 +191,7 @@ def test_admin_update_resets_masked_fields_the_body_leaves_out(api, admin):
     assert api.users.GetUser(U.GetUserRequest(id=user.id), metadata=admin.auth) == replaced
 
 
-def test_self_update_follows_the_same_mask_rule(api):
+def test_self_update_follows_the_same_mask_rule(api: Api) -> None:
     user = api.register()
 
     def update(body: U.User, *paths: str) -> U.User:
@@ -208,7 +208,7 @@ def test_self_update_follows_the_same_mask_rule(api):
     assert violated_fields(error) == {"update_mask"}
 
 
-def test_an_update_that_changes_nothing_writes_nothing(api, admin):
+def test_an_update_that_changes_nothing_writes_nothing(api: Api, admin: User) -> None:
     user = api.register()
     me = api.users.GetCurrentUser(U.GetCurrentUserRequest(), metadata=user.auth)
     same = api.users.UpdateCurrentUser(
