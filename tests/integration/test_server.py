@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import grpc
 import pymongo.errors
@@ -24,7 +25,7 @@ from taskapi.server.store.tasks import MongoTaskStore
 from taskapi.v1 import auth_pb2
 from taskapi.v1 import task_pb2 as T
 from tests.conftest import make_settings, unique_email
-from tests.integration.api import PASSWORD, Api, error_details
+from tests.integration.api import PASSWORD, Api, as_call, error_details
 
 SERVICES = ("taskapi.v1.AuthService", "taskapi.v1.TaskService", "taskapi.v1.UserService")
 
@@ -59,14 +60,16 @@ def test_a_bug_is_internal_with_a_generic_message(channel: grpc.Channel, monkeyp
     api = Api(channel)
     user = api.register()
 
-    def broken(*args, **kwargs):
+    def broken(*args: object, **kwargs: object) -> NoReturn:
         raise RuntimeError("secret detail /etc/passwd")
 
     monkeypatch.setattr(MongoTaskStore, "find", broken)
     with pytest.raises(grpc.RpcError) as info:
         api.tasks.GetTask(T.GetTaskRequest(id="a" * 24), metadata=user.auth)
     assert info.value.code() == grpc.StatusCode.INTERNAL
-    assert "secret" not in info.value.details() and "Traceback" not in info.value.details()
+    details = info.value.details()
+    assert details is not None
+    assert "secret" not in details and "Traceback" not in details
     assert error_details(info.value)["ErrorInfo"].reason == "INTERNAL"
 
 
@@ -75,7 +78,7 @@ def test_a_down_store_is_unavailable_not_a_hang(channel: grpc.Channel, monkeypat
     api = Api(channel)
     user = api.register()
 
-    def down(*args, **kwargs):
+    def down(*args: object, **kwargs: object) -> NoReturn:
         raise pymongo.errors.ServerSelectionTimeoutError("no servers")
 
     monkeypatch.setattr(MongoTaskStore, "find", down)
@@ -93,7 +96,7 @@ def test_drain_finishes_in_flight_calls_and_reports_not_serving(redis_url: str) 
             health_pb2.HealthCheckRequest(service="taskapi.v1.TaskService")
         )
         assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
-        result: dict = {}
+        result: dict[str, auth_pb2.AuthSession] = {}
 
         def register() -> None:
             result["session"] = Api(channel).auth.Register(
@@ -176,7 +179,7 @@ def test_an_ipv6_proxy_is_trusted_for_the_client_address(redis_url: str) -> None
         for client in (f"10.9.{os.getpid() % 250}.1", f"10.9.{os.getpid() % 250}.2"):  # one call each: within budget
             request = auth_pb2.LoginRequest(email=unique_email(), password=PASSWORD)
             with pytest.raises(grpc.RpcError) as info:
-                auth.Login(request, metadata=[("x-forwarded-for", client)])
+                auth.Login(request, metadata=(("x-forwarded-for", client),))
             assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED  # unknown user, not RESOURCE_EXHAUSTED
 
 
@@ -195,4 +198,4 @@ def test_a_login_shed_under_load_says_it_changed_nothing(app: App, channel: grpc
             waiting.release()
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     assert error_details(info.value)["ErrorInfo"].reason == "PASSWORD_HASHING_BUSY"
-    assert ("x-retry-safe", "true") in tuple(info.value.initial_metadata())
+    assert ("x-retry-safe", "true") in tuple(as_call(info.value).initial_metadata())
