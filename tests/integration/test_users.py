@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 
+from taskapi.server.app import App
 from taskapi.v1 import auth_pb2, task_pb2, user_pb2
 from tests.conftest import unique_email
 from tests.integration.api import PASSWORD, Api, User, fails, violated_fields
@@ -14,12 +17,12 @@ U = user_pb2
 
 
 @pytest.fixture
-def api(channel) -> Api:
+def api(channel: grpc.Channel) -> Api:
     return Api(channel)
 
 
 @pytest.fixture
-def admin(app, api) -> User:
+def admin(app: App, api: Api) -> User:
     email = unique_email("admin")
     app.accounts.create_user(email, PASSWORD, "Admin", role="ADMIN")
     session = api.auth.Login(auth_pb2.LoginRequest(email=email, password=PASSWORD))
@@ -38,7 +41,8 @@ def test_me_and_rename(api: Api) -> None:
         U.UpdateCurrentUserRequest(user=U.User(disabled=True)),
     ):
         error = fails(
-            lambda r=request: api.users.UpdateCurrentUser(r, metadata=user.auth), grpc.StatusCode.INVALID_ARGUMENT
+            functools.partial(api.users.UpdateCurrentUser, request, metadata=user.auth),
+            grpc.StatusCode.INVALID_ARGUMENT,
         )
         assert violated_fields(error) == {"update_mask"}
     assert api.users.GetCurrentUser(U.GetCurrentUserRequest(), metadata=user.auth).role == U.USER
@@ -68,7 +72,7 @@ def test_admin_only_rpcs_refuse_users(api: Api) -> None:
 
 def test_admin_lists_and_pages_users(api: Api, admin: User) -> None:
     marker = unique_email("pager").split("@")[0]
-    ids = []
+    ids: list[str] = []
     for _ in range(5):
         email = f"{marker}-{len(ids)}@example.com"
         ids.append(api.auth.Register(auth_pb2.RegisterRequest(email=email, password=PASSWORD, name="P")).user.id)
@@ -112,7 +116,7 @@ def test_admin_reads_any_task_but_changes_none(api: Api, admin: User) -> None:
 
 def test_disabling_a_user_stops_their_tokens(api: Api, admin: User) -> None:
     user = api.register()
-    assert api.users.GetCurrentUser(U.GetCurrentUserRequest(), metadata=user.auth)
+    assert api.users.GetCurrentUser(U.GetCurrentUserRequest(), metadata=user.auth).id == user.id
     disabled = api.users.UpdateUser(U.UpdateUserRequest(user=U.User(id=user.id, disabled=True)), metadata=admin.auth)
     assert disabled.disabled
     fails(
@@ -186,7 +190,9 @@ def test_admin_update_resets_masked_fields_the_body_leaves_out(api: Api, admin: 
     replaced = update(U.User(id=user.id, name="Replaced"), "*")
     assert (replaced.name, replaced.role, replaced.disabled) == ("Replaced", U.USER, False)
     for paths in (("*",), ("name",), ("name", "role")):
-        error = fails(lambda p=paths: update(U.User(id=user.id, role=U.ADMIN), *p), grpc.StatusCode.INVALID_ARGUMENT)
+        error = fails(
+            functools.partial(update, U.User(id=user.id, role=U.ADMIN), *paths), grpc.StatusCode.INVALID_ARGUMENT
+        )
         assert violated_fields(error) == {"user.name"}
     assert api.users.GetUser(U.GetUserRequest(id=user.id), metadata=admin.auth) == replaced
 
@@ -199,7 +205,7 @@ def test_self_update_follows_the_same_mask_rule(api: Api) -> None:
         return api.users.UpdateCurrentUser(request, metadata=user.auth)
 
     for paths in (("*",), ("name",)):
-        error = fails(lambda p=paths: update(U.User(), *p), grpc.StatusCode.INVALID_ARGUMENT)
+        error = fails(functools.partial(update, U.User(), *paths), grpc.StatusCode.INVALID_ARGUMENT)
         assert violated_fields(error) == {"user.name"}
     # `*` is every field the caller may edit: for one's own account, the name only.
     me = update(U.User(name="Star"), "*")
