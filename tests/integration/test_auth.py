@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -15,6 +17,7 @@ import pytest
 from taskapi.server import cli
 from taskapi.server.app import App
 from taskapi.server.cache.sessions import live_session_key
+from taskapi.server.domain.entities import User as DomainUser
 from taskapi.server.store.documents import RefreshTokenDoc
 from taskapi.server.store.users import MongoUserStore
 from taskapi.v1 import auth_pb2, task_pb2, user_pb2
@@ -23,11 +26,11 @@ from tests.integration.api import PASSWORD, Api, error_details, violated_fields
 
 
 @pytest.fixture
-def api(channel) -> Api:
+def api(channel: grpc.Channel) -> Api:
     return Api(channel)
 
 
-def _code(call) -> grpc.StatusCode:
+def _code(call: Callable[[], object]) -> grpc.StatusCode:
     with pytest.raises(grpc.RpcError) as info:
         call()
     return info.value.code()
@@ -57,7 +60,7 @@ def test_email_is_unique_case_insensitively(api: Api) -> None:
     ("password", "field"),
     [("short", "password"), ("x" * 73, "password"), ("é" * 37, "password")],  # 74 bytes in 37 characters
 )
-def test_password_limits_are_bytes_and_never_truncated(api, password, field):
+def test_password_limits_are_bytes_and_never_truncated(api: Api, password: str, field: str) -> None:
     with pytest.raises(grpc.RpcError) as info:
         api.auth.Register(auth_pb2.RegisterRequest(email=unique_email(), password=password, name="P"))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -82,11 +85,11 @@ def test_login_failure_is_the_same_for_unknown_email_and_wrong_password(api: Api
     assert session.user.id == user.id
 
 
-def _me(api: Api, token: str):
+def _me(api: Api, token: str) -> user_pb2.User:
     return api.users.GetCurrentUser(user_pb2.GetCurrentUserRequest(), metadata=(("authorization", f"Bearer {token}"),))
 
 
-def _token(claims: dict, secret: str = TEST_SECRET, algorithm: str = "HS256") -> str:
+def _token(claims: dict[str, object], secret: str = TEST_SECRET, algorithm: str = "HS256") -> str:
     now = int(time.time())
     base = {
         "sub": "0" * 24,
@@ -110,7 +113,7 @@ def test_missing_forged_expired_and_alg_none_tokens_are_rejected(api: Api) -> No
     wrong_audience = _token(claims | {"aud": "someone-else"})
     tampered = user.session.access_token[:-4] + ("AAAA" if not user.session.access_token.endswith("AAAA") else "BBBB")
     for token in (forged, expired, alg_none, wrong_audience, tampered, "garbage"):
-        assert _code(lambda t=token: _me(api, t)) == grpc.StatusCode.UNAUTHENTICATED, token
+        assert _code(functools.partial(_me, api, token)) == grpc.StatusCode.UNAUTHENTICATED, token
     with pytest.raises(grpc.RpcError) as info:
         _me(api, expired)
     assert error_details(info.value)["ErrorInfo"].reason == "TOKEN_EXPIRED"
@@ -120,7 +123,7 @@ def test_missing_forged_expired_and_alg_none_tokens_are_rejected(api: Api) -> No
 
 def test_logout_ends_refresh_and_access_tokens(api: Api) -> None:
     user = api.register()
-    assert _me(api, user.session.access_token)  # warms the session cache
+    assert _me(api, user.session.access_token).id == user.id  # warms the session cache
     api.auth.Logout(auth_pb2.LogoutRequest(refresh_token=user.session.refresh_token))
     assert _code(lambda: _me(api, user.session.access_token)) == grpc.StatusCode.UNAUTHENTICATED
     assert (
@@ -133,7 +136,7 @@ def test_logout_ends_refresh_and_access_tokens(api: Api) -> None:
 def test_change_password_revokes_other_sessions_only(api: Api) -> None:
     user = api.register()
     other = api.auth.Login(auth_pb2.LoginRequest(email=user.email, password=PASSWORD))
-    assert _me(api, other.access_token)
+    assert _me(api, other.access_token).id == user.id
     with pytest.raises(grpc.RpcError) as info:
         api.users.ChangePassword(
             user_pb2.ChangePasswordRequest(current_password="not it at all", new_password="new password 1"),
@@ -203,7 +206,9 @@ def test_a_session_check_that_raced_a_logout_cannot_revive_it(app: App, api: Api
     stale_fill = app.shared_cache.call_script(
         app.session_cache._fill, [key], [b"", f"{user.id}:USER", 60]
     )  # what the slow reader would write
-    assert stale_fill == 0 and app.shared_cache.client.get(key) == b"revoked"
+    client = app.shared_cache.client
+    assert client is not None  # the session app runs with Redis
+    assert stale_fill == 0 and client.get(key) == b"revoked"
     assert _code(lambda: _me(api, user.session.access_token)) == grpc.StatusCode.UNAUTHENTICATED
 
 
@@ -214,7 +219,7 @@ def test_a_refresh_that_raced_a_logout_leaves_nothing_alive(
     user = api.register()
     find_user = MongoUserStore.find
 
-    def logout_first(self, user_id):
+    def logout_first(self: MongoUserStore, user_id: str) -> DomainUser | None:
         monkeypatch.setattr(MongoUserStore, "find", find_user)
         app.accounts.logout(user.session.refresh_token)
         return find_user(self, user_id)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -17,7 +19,8 @@ from tests.integration.api import Api
 
 
 def _cache_fields(redis_url: str, user_id: str) -> set[str]:
-    return {f.decode().split(":")[0] for f in redis.Redis.from_url(redis_url).hkeys(f"taskapi:tasks:{user_id}")}
+    fields = redis.Redis.from_url(redis_url).hkeys(f"taskapi:tasks:{user_id}")
+    return {(f.decode() if isinstance(f, bytes) else f).split(":")[0] for f in fields}
 
 
 def test_reads_are_cached_and_writes_invalidate(channel: grpc.Channel, redis_url: str) -> None:
@@ -71,7 +74,7 @@ def test_a_fill_that_raced_a_write_is_dropped(app: App, redis_url: str) -> None:
 
 
 @pytest.fixture
-def private_redis(tmp_path):
+def private_redis(tmp_path: Path) -> Iterator[RedisProcess]:
     process = RedisProcess(tmp_path)
     process.start()
     yield process
@@ -79,7 +82,7 @@ def private_redis(tmp_path):
 
 
 @pytest.fixture
-def private_api(private_redis):
+def private_api(private_redis: RedisProcess) -> Iterator[Api]:
     """An Api on a server of its own, whose Redis the test may stop or pause."""
     with run_server(make_settings(private_redis.url)) as replica, grpc.insecure_channel(replica.address) as channel:
         yield Api(channel)
@@ -110,7 +113,7 @@ def test_an_invalidation_missed_during_an_outage_is_replayed(private_redis: Redi
     task = api.tasks.CreateTask(T.CreateTaskRequest(task=T.Task(title="old")), metadata=user.auth)
     api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth)
     assert _cache_fields(private_redis.url, user.id) == {"get"}
-    redis.Redis.from_url(private_redis.url).execute_command("CLIENT", "PAUSE", "1500", "ALL")
+    redis.Redis.from_url(private_redis.url).client_pause(1500, all=True)
     api.tasks.UpdateTask(T.UpdateTaskRequest(task=T.Task(id=task.id, title="new")), metadata=user.auth)
     time.sleep(1.6)  # the pause ends; the entry from before the write is still in Redis
     assert api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth).title == "new"

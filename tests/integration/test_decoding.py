@@ -36,7 +36,7 @@ def length_delimited(field: int, payload: bytes) -> bytes:
     return bytes([field << 3 | 2, len(payload)]) + payload
 
 
-def send(channel: grpc.Channel, method: str, data: bytes, metadata=()) -> bytes:
+def send(channel: grpc.Channel, method: str, data: bytes, metadata: tuple[tuple[str, str], ...] = ()) -> bytes:
     call = channel.unary_unary(method, request_serializer=lambda b: b, response_deserializer=lambda b: b)
     return call(data, metadata=metadata, timeout=10)
 
@@ -54,11 +54,14 @@ def send(channel: grpc.Channel, method: str, data: bytes, metadata=()) -> bytes:
         ),
     ],
 )
-def test_a_string_that_is_not_utf8_is_invalid_argument_naming_the_field(channel, method, data, field):
+def test_a_string_that_is_not_utf8_is_invalid_argument_naming_the_field(
+    channel: grpc.Channel, method: str, data: bytes, field: str
+) -> None:
     user = Api(channel).register()
     error = fails(lambda: send(channel, method, data, user.auth), grpc.StatusCode.INVALID_ARGUMENT)
     assert violated_fields(error) == {field}
-    assert "UTF-8" in error.details() and field in error.details()
+    details = error.details() or ""
+    assert "UTF-8" in details and field in details
     assert error_details(error)["ErrorInfo"].reason == "INVALID_ARGUMENT"
 
 
@@ -78,7 +81,9 @@ def test_a_string_that_is_not_utf8_is_invalid_argument_naming_the_field(channel,
         (HEALTH_CHECK, "grpc.health.v1.HealthCheckRequest"),
     ],
 )
-def test_bytes_that_are_not_protobuf_are_invalid_argument(channel, method, message_type, data):
+def test_bytes_that_are_not_protobuf_are_invalid_argument(
+    channel: grpc.Channel, method: str, message_type: str, data: bytes
+) -> None:
     user = Api(channel).register()
     error = fails(lambda: send(channel, method, data, user.auth), grpc.StatusCode.INVALID_ARGUMENT)
     assert error.details() == f"invalid request: not a valid {message_type} message"
