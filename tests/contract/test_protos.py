@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import protovalidate
 import pytest
 from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
+from google.protobuf.message import Message
 
 from taskapi.v1 import access_pb2, auth_pb2, task_pb2, user_pb2
 
@@ -47,7 +49,9 @@ def descriptor_set() -> descriptor_pb2.FileDescriptorSet:
     return fds
 
 
-def _methods(fds: descriptor_pb2.FileDescriptorSet):
+def _methods(
+    fds: descriptor_pb2.FileDescriptorSet,
+) -> Iterator[tuple[str, descriptor_pb2.MethodDescriptorProto]]:
     for file in fds.file:
         if file.package != "taskapi.v1":
             continue
@@ -76,7 +80,8 @@ def test_descriptor_carries_error_detail_types_and_source_docs(
 
 def test_access_level_is_declared_on_every_rpc(descriptor_set: descriptor_pb2.FileDescriptorSet) -> None:
     for service, method in _methods(descriptor_set):
-        level = method.options.Extensions[access_pb2.access]
+        # The generated access_pb2.pyi types the extension as a plain FieldDescriptor (as taskapi_client.policy notes).
+        level: int = method.options.Extensions[access_pb2.access]  # type: ignore[index]
         key = (service, method.name)
         expected = (
             access_pb2.ACCESS_LEVEL_PUBLIC
@@ -88,11 +93,12 @@ def test_access_level_is_declared_on_every_rpc(descriptor_set: descriptor_pb2.Fi
         assert level == expected, key
 
 
-def _violations(message) -> dict[str, str]:
-    return {
-        ".".join(e.field_name for e in v.proto.field.elements): v.proto.rule_id
-        for v in protovalidate.collect_violations(message)
-    }
+def _violations(message: Message) -> dict[str, str]:
+    found = {}
+    for v in protovalidate.collect_violations(message):
+        assert v.proto.field is not None, v.proto  # every rule under test is a field rule
+        found[".".join(e.field_name for e in v.proto.field.elements)] = v.proto.rule_id
+    return found
 
 
 def test_field_rules_fail_with_the_field_named() -> None:
@@ -123,7 +129,7 @@ def test_enum_rules_reject_undefined_values() -> None:
     task = task_pb2.Task(title="t")
     task.status = 99  # type: ignore[assignment]
     assert _violations(task_pb2.CreateTaskRequest(task=task)) == {"task.status": "enum.defined_only"}
-    assert _violations(user_pb2.UpdateUserRequest(user=user_pb2.User(id="0" * 24, role=0))) == {
+    assert _violations(user_pb2.UpdateUserRequest(user=user_pb2.User(id="0" * 24, role=user_pb2.ROLE_UNSPECIFIED))) == {
         "user.role": "enum.not_in"
     }
 

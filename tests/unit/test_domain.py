@@ -42,7 +42,7 @@ def test_settings_defaults_follow_the_contract() -> None:
         ({"TASKAPI_DRAIN_SECONDS": "nan"}, "TASKAPI_DRAIN_SECONDS must be a number"),
     ],
 )
-def test_bad_settings_fail_fast_with_the_variable_named(env, message):
+def test_bad_settings_fail_fast_with_the_variable_named(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message) as error:  # a ValueError too, for older callers
         Settings.from_env(env)
     assert isinstance(error.value, ValueError)
@@ -101,11 +101,14 @@ def test_passwords_hash_verify_and_refuse_overlong(monkeypatch: pytest.MonkeyPat
     hasher = PasswordHasher(rounds=4, concurrency=1)
     stored = hasher.hash("correct horse")
     assert hasher.verify("correct horse", stored) and not hasher.verify("wrong horse", stored)
-    checked = []
+    checked: list[bytes] = []
     real_checkpw = bcrypt.checkpw
-    monkeypatch.setattr(
-        bcrypt, "checkpw", lambda secret, hashed: checked.append(hashed) or real_checkpw(secret, hashed)
-    )
+
+    def counted_checkpw(secret: bytes, hashed: bytes) -> bool:
+        checked.append(hashed)
+        return real_checkpw(secret, hashed)
+
+    monkeypatch.setattr(bcrypt, "checkpw", counted_checkpw)
     # An unknown user or an overlong password still costs one full check at the same cost, and fails.
     assert not hasher.verify("correct horse", None)
     assert not hasher.verify("x" * 73, stored)
@@ -135,7 +138,7 @@ def test_password_hashing_sheds_load_instead_of_queueing_forever() -> None:
         ("unix:/tmp/socket", "unix:/tmp/socket"),
     ],
 )
-def test_peer_addresses_parse_for_both_families(peer, address):
+def test_peer_addresses_parse_for_both_families(peer: str, address: str) -> None:
     assert peer_ip(peer) == address
 
 
