@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
+from typing import Generic, ParamSpec, TypeVar
 
 import grpc
 import pymongo.errors
@@ -24,13 +26,21 @@ from taskapi_client import (
 from tests.conftest import unique_email
 
 PASSWORD = "correct horse battery"
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @pytest.fixture
-def api(grpc_target) -> TaskApiClient:
+def api(grpc_target: str) -> Iterator[TaskApiClient]:
     with TaskApiClient(grpc_target) as client:
         client.register(unique_email("sdk"), PASSWORD, "SDK User")
         yield client
+
+
+def session(api: TaskApiClient) -> auth_pb2.AuthSession:
+    """The client's current session (the `api` fixture signs in)."""
+    assert api.session is not None
+    return api.session
 
 
 def test_register_login_and_current_user(grpc_target: str) -> None:
@@ -83,16 +93,16 @@ def test_errors_are_typed_and_carry_details(api: TaskApiClient, grpc_target: str
         api.get_task("0" * 24)
     assert missing.value.reason
 
-    email = api.session.user.email
+    email = session(api).user.email
     with TaskApiClient(grpc_target) as other, pytest.raises(AlreadyExists):
         other.register(email.upper(), PASSWORD, "Twin")  # emails compare case-insensitively
 
 
 def test_an_unusable_access_token_is_refreshed_once(api: TaskApiClient) -> None:
-    old_refresh = api.session.refresh_token
-    api.session.access_token = "not-a-jwt"  # forged, as far as the server can tell
-    assert api.current_user().email == api.session.user.email
-    assert api.session.refresh_token != old_refresh  # rotated
+    old_refresh = session(api).refresh_token
+    session(api).access_token = "not-a-jwt"  # forged, as far as the server can tell
+    assert api.current_user().email == session(api).user.email
+    assert session(api).refresh_token != old_refresh  # rotated
 
 
 def test_responses_are_the_resources_themselves(api: TaskApiClient) -> None:
@@ -103,14 +113,15 @@ def test_responses_are_the_resources_themselves(api: TaskApiClient) -> None:
     assert isinstance(api.session, auth_pb2.AuthSession)
     assert api.session.refresh_token != old.refresh_token and api.session.user.id == old.user.id
     task = api.create_task(title="resource")
-    assert isinstance(task, task_pb2.Task) and task.owner == api.session.user.id
+    assert isinstance(task, task_pb2.Task)
+    assert task.owner == api.session.user.id
     assert api.get_task(task.id) == task
     assert isinstance(api.current_user(), user_pb2.User)
 
 
 def test_concurrent_failures_refresh_only_once(api: TaskApiClient) -> None:
     """Two refreshes of one token would look like token reuse and revoke the family."""
-    api.session.access_token = "not-a-jwt"
+    session(api).access_token = "not-a-jwt"
     errors: list[BaseException] = []
 
     def call() -> None:
@@ -167,15 +178,15 @@ def test_create_without_request_id_is_not_retried_through_call() -> None:
         assert len(delays) == 2
 
 
-class _FailOnce:
+class _FailOnce(Generic[P, R]):
     """Wraps a store method: the first call raises AutoReconnect (a MongoDB connection
     failure, injected by the test), later calls run the real method."""
 
-    def __init__(self, real):
+    def __init__(self, real: Callable[P, R]) -> None:
         self.real = real
         self.calls = 0
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         self.calls += 1
         if self.calls == 1:
             raise pymongo.errors.AutoReconnect("injected by the test: connection lost mid-write")
