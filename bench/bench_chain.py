@@ -26,7 +26,9 @@ import logging
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: tests' helpers
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/support.py
@@ -39,7 +41,8 @@ from prometheus_client import CollectorRegistry  # noqa: E402
 try:  # the chain as one interceptor; absent in trees from before it (for before/after runs)
     from taskapi.interceptors.chain import InterceptorChain  # noqa: E402
 except ImportError:  # pragma: no cover
-    InterceptorChain = type("InterceptorChain", (), {})  # noqa: N806
+    # A stand-in nothing is an instance of; mypy sees the real class, which this shadows.
+    InterceptorChain = type("InterceptorChain", (), {})  # type: ignore[misc, assignment]  # noqa: N806
 
 from support import redis_url  # noqa: E402
 
@@ -49,7 +52,7 @@ from taskapi.interceptors.ratelimit import RateLimitInterceptor  # noqa: E402
 from taskapi.server.app import tokens_from  # noqa: E402
 from taskapi.server.cache.client import connect_redis  # noqa: E402
 from taskapi.server.domain.limits import RateLimit  # noqa: E402
-from taskapi.v1 import task_pb2  # noqa: E402
+from taskapi.v1 import task_pb2, task_pb2_grpc  # noqa: E402
 from tests.conftest import make_settings  # noqa: E402
 from tests.integration.chain_server import (  # noqa: E402
     GET_TASK,
@@ -64,13 +67,13 @@ from tests.integration.chain_server import (  # noqa: E402
 ROUNDS = 7
 
 
-def per_call_us(stub: object, calls: int) -> float:
+def per_call_us(stub: task_pb2_grpc.TaskServiceStub, calls: int) -> float:
     request = task_pb2.GetTaskRequest(id=TASK_ID)
     start = time.perf_counter()
     # The bare server ignores the header; the chain's test Authenticator needs it.
-    metadata = [("authorization", "Bearer user-1")]
+    metadata = (("authorization", "Bearer user-1"),)
     for _ in range(calls):
-        stub.GetTask(request, metadata=metadata)  # type: ignore[attr-defined]
+        stub.GetTask(request, metadata=metadata)
     return (time.perf_counter() - start) / calls * 1e6
 
 
@@ -90,26 +93,32 @@ class _Context:
         return None
 
 
-class _Details:
+class _Details(grpc.HandlerCallDetails):
     method = GET_TASK
-    invocation_metadata = ()
+    invocation_metadata: tuple[tuple[str, str | bytes], ...] = ()
 
 
-def in_process_us(interceptors: list, calls: int) -> tuple[float, float]:
+def in_process_us(interceptors: Sequence[grpc.ServerInterceptor], calls: int) -> tuple[float, float]:
     """(CPU, wall) us per call, best of ROUNDS, of resolving and running the handler as grpc does."""
     servicer = grpc.method_handlers_generic_handler(
-        "taskapi.v1.TaskService", {"GetTask": grpc.unary_unary_rpc_method_handler(CannedTasks().GetTask)}
+        "taskapi.v1.TaskService",
+        # The stubs mark every RPC abstract; only GetTask is called here.
+        {"GetTask": grpc.unary_unary_rpc_method_handler(CannedTasks().GetTask)},  # type: ignore[abstract]
     )
     # grpcio's own per-call step: the registered interceptors' intercept_service, in order.
     pipeline = _interceptor.service_pipeline(interceptors)
-    request, context, details = task_pb2.GetTaskRequest(id=TASK_ID), _Context(), _Details()
+    # Duck-typed: _Context has the ServicerContext methods the chain calls, not the whole class.
+    request, context, details = task_pb2.GetTaskRequest(id=TASK_ID), cast(grpc.ServicerContext, _Context()), _Details()
 
     resolve = pipeline.execute if pipeline is not None else lambda find, d: find(d)
+    handler = resolve(servicer.service, details)
+    assert handler is not None and handler.unary_unary is not None, "GetTask resolves to a unary handler"
 
     def run(n: int) -> tuple[float, float]:
         cpu, wall = time.process_time(), time.perf_counter()
         for _ in range(n):
-            resolve(servicer.service, details).unary_unary(request, context)
+            # Checked above; an assert here would be timed with the call.
+            resolve(servicer.service, details).unary_unary(request, context)  # type: ignore[misc]
         return (time.process_time() - cpu) / n * 1e6, (time.perf_counter() - wall) / n * 1e6
 
     run(200)

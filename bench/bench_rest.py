@@ -214,7 +214,7 @@ def main() -> None:
                         f"cores={os.cpu_count()} tasks={sum(len(a.task_ids) for a in accounts)}",
                         flush=True,
                     )
-                    assert envoy.process is not None
+                    assert envoy.process is not None and app.redis is not None  # both running by now
                     pids = {"envoy": envoy.process.pid, "redis": int(app.redis.info("server")["process_id"])}
                     rest = envoy.rest_url.rstrip("/").removesuffix("/api/v1")
                     run_wrk("warmup", envoy, pids, rest, lua, 8, 1)

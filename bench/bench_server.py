@@ -58,11 +58,11 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -87,10 +87,10 @@ class _SyncContext:
     await them, so they are recorded here and replayed on the loop after the handler.
     """
 
-    def __init__(self, context: grpc.aio.ServicerContext) -> None:
+    def __init__(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         self._context = context
         self.initial_metadata: tuple[tuple[str, str], ...] | None = None
-        self.abort_status: tuple[grpc.StatusCode, str, tuple] | None = None
+        self.abort_status: tuple[grpc.StatusCode, str, tuple[tuple[str, str | bytes], ...]] | None = None
 
     def invocation_metadata(self) -> Any:
         return self._context.invocation_metadata()
@@ -122,15 +122,20 @@ class AioChainAdapter(grpc.aio.ServerInterceptor):
     def __init__(self, chain: grpc.ServerInterceptor, pool: futures.Executor | None) -> None:
         self._chain = chain
         self._pool = pool
-        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+        self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
-    async def intercept_service(self, continuation: Callable, details: grpc.HandlerCallDetails) -> Any:
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = self._handlers.get(details.method)
         if handler is None:
             inner = await continuation(details)
             if inner is None or not inner.unary_unary or inner.request_streaming or inner.response_streaming:
                 return inner  # unary-unary only: see the module docstring
             composed = self._chain.intercept_service(lambda _d: inner, details)
+            assert composed is not None and composed.unary_unary is not None  # the chain wraps, never drops
             handler = self._handlers[details.method] = grpc.unary_unary_rpc_method_handler(
                 self._behavior(composed.unary_unary),
                 request_deserializer=inner.request_deserializer,
@@ -138,17 +143,22 @@ class AioChainAdapter(grpc.aio.ServerInterceptor):
             )
         return handler
 
-    def _behavior(self, sync_behavior: Callable) -> Callable:
+    def _behavior(
+        self, sync_behavior: Callable[[Any, grpc.ServicerContext], Any]
+    ) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]:
         pool = self._pool
 
-        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def behavior(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             shim = _SyncContext(context)
+            # Duck-typed: the shim has the slice of grpc.ServicerContext the chain and the
+            # servicers use, not the whole abstract class.
+            sync_context = cast(grpc.ServicerContext, shim)
             try:
                 if pool is None:
-                    response = sync_behavior(request, shim)
+                    response = sync_behavior(request, sync_context)
                 else:
                     loop = asyncio.get_running_loop()
-                    response = await loop.run_in_executor(pool, sync_behavior, request, shim)
+                    response = await loop.run_in_executor(pool, sync_behavior, request, sync_context)
             except _Aborted:
                 response = None
             if shim.initial_metadata is not None:
@@ -215,7 +225,7 @@ class Row:
 def measure(address: str, accounts: list[support.Account], model: str, concurrency: int, seconds: float) -> Row:
     ctx = multiprocessing.get_context("spawn")  # grpc does not survive fork
     receiver, sender = ctx.Pipe(duplex=False)
-    kwargs = {"concurrency": concurrency, "seconds": seconds, "warmup": 0.5}
+    kwargs: support.LoadOptions = {"concurrency": concurrency, "seconds": seconds, "warmup": 0.5}
     client = ctx.Process(target=support.load_in_process, args=(sender, address, accounts, kwargs))
     client.start()
     sender.close()
@@ -252,11 +262,12 @@ class _NoOpTasks(task_pb2_grpc.TaskServiceServicer):
         return task_pb2.ListTasksResponse()
 
 
-def start(app: App, model: str) -> tuple[str, Callable[[], None]]:
+def start(app: App, model: str) -> tuple[str, Callable[[], object]]:
     kind, _, workers = model.partition(":")
     if kind == "bare":
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=int(workers or 16)))
-        task_pb2_grpc.add_TaskServiceServicer_to_server(_NoOpTasks(), server)
+        # The stubs mark every RPC abstract; the real base class answers UNIMPLEMENTED for the rest.
+        task_pb2_grpc.add_TaskServiceServicer_to_server(_NoOpTasks(), server)  # type: ignore[abstract]
         port = server.add_insecure_port("127.0.0.1:0")
         server.start()
         return f"127.0.0.1:{port}", lambda: server.stop(0).wait()

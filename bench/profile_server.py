@@ -44,7 +44,7 @@ def main() -> None:
             accounts = support.seed(replica.address)
             ctx = multiprocessing.get_context("spawn")
             receiver, sender = ctx.Pipe(duplex=False)
-            kwargs = {"concurrency": concurrency, "seconds": seconds + 1.0, "warmup": 1.0}
+            kwargs: support.LoadOptions = {"concurrency": concurrency, "seconds": seconds + 1.0, "warmup": 1.0}
             client = ctx.Process(target=support.load_in_process, args=(sender, replica.address, accounts, kwargs))
             client.start()
             time.sleep(1.5)  # past the client's start-up and warm-up

@@ -15,10 +15,12 @@ import random
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import TypedDict
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -165,12 +167,13 @@ async def _load(
                 now = time.perf_counter()
                 if now >= stop_at:
                     return
+                call: Awaitable[object]
                 if rng.random() < get_share:
-                    request, metadata = rng.choice(gets)
-                    call = stub.GetTask(request, metadata=metadata, timeout=10)
+                    get, metadata = rng.choice(gets)
+                    call = stub.GetTask(get, metadata=metadata, timeout=10)
                 else:
-                    request, metadata = rng.choice(lists)
-                    call = stub.ListTasks(request, metadata=metadata, timeout=10)
+                    listing, metadata = rng.choice(lists)
+                    call = stub.ListTasks(listing, metadata=metadata, timeout=10)
                 try:
                     await call
                     ok = True
@@ -192,13 +195,21 @@ async def _load(
     return LoadResult(counts[0], counts[1], elapsed, latencies, cpu)
 
 
-def load_in_process(conn: object, address: str, accounts: list[Account], kwargs: dict) -> None:
+class LoadOptions(TypedDict):
+    """run_load's keyword arguments, as load_in_process passes them on."""
+
+    concurrency: int
+    seconds: float
+    warmup: float
+
+
+def load_in_process(conn: Connection, address: str, accounts: list[Account], kwargs: LoadOptions) -> None:
     """multiprocessing target: run the load and send the LoadResult back."""
     quiet_logging()
     try:
-        conn.send(run_load(address, accounts, **kwargs))  # type: ignore[attr-defined]
+        conn.send(run_load(address, accounts, **kwargs))
     finally:
-        conn.close()  # type: ignore[attr-defined]
+        conn.close()
 
 
 def percentile(sorted_values: list[float], p: float) -> float:

@@ -95,6 +95,7 @@ def _validate_descriptor_bytes() -> bytes:
             isinstance(node, ast.Call)
             and getattr(node.func, "id", None) == "file_desc"
             and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, bytes)
         ):
             return node.args[0].value
     sys.exit("protovalidate's validate_pb.py no longer holds a file_desc(...) literal")

@@ -12,6 +12,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -33,7 +34,7 @@ class RedisProcess(LocalRedis):
 
 
 @pytest.fixture(scope="session")
-def redis_process(tmp_path_factory) -> Iterator[RedisProcess]:
+def redis_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
     """Our own redis-server (never the shared one): tests may stop and restart it."""
     process = RedisProcess(tmp_path_factory.mktemp("redis"))
     process.start()
@@ -46,12 +47,15 @@ def redis_url(redis_process: RedisProcess) -> str:
     return os.environ.get("REDIS_URL") or redis_process.url
 
 
-def make_settings(redis_url: str = "", **overrides) -> Settings:
-    """Test settings: cheap bcrypt, a fixed secret, limits no test reaches by accident."""
+def make_settings(redis_url: str = "", **overrides: Any) -> Settings:
+    """Test settings: cheap bcrypt, a fixed secret, limits no test reaches by accident.
+
+    `overrides` are Settings fields of any of their types, hence Any; dataclasses.replace refuses
+    a name that is not a field."""
     base = Settings.from_env(
         {k: v for k, v in os.environ.items() if k in ("MONGODB_URI", "MONGODB_DB")} | {"JWT_SECRET": TEST_SECRET}
     )
-    defaults = dict(
+    defaults: dict[str, Any] = dict(
         grpc_port=0,
         metrics_port=0,
         redis_url=redis_url,

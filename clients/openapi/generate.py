@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import Message
 
 PACKAGE = "taskapi.v1"
 FDP = descriptor_pb2.FieldDescriptorProto
@@ -92,6 +93,11 @@ SCALARS: dict[int, dict[str, Any]] = {
     FDP.TYPE_FIXED64: {"type": "string", "format": "uint64"},
 }
 ERROR_RESPONSE = {"$ref": "#/components/responses/Error"}
+# Options re-read through our pool, and their extension values (google.api.HttpRule,
+# buf.validate.FieldRules), are messages built at run time and read by field name: no static
+# types exist for them, and types-protobuf cannot type an extension found by name.
+Dynamic = Any
+Comments = dict[tuple[int, ...], str]  # source location path -> comment
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -138,7 +144,9 @@ class _Descriptor:
             for file in self.files
         }
 
-    def _index_message(self, message, name: str, path: tuple, comments: dict) -> None:
+    def _index_message(
+        self, message: descriptor_pb2.DescriptorProto, name: str, path: tuple[int, ...], comments: Comments
+    ) -> None:
         self.messages[name] = (message, comments.get(path, ""))
         for j in range(len(message.field)):
             self.field_comments[(name, j)] = comments.get((*path, 2, j), "")
@@ -147,11 +155,13 @@ class _Descriptor:
         for j, enum in enumerate(message.enum_type):
             self._index_enum(enum, f"{name}.{enum.name}", (*path, 4, j), comments)
 
-    def _index_enum(self, enum, name: str, path: tuple, comments: dict) -> None:
+    def _index_enum(
+        self, enum: descriptor_pb2.EnumDescriptorProto, name: str, path: tuple[int, ...], comments: Comments
+    ) -> None:
         values = [comments.get((*path, 2, j), "") for j in range(len(enum.value))]
         self.enums[name] = (enum, comments.get(path, ""), values)
 
-    def http_rule(self, method: descriptor_pb2.MethodDescriptorProto):
+    def http_rule(self, method: descriptor_pb2.MethodDescriptorProto) -> Dynamic:
         return self._read("MethodOptions", method.options).Extensions[self._ext["google.api.http"]]
 
     def access(self, method: descriptor_pb2.MethodDescriptorProto) -> str:
@@ -162,11 +172,11 @@ class _Descriptor:
         options = self._read("FieldOptions", field.options)
         return {self._behavior_names.get(b, str(b)) for b in options.Extensions[self._ext["google.api.field_behavior"]]}
 
-    def rules(self, field: descriptor_pb2.FieldDescriptorProto):
+    def rules(self, field: descriptor_pb2.FieldDescriptorProto) -> Dynamic:
         options = self._read("FieldOptions", field.options)
         return options.Extensions[self._ext["buf.validate.field"]]
 
-    def _read(self, kind: str, options):
+    def _read(self, kind: str, options: Message) -> Dynamic:
         """Re-read options through our pool, where the extensions are known."""
         return self._options[kind].FromString(options.SerializeToString())
 
@@ -227,7 +237,7 @@ class _Builder:
             schema["readOnly"] = True
         return schema
 
-    def _map_entry(self, field: descriptor_pb2.FieldDescriptorProto):
+    def _map_entry(self, field: descriptor_pb2.FieldDescriptorProto) -> descriptor_pb2.DescriptorProto | None:
         if field.type != FDP.TYPE_MESSAGE or field.label != FDP.LABEL_REPEATED:
             return None
         entry = self.d.messages.get(_type_name(field))
@@ -296,7 +306,9 @@ class _Builder:
 
     # --- operations -------------------------------------------------------------
 
-    def operation(self, service: str, method, comment: str, rule) -> tuple[str, str, dict[str, Any]]:
+    def operation(
+        self, service: str, method: descriptor_pb2.MethodDescriptorProto, comment: str, rule: Dynamic
+    ) -> tuple[str, str, dict[str, Any]]:
         verb = rule.WhichOneof("pattern")
         if verb == "custom":
             verb, template = rule.custom.kind.lower(), rule.custom.path
@@ -411,7 +423,7 @@ class _Builder:
         return parameters
 
 
-def _apply_rules(schema: dict[str, Any], rules, *, repeated: bool) -> None:
+def _apply_rules(schema: dict[str, Any], rules: Dynamic, *, repeated: bool) -> None:
     """Translate the buf.validate rules JSON Schema can express."""
     kind = rules.WhichOneof("type")
     if kind == "repeated" and repeated:

@@ -70,7 +70,7 @@ def static_site() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def rest_edge(replica: Replica, static_site: str, tmp_path_factory) -> Iterator[Envoy]:
+def rest_edge(replica: Replica, static_site: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Envoy]:
     """Real Envoy in front of the replica, allowing the static site's origin by CORS."""
     upstreams = [("127.0.0.1", replica.port)]
     with running_edge(upstreams, tmp_path_factory.mktemp("edge"), cors_origins=(static_site,)) as envoy:

@@ -6,13 +6,14 @@ Go packages in /usr/share/gocode after it.
 """
 
 import os
+from pathlib import Path
 
 from tests.clients.conftest import CLIENTS, run_checked
 
 IMPORT_ROOT = "github.com/taskapi/taskapi/gen/go"
 
 
-def test_go_client_calls_the_live_server(grpc_target, tmp_path):
+def test_go_client_calls_the_live_server(grpc_target: str, tmp_path: Path) -> None:
     link = tmp_path / "src" / IMPORT_ROOT
     link.parent.mkdir(parents=True)
     link.symlink_to(CLIENTS / "go", target_is_directory=True)

@@ -6,6 +6,8 @@ that the document says what the transcoder does."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from google.api import annotations_pb2
@@ -18,13 +20,19 @@ from tests.clients.conftest import CLIENTS, ROOT
 VERBS = ("get", "put", "post", "delete", "patch")
 
 
-@pytest.fixture(scope="module")
-def doc() -> dict:
-    return json.loads((CLIENTS / "openapi" / "taskapi.openapi.json").read_text())
+Json = dict[str, Any]  # a JSON object of the document
+Methods = list[tuple[str, descriptor_pb2.MethodDescriptorProto]]  # (service name, method)
 
 
 @pytest.fixture(scope="module")
-def methods() -> list:
+def doc() -> Json:
+    document = json.loads((CLIENTS / "openapi" / "taskapi.openapi.json").read_text())
+    assert isinstance(document, dict)
+    return document
+
+
+@pytest.fixture(scope="module")
+def methods() -> Methods:
     fds = descriptor_pb2.FileDescriptorSet.FromString((ROOT / "envoy" / "taskapi.binpb").read_bytes())
     return [
         (service.name, method)
@@ -35,11 +43,11 @@ def methods() -> list:
     ]
 
 
-def _operations(doc: dict) -> dict[str, tuple[str, str, dict]]:
+def _operations(doc: Json) -> dict[str, tuple[str, str, Json]]:
     return {op["operationId"]: (verb, path, op) for path, verbs in doc["paths"].items() for verb, op in verbs.items()}
 
 
-def test_every_rpc_is_an_operation_on_its_http_rule(doc, methods):
+def test_every_rpc_is_an_operation_on_its_http_rule(doc: Json, methods: Methods) -> None:
     operations = _operations(doc)
     assert len(operations) == len(methods)
     for service, method in methods:
@@ -48,18 +56,20 @@ def test_every_rpc_is_an_operation_on_its_http_rule(doc, methods):
         assert operations[f"{service}_{method.name}"][:2] == (verb, getattr(rule, verb))
 
 
-def test_bearer_security_follows_the_access_option(doc, methods):
+def test_bearer_security_follows_the_access_option(doc: Json, methods: Methods) -> None:
     operations = _operations(doc)
     assert doc["security"] == [{"bearerAuth": []}]
     assert doc["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
     for service, method in methods:
         _, _, op = operations[f"{service}_{method.name}"]
-        public = method.options.Extensions[access_pb2.access] == access_pb2.ACCESS_LEVEL_PUBLIC
+        # The generated access_pb2.pyi types the extension as a plain FieldDescriptor (as taskapi_client.policy notes).
+        level: int = method.options.Extensions[access_pb2.access]  # type: ignore[index]
+        public = level == access_pb2.ACCESS_LEVEL_PUBLIC
         assert (op.get("security") == []) is public, method.name
         assert ("401" in op["responses"]) is not public
 
 
-def test_parameters_follow_the_transcoder(doc):
+def test_parameters_follow_the_transcoder(doc: Json) -> None:
     ops = _operations(doc)
     list_params = {p["name"]: p for p in ops["TaskService_ListTasks"][2]["parameters"]}
     assert set(list_params) == {
@@ -90,7 +100,7 @@ def test_parameters_follow_the_transcoder(doc):
     assert register["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("RegisterRequest")
 
 
-def test_schemas_use_the_proto3_json_mapping(doc):
+def test_schemas_use_the_proto3_json_mapping(doc: Json) -> None:
     schemas = doc["components"]["schemas"]
     task = schemas["taskapi.v1.Task"]["properties"]
     assert {"dueTime", "createTime", "completeTime", "etag"} <= set(task)
@@ -109,7 +119,7 @@ def test_schemas_use_the_proto3_json_mapping(doc):
     assert {"google.rpc.BadRequest", "google.rpc.ErrorInfo", "google.rpc.RetryInfo"} <= set(schemas)
 
 
-def test_every_reference_resolves(doc):
+def test_every_reference_resolves(doc: Json) -> None:
     refs = set(_refs(doc))
     assert refs
     for ref in refs:
@@ -117,7 +127,7 @@ def test_every_reference_resolves(doc):
         assert name in doc["components"][section], ref
 
 
-def _refs(node):
+def _refs(node: object) -> Iterator[str]:
     if isinstance(node, dict):
         for key, value in node.items():
             if key == "$ref":
@@ -129,11 +139,13 @@ def _refs(node):
             yield from _refs(item)
 
 
-def _ok_schema(op: dict) -> dict:
-    return op["responses"]["200"]["content"]["application/json"]["schema"]
+def _ok_schema(op: Json) -> Json:
+    schema = op["responses"]["200"]["content"]["application/json"]["schema"]
+    assert isinstance(schema, dict), op
+    return schema
 
 
-def test_single_resource_responses_are_the_resource(doc, methods):
+def test_single_resource_responses_are_the_resource(doc: Json, methods: Methods) -> None:
     """AIP style: the 200 body is the RPC's output message, and for Register, GetTask,
     GetCurrentUser, ... that is the AuthSession, Task or User itself (no wrapper)."""
     ops = _operations(doc)
@@ -161,7 +173,7 @@ def test_single_resource_responses_are_the_resource(doc, methods):
     assert not wrappers & set(schemas)
 
 
-def test_request_bodies_are_closed_exactly_as_the_edge_enforces(doc):
+def test_request_bodies_are_closed_exactly_as_the_edge_enforces(doc: Json) -> None:
     """What a body may hold per the document is what envoy/strict_json.lua lets through (its rules
     come from the same descriptor): the message's JSON and proto field names, nothing else."""
     schemas = doc["components"]["schemas"]

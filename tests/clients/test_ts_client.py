@@ -3,6 +3,6 @@
 from tests.clients.conftest import run_checked
 
 
-def test_ts_client_calls_the_live_server(grpc_target):
+def test_ts_client_calls_the_live_server(grpc_target: str) -> None:
     output = run_checked(["node", "--test", "clients/ts/test/"], {"TASKAPI_GRPC_TARGET": grpc_target})
     assert "# pass 1" in output and "# fail 0" in output, output

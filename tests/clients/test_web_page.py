@@ -75,7 +75,8 @@ def _edge_status(envoy: Envoy) -> int:
     """The HTTP status of an unauthenticated ListTasks through Envoy: 401 when a replica answers."""
     try:
         with urllib.request.urlopen(envoy.rest_url + "tasks", timeout=5) as response:
-            return response.status
+            status: int = response.status
+            return status
     except urllib.error.HTTPError as error:
         error.close()
         return error.code
@@ -121,7 +122,7 @@ def web_stack(redis_url: str, workdir: Path, pages: str, **settings: object) -> 
 
 
 @pytest.fixture(scope="module")
-def everyday(redis_url: str, web_pages: str, tmp_path_factory) -> Iterator[dict[str, str]]:
+def everyday(redis_url: str, web_pages: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     with web_stack(redis_url, tmp_path_factory.mktemp("web-edge"), web_pages) as env:
         yield env
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import protovalidate
 import pytest
 from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
+from google.protobuf.message import Message
 
 from taskapi.v1 import access_pb2, auth_pb2, task_pb2, user_pb2
 
@@ -47,7 +49,9 @@ def descriptor_set() -> descriptor_pb2.FileDescriptorSet:
     return fds
 
 
-def _methods(fds: descriptor_pb2.FileDescriptorSet):
+def _methods(
+    fds: descriptor_pb2.FileDescriptorSet,
+) -> Iterator[tuple[str, descriptor_pb2.MethodDescriptorProto]]:
     for file in fds.file:
         if file.package != "taskapi.v1":
             continue
@@ -56,7 +60,7 @@ def _methods(fds: descriptor_pb2.FileDescriptorSet):
                 yield service.name, method
 
 
-def test_descriptor_has_every_rpc_with_its_http_rule(descriptor_set):
+def test_descriptor_has_every_rpc_with_its_http_rule(descriptor_set: descriptor_pb2.FileDescriptorSet) -> None:
     found = {}
     for service, method in _methods(descriptor_set):
         rule = method.options.Extensions[annotations_pb2.http]
@@ -65,16 +69,19 @@ def test_descriptor_has_every_rpc_with_its_http_rule(descriptor_set):
     assert found == API_SURFACE
 
 
-def test_descriptor_carries_error_detail_types_and_source_docs(descriptor_set):
+def test_descriptor_carries_error_detail_types_and_source_docs(
+    descriptor_set: descriptor_pb2.FileDescriptorSet,
+) -> None:
     names = {f.name for f in descriptor_set.file}
     assert {"google/rpc/status.proto", "google/rpc/error_details.proto"} <= names
     task_file = next(f for f in descriptor_set.file if f.name == "taskapi/v1/task.proto")
     assert task_file.source_code_info.location, "descriptor lacks source info (comments)"
 
 
-def test_access_level_is_declared_on_every_rpc(descriptor_set):
+def test_access_level_is_declared_on_every_rpc(descriptor_set: descriptor_pb2.FileDescriptorSet) -> None:
     for service, method in _methods(descriptor_set):
-        level = method.options.Extensions[access_pb2.access]
+        # The generated access_pb2.pyi types the extension as a plain FieldDescriptor (as taskapi_client.policy notes).
+        level: int = method.options.Extensions[access_pb2.access]  # type: ignore[index]
         key = (service, method.name)
         expected = (
             access_pb2.ACCESS_LEVEL_PUBLIC
@@ -86,14 +93,15 @@ def test_access_level_is_declared_on_every_rpc(descriptor_set):
         assert level == expected, key
 
 
-def _violations(message) -> dict[str, str]:
-    return {
-        ".".join(e.field_name for e in v.proto.field.elements): v.proto.rule_id
-        for v in protovalidate.collect_violations(message)
-    }
+def _violations(message: Message) -> dict[str, str]:
+    found = {}
+    for v in protovalidate.collect_violations(message):
+        assert v.proto.field is not None, v.proto  # every rule under test is a field rule
+        found[".".join(e.field_name for e in v.proto.field.elements)] = v.proto.rule_id
+    return found
 
 
-def test_field_rules_fail_with_the_field_named():
+def test_field_rules_fail_with_the_field_named() -> None:
     bad = task_pb2.CreateTaskRequest(
         task=task_pb2.Task(title="x" * 101, tags=["ok", "ok", ""]),
         request_id="not an id!",
@@ -108,7 +116,7 @@ def test_field_rules_fail_with_the_field_named():
     assert _violations(task_pb2.GetTaskRequest(id="nope")) == {"id": "string.pattern"}
 
 
-def test_password_and_email_rules():
+def test_password_and_email_rules() -> None:
     too_long = "p" * 73
     violations = _violations(auth_pb2.RegisterRequest(email="not-an-email", password=too_long, name="A"))
     assert violations == {"email": "string.email", "password": "string.max_bytes"}
@@ -117,11 +125,11 @@ def test_password_and_email_rules():
     assert _violations(auth_pb2.RegisterRequest(email="a@b.co", password="p" * 72, name="A")) == {}
 
 
-def test_enum_rules_reject_undefined_values():
+def test_enum_rules_reject_undefined_values() -> None:
     task = task_pb2.Task(title="t")
     task.status = 99  # type: ignore[assignment]
     assert _violations(task_pb2.CreateTaskRequest(task=task)) == {"task.status": "enum.defined_only"}
-    assert _violations(user_pb2.UpdateUserRequest(user=user_pb2.User(id="0" * 24, role=0))) == {
+    assert _violations(user_pb2.UpdateUserRequest(user=user_pb2.User(id="0" * 24, role=user_pb2.ROLE_UNSPECIFIED))) == {
         "user.role": "enum.not_in"
     }
 
@@ -130,17 +138,17 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
-def test_generated_code_is_fresh():
+def test_generated_code_is_fresh() -> None:
     result = _run(sys.executable, "scripts/protos.py", "check")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_buf_format_is_clean():
+def test_buf_format_is_clean() -> None:
     result = _run(str(BUF), "format", "--diff", "--exit-code", "protos")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_buf_lint_is_clean(tmp_path):
+def test_buf_lint_is_clean(tmp_path: Path) -> None:
     image = tmp_path / "image.binpb"
     assert _run(sys.executable, "scripts/protos.py", "image", str(image)).returncode == 0
     result = _run(str(BUF), "lint", str(image), "--path", "taskapi")
@@ -163,7 +171,7 @@ def _breaking_base() -> str | None:
     return parent
 
 
-def test_no_breaking_change_against_previous_protos(tmp_path):
+def test_no_breaking_change_against_previous_protos(tmp_path: Path) -> None:
     base = _breaking_base()
     if base is None:
         pytest.skip("no earlier version of protos/ in git history to compare with")

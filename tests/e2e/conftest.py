@@ -69,27 +69,41 @@ class Account:
 
     @property
     def token(self) -> str:
-        return self.session["accessToken"]
+        return self._text("accessToken")
 
     @property
     def refresh_token(self) -> str:
-        return self.session["refreshToken"]
+        return self._text("refreshToken")
 
     @property
     def user(self) -> dict[str, Any]:
-        return self.session["user"]
+        user = self.session["user"]
+        assert isinstance(user, dict), self.session
+        return user
+
+    def _text(self, key: str) -> str:
+        value = self.session[key]
+        assert isinstance(value, str), (key, value)
+        return value
+
+
+def json_object(response: Response) -> dict[str, Any]:
+    """The response's JSON body, which must be an object."""
+    body = response.json()
+    assert isinstance(body, dict), response
+    return body
 
 
 def session_of(response: Response) -> dict[str, Any]:
     """The AuthSession a Register/Login/Refresh response is, asserting 200."""
     assert response.status == 200, response
-    return response.json()
+    return json_object(response)
 
 
 def resource(response: Response) -> dict[str, Any]:
     """The Task or User a single-resource response is, asserting 200."""
     assert response.status == 200, response
-    return response.json()
+    return json_object(response)
 
 
 def register(
@@ -130,7 +144,7 @@ def assert_error(response: Response, status: int, code: int) -> dict[str, Any]:
     """The response is our JSON error shape with this HTTP status and gRPC code; returns the body."""
     assert response.status == status, response
     assert response.headers.get_content_type() == "application/json", response.headers
-    body = response.json()
+    body = json_object(response)
     assert body["code"] == code, body
     assert isinstance(body["message"], str) and body["message"], body
     assert isinstance(body["details"], list), body
@@ -142,6 +156,7 @@ def detail(body: dict[str, Any], type_name: str) -> dict[str, Any]:
     wanted = f"type.googleapis.com/google.rpc.{type_name}"
     for item in body["details"]:
         if item.get("@type") == wanted:
+            assert isinstance(item, dict), item
             return item
     raise AssertionError(f"no {type_name} in details: {body['details']}")
 

@@ -63,8 +63,8 @@ def test_dev_starts_again_at_once_on_the_same_ports(tmp_path: Path) -> None:
         # so the REST port's side of it lingers in TIME_WAIT (the admin port's polls do too).
         browser = http.client.HTTPConnection("127.0.0.1", rest_port, timeout=10)
         browser.request("GET", "/api/v1/tasks")
-        response = browser.getresponse()
-        assert response.status == 401 and response.read()
+        reply = browser.getresponse()
+        assert reply.status == 401 and reply.read()
         assert first.stop() == 0, first.text()
         browser.close()
     lingering = _lingering_states()
@@ -124,7 +124,7 @@ def _port_in_time_wait() -> int:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", 0))
         listener.listen()
-        port = listener.getsockname()[1]
+        port: int = listener.getsockname()[1]
         with socket.create_connection(("127.0.0.1", port)) as client:
             accepted, _ = listener.accept()
             accepted.close()

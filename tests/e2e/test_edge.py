@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -159,7 +160,7 @@ def test_grpc_through_envoy(stack: Stack) -> None:
         with pytest.raises(grpc.RpcError) as error:
             tasks.GetTask(task_pb2.GetTaskRequest(id="0123456789abcdef01234567"), metadata=metadata, timeout=10)
         assert error.value.code() == grpc.StatusCode.NOT_FOUND
-        unknown = channel.unary_unary("/taskapi.v1.NoSuchService/Nope")
+        unknown: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary("/taskapi.v1.NoSuchService/Nope")
         with pytest.raises(grpc.RpcError) as error:
             unknown(b"", timeout=10)
         assert error.value.code() == grpc.StatusCode.UNIMPLEMENTED
@@ -261,7 +262,7 @@ def test_create_task_is_retried_on_unavailable_only_with_a_request_id() -> None:
     assert not [r for r in grpc_routes if r["match"].get("path") == create_task]
 
 
-def _route_tables() -> list[list[dict]]:
+def _route_tables() -> list[list[dict[str, Any]]]:
     """The rendered route tables, REST listener first."""
     rendered = yaml.safe_load(edge.render(edge_config([("127.0.0.1", 1)])))
     tables = [

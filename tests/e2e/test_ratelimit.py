@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from taskapi.server.config import RateLimit
+from taskapi.server.domain.limits import RateLimit
 from tests.conftest import make_settings
 from tests.e2e.conftest import Stack, assert_error, detail, register, running_stack
 from tests.support.edge import Response, RestClient

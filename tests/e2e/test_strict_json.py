@@ -14,7 +14,7 @@ import pytest
 from taskapi.server.edge import DESCRIPTOR
 from taskapi.server.edge.strict_json import body_rules
 from tests.e2e.conftest import Account, assert_error, resource
-from tests.support.edge import RestClient
+from tests.support.edge import Response, RestClient
 
 INVALID_ARGUMENT = 3
 OTHER_ID = "0123456789abcdef01234567"
@@ -24,9 +24,9 @@ def task_of(client: RestClient, account: Account, **fields: Any) -> dict[str, An
     return resource(client.post("tasks", {"title": "t", **fields}, token=account.token))
 
 
-def refused(response, *words: str) -> str:
+def refused(response: Response, *words: str) -> str:
     """A 400 in the JSON error shape whose message has every one of `words`."""
-    message = assert_error(response, 400, INVALID_ARGUMENT)["message"]
+    message: str = assert_error(response, 400, INVALID_ARGUMENT)["message"]  # a str: assert_error checks
     for word in words:
         assert word in message, message
     return message
@@ -58,7 +58,7 @@ def test_an_unknown_field_is_refused_and_nothing_is_created(client: RestClient, 
     ],
 )
 def test_every_body_refuses_unknown_fields(
-    client: RestClient, account: Account, method: str, path: str, body: dict, words: tuple[str, ...]
+    client: RestClient, account: Account, method: str, path: str, body: dict[str, Any], words: tuple[str, ...]
 ) -> None:
     if "{task}" in path:
         path = path.format(task=task_of(client, account)["id"])
@@ -83,7 +83,9 @@ def test_an_admin_update_refuses_unknown_fields(client: RestClient, admin: Accou
         ({"priority": True}, ("task.priority",)),
     ],
 )
-def test_wrong_json_types_are_refused(client: RestClient, account: Account, body: dict, words: tuple[str, ...]) -> None:
+def test_wrong_json_types_are_refused(
+    client: RestClient, account: Account, body: dict[str, Any], words: tuple[str, ...]
+) -> None:
     refused(client.post("tasks", {"title": "t", **body}, token=account.token), *words)
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import pytest
@@ -44,7 +46,7 @@ class Api:
         return User(session=response, email=email, password=password)
 
 
-def fails(call, code: grpc.StatusCode) -> grpc.RpcError:
+def fails(call: Callable[[], object], code: grpc.StatusCode) -> grpc.RpcError:
     """Run `call`, assert it fails with `code`, return the error."""
     with pytest.raises(grpc.RpcError) as info:
         call()
@@ -52,10 +54,30 @@ def fails(call, code: grpc.StatusCode) -> grpc.RpcError:
     return info.value
 
 
-def error_details(error: grpc.RpcError) -> dict[str, object]:
+def as_call(error: grpc.RpcError) -> grpc.Call:
+    """The error a unary call raises is also its grpc.Call: initial metadata and all."""
+    # As `object`: the stubs' RpcError.details (str | None) and Call.details (str) differ, so mypy
+    # holds an RpcError that is a Call impossible; grpc's _InactiveRpcError is both.
+    call: object = error
+    assert isinstance(call, grpc.Call), type(error)
+    return call
+
+
+def headers(reply: grpc.Call | grpc.RpcError) -> dict[str, str]:
+    """A reply's initial metadata by key. grpc hands bytes only for `-bin` keys, and we send none."""
+    call = reply if isinstance(reply, grpc.Call) else as_call(reply)
+    found: dict[str, str] = {}
+    for key, value in call.initial_metadata():
+        assert isinstance(value, str), (key, value)
+        found[key] = value
+    return found
+
+
+# google.rpc's messages ship no type information (pyproject's mypy overrides): Any, honestly.
+def error_details(error: grpc.RpcError) -> dict[str, Any]:
     """The google.rpc details of a failed call, by type name."""
     status = rpc_status.from_call(error)
-    found: dict[str, object] = {}
+    found: dict[str, Any] = {}
     if status is None:
         return found
     for detail in status.details:

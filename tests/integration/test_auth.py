@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -13,7 +15,9 @@ import jwt
 import pytest
 
 from taskapi.server import cli
+from taskapi.server.app import App
 from taskapi.server.cache.sessions import live_session_key
+from taskapi.server.domain.entities import User as DomainUser
 from taskapi.server.store.documents import RefreshTokenDoc
 from taskapi.server.store.users import MongoUserStore
 from taskapi.v1 import auth_pb2, task_pb2, user_pb2
@@ -22,17 +26,17 @@ from tests.integration.api import PASSWORD, Api, error_details, violated_fields
 
 
 @pytest.fixture
-def api(channel) -> Api:
+def api(channel: grpc.Channel) -> Api:
     return Api(channel)
 
 
-def _code(call) -> grpc.StatusCode:
+def _code(call: Callable[[], object]) -> grpc.StatusCode:
     with pytest.raises(grpc.RpcError) as info:
         call()
     return info.value.code()
 
 
-def test_register_returns_a_session_without_secrets(api):
+def test_register_returns_a_session_without_secrets(api: Api) -> None:
     email = unique_email()
     session = api.auth.Register(auth_pb2.RegisterRequest(email=email, password=PASSWORD, name="Ann"))
     assert session.token_type == "Bearer" and session.expires_in == 900
@@ -44,7 +48,7 @@ def test_register_returns_a_session_without_secrets(api):
     assert claims["sub"] == session.user.id and claims["exp"] - claims["iat"] == 900
 
 
-def test_email_is_unique_case_insensitively(api):
+def test_email_is_unique_case_insensitively(api: Api) -> None:
     user = api.register()
     with pytest.raises(grpc.RpcError) as info:
         api.auth.Register(auth_pb2.RegisterRequest(email=user.email.upper(), password=PASSWORD, name="Dup"))
@@ -56,20 +60,20 @@ def test_email_is_unique_case_insensitively(api):
     ("password", "field"),
     [("short", "password"), ("x" * 73, "password"), ("é" * 37, "password")],  # 74 bytes in 37 characters
 )
-def test_password_limits_are_bytes_and_never_truncated(api, password, field):
+def test_password_limits_are_bytes_and_never_truncated(api: Api, password: str, field: str) -> None:
     with pytest.raises(grpc.RpcError) as info:
         api.auth.Register(auth_pb2.RegisterRequest(email=unique_email(), password=password, name="P"))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert violated_fields(info.value) == {field}
 
 
-def test_bad_fields_are_all_named(api):
+def test_bad_fields_are_all_named(api: Api) -> None:
     with pytest.raises(grpc.RpcError) as info:
         api.auth.Register(auth_pb2.RegisterRequest(email="nope", password="x", name=""))
     assert violated_fields(info.value) == {"email", "password", "name"}
 
 
-def test_login_failure_is_the_same_for_unknown_email_and_wrong_password(api):
+def test_login_failure_is_the_same_for_unknown_email_and_wrong_password(api: Api) -> None:
     user = api.register()
     errors = []
     for email, password in ((user.email, "wrong password!"), (unique_email("ghost"), PASSWORD)):
@@ -81,11 +85,11 @@ def test_login_failure_is_the_same_for_unknown_email_and_wrong_password(api):
     assert session.user.id == user.id
 
 
-def _me(api: Api, token: str):
+def _me(api: Api, token: str) -> user_pb2.User:
     return api.users.GetCurrentUser(user_pb2.GetCurrentUserRequest(), metadata=(("authorization", f"Bearer {token}"),))
 
 
-def _token(claims: dict, secret: str = TEST_SECRET, algorithm: str = "HS256") -> str:
+def _token(claims: dict[str, object], secret: str = TEST_SECRET, algorithm: str = "HS256") -> str:
     now = int(time.time())
     base = {
         "sub": "0" * 24,
@@ -100,7 +104,7 @@ def _token(claims: dict, secret: str = TEST_SECRET, algorithm: str = "HS256") ->
     return jwt.encode(base | claims, secret, algorithm=algorithm)
 
 
-def test_missing_forged_expired_and_alg_none_tokens_are_rejected(api):
+def test_missing_forged_expired_and_alg_none_tokens_are_rejected(api: Api) -> None:
     user = api.register()
     claims = jwt.decode(user.session.access_token, TEST_SECRET, algorithms=["HS256"], audience="taskapi")
     forged = _token(claims, secret="another-secret-that-is-long-enough-for-hs256!!")
@@ -109,7 +113,7 @@ def test_missing_forged_expired_and_alg_none_tokens_are_rejected(api):
     wrong_audience = _token(claims | {"aud": "someone-else"})
     tampered = user.session.access_token[:-4] + ("AAAA" if not user.session.access_token.endswith("AAAA") else "BBBB")
     for token in (forged, expired, alg_none, wrong_audience, tampered, "garbage"):
-        assert _code(lambda t=token: _me(api, t)) == grpc.StatusCode.UNAUTHENTICATED, token
+        assert _code(functools.partial(_me, api, token)) == grpc.StatusCode.UNAUTHENTICATED, token
     with pytest.raises(grpc.RpcError) as info:
         _me(api, expired)
     assert error_details(info.value)["ErrorInfo"].reason == "TOKEN_EXPIRED"
@@ -117,9 +121,9 @@ def test_missing_forged_expired_and_alg_none_tokens_are_rejected(api):
     assert _me(api, user.session.access_token).id == user.id
 
 
-def test_logout_ends_refresh_and_access_tokens(api):
+def test_logout_ends_refresh_and_access_tokens(api: Api) -> None:
     user = api.register()
-    assert _me(api, user.session.access_token)  # warms the session cache
+    assert _me(api, user.session.access_token).id == user.id  # warms the session cache
     api.auth.Logout(auth_pb2.LogoutRequest(refresh_token=user.session.refresh_token))
     assert _code(lambda: _me(api, user.session.access_token)) == grpc.StatusCode.UNAUTHENTICATED
     assert (
@@ -129,10 +133,10 @@ def test_logout_ends_refresh_and_access_tokens(api):
     api.auth.Logout(auth_pb2.LogoutRequest(refresh_token=user.session.refresh_token))  # idempotent
 
 
-def test_change_password_revokes_other_sessions_only(api):
+def test_change_password_revokes_other_sessions_only(api: Api) -> None:
     user = api.register()
     other = api.auth.Login(auth_pb2.LoginRequest(email=user.email, password=PASSWORD))
-    assert _me(api, other.access_token)
+    assert _me(api, other.access_token).id == user.id
     with pytest.raises(grpc.RpcError) as info:
         api.users.ChangePassword(
             user_pb2.ChangePasswordRequest(current_password="not it at all", new_password="new password 1"),
@@ -151,7 +155,7 @@ def test_change_password_revokes_other_sessions_only(api):
     assert api.auth.Login(auth_pb2.LoginRequest(email=user.email, password="new password 1")).user.id == user.id
 
 
-def test_create_admin_without_mongodb_refuses(tmp_path):
+def test_create_admin_without_mongodb_refuses(tmp_path: Path) -> None:
     """Without MONGODB_URI every server keeps accounts in its own memory: an admin written
     by this command would vanish with it, so it refuses instead of pretending."""
     env = {k: v for k, v in os.environ.items() if k != "MONGODB_URI"} | {"TASKAPI_ADMIN_PASSWORD": PASSWORD}
@@ -173,7 +177,9 @@ def test_create_admin_without_mongodb_refuses(tmp_path):
 @pytest.mark.skipif(
     not os.environ.get("MONGODB_URI"), reason="needs a real MongoDB (MONGODB_URI) shared with the server"
 )
-def test_create_admin_command_makes_an_admin(api, monkeypatch, capsys):
+def test_create_admin_command_makes_an_admin(
+    api: Api, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     email = unique_email("admin")
     monkeypatch.setenv("TASKAPI_ADMIN_PASSWORD", PASSWORD)
     monkeypatch.setenv("BCRYPT_ROUNDS", "4")
@@ -191,7 +197,7 @@ def test_create_admin_command_makes_an_admin(api, monkeypatch, capsys):
     assert task.owner == session.user.id
 
 
-def test_a_session_check_that_raced_a_logout_cannot_revive_it(app, api):
+def test_a_session_check_that_raced_a_logout_cannot_revive_it(app: App, api: Api) -> None:
     """A confirm that read the store just before a logout fills Redis just after it."""
     user = api.register()
     caller = app.tokens.verify(user.session.access_token)
@@ -200,16 +206,20 @@ def test_a_session_check_that_raced_a_logout_cannot_revive_it(app, api):
     stale_fill = app.shared_cache.call_script(
         app.session_cache._fill, [key], [b"", f"{user.id}:USER", 60]
     )  # what the slow reader would write
-    assert stale_fill == 0 and app.shared_cache.client.get(key) == b"revoked"
+    client = app.shared_cache.client
+    assert client is not None  # the session app runs with Redis
+    assert stale_fill == 0 and client.get(key) == b"revoked"
     assert _code(lambda: _me(api, user.session.access_token)) == grpc.StatusCode.UNAUTHENTICATED
 
 
-def test_a_refresh_that_raced_a_logout_leaves_nothing_alive(app, api, monkeypatch):
+def test_a_refresh_that_raced_a_logout_leaves_nothing_alive(
+    app: App, api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The logout is injected between the refresh's rotation and its new token (a real race window)."""
     user = api.register()
     find_user = MongoUserStore.find
 
-    def logout_first(self, user_id):
+    def logout_first(self: MongoUserStore, user_id: str) -> DomainUser | None:
         monkeypatch.setattr(MongoUserStore, "find", find_user)
         app.accounts.logout(user.session.refresh_token)
         return find_user(self, user_id)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -17,10 +19,11 @@ from tests.integration.api import Api
 
 
 def _cache_fields(redis_url: str, user_id: str) -> set[str]:
-    return {f.decode().split(":")[0] for f in redis.Redis.from_url(redis_url).hkeys(f"taskapi:tasks:{user_id}")}
+    fields = redis.Redis.from_url(redis_url).hkeys(f"taskapi:tasks:{user_id}")
+    return {(f.decode() if isinstance(f, bytes) else f).split(":")[0] for f in fields}
 
 
-def test_reads_are_cached_and_writes_invalidate(channel, redis_url):
+def test_reads_are_cached_and_writes_invalidate(channel: grpc.Channel, redis_url: str) -> None:
     api = Api(channel)
     user = api.register()
     task = api.tasks.CreateTask(T.CreateTaskRequest(task=T.Task(title="v1")), metadata=user.auth)
@@ -39,7 +42,7 @@ def test_reads_are_cached_and_writes_invalidate(channel, redis_url):
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-def test_no_stale_read_across_replicas(channel, redis_url):
+def test_no_stale_read_across_replicas(channel: grpc.Channel, redis_url: str) -> None:
     """Two Apps (two replica processes' worth of state) share Redis and the store."""
     other_app = App(make_settings(redis_url))
     other = other_app.start_replica(0)
@@ -58,7 +61,7 @@ def test_no_stale_read_across_replicas(channel, redis_url):
         other_app.close(grace=0.5)
 
 
-def test_a_fill_that_raced_a_write_is_dropped(app, redis_url):
+def test_a_fill_that_raced_a_write_is_dropped(app: App, redis_url: str) -> None:
     cache: TaskCache = app.task_cache
     owner = "f" * 24
     _, version = cache.read(owner, "get:x")  # a reader notes the version, then reads the store...
@@ -71,7 +74,7 @@ def test_a_fill_that_raced_a_write_is_dropped(app, redis_url):
 
 
 @pytest.fixture
-def private_redis(tmp_path):
+def private_redis(tmp_path: Path) -> Iterator[RedisProcess]:
     process = RedisProcess(tmp_path)
     process.start()
     yield process
@@ -79,13 +82,13 @@ def private_redis(tmp_path):
 
 
 @pytest.fixture
-def private_api(private_redis):
+def private_api(private_redis: RedisProcess) -> Iterator[Api]:
     """An Api on a server of its own, whose Redis the test may stop or pause."""
     with run_server(make_settings(private_redis.url)) as replica, grpc.insecure_channel(replica.address) as channel:
         yield Api(channel)
 
 
-def test_service_keeps_answering_when_redis_is_down(private_redis, private_api):
+def test_service_keeps_answering_when_redis_is_down(private_redis: RedisProcess, private_api: Api) -> None:
     api = private_api
     user = api.register()
     task = api.tasks.CreateTask(T.CreateTaskRequest(task=T.Task(title="cached")), metadata=user.auth)
@@ -103,20 +106,20 @@ def test_service_keeps_answering_when_redis_is_down(private_redis, private_api):
     assert _cache_fields(private_redis.url, user.id) == {"get"}
 
 
-def test_an_invalidation_missed_during_an_outage_is_replayed(private_redis, private_api):
+def test_an_invalidation_missed_during_an_outage_is_replayed(private_redis: RedisProcess, private_api: Api) -> None:
     """Redis unresponsive (paused, data kept) during a write: the stale entry is deleted on recovery."""
     api = private_api
     user = api.register()
     task = api.tasks.CreateTask(T.CreateTaskRequest(task=T.Task(title="old")), metadata=user.auth)
     api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth)
     assert _cache_fields(private_redis.url, user.id) == {"get"}
-    redis.Redis.from_url(private_redis.url).execute_command("CLIENT", "PAUSE", "1500", "ALL")
+    redis.Redis.from_url(private_redis.url).client_pause(1500, all=True)
     api.tasks.UpdateTask(T.UpdateTaskRequest(task=T.Task(id=task.id, title="new")), metadata=user.auth)
     time.sleep(1.6)  # the pause ends; the entry from before the write is still in Redis
     assert api.tasks.GetTask(T.GetTaskRequest(id=task.id), metadata=user.auth).title == "new"
 
 
-def test_concurrent_writes_and_reads_never_leave_stale_entries(channel):
+def test_concurrent_writes_and_reads_never_leave_stale_entries(channel: grpc.Channel) -> None:
     api = Api(channel)
     user = api.register()
     task = api.tasks.CreateTask(T.CreateTaskRequest(task=T.Task(title="0")), metadata=user.auth)

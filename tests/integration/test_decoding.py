@@ -36,7 +36,7 @@ def length_delimited(field: int, payload: bytes) -> bytes:
     return bytes([field << 3 | 2, len(payload)]) + payload
 
 
-def send(channel: grpc.Channel, method: str, data: bytes, metadata=()) -> bytes:
+def send(channel: grpc.Channel, method: str, data: bytes, metadata: tuple[tuple[str, str], ...] = ()) -> bytes:
     call = channel.unary_unary(method, request_serializer=lambda b: b, response_deserializer=lambda b: b)
     return call(data, metadata=metadata, timeout=10)
 
@@ -54,11 +54,14 @@ def send(channel: grpc.Channel, method: str, data: bytes, metadata=()) -> bytes:
         ),
     ],
 )
-def test_a_string_that_is_not_utf8_is_invalid_argument_naming_the_field(channel, method, data, field):
+def test_a_string_that_is_not_utf8_is_invalid_argument_naming_the_field(
+    channel: grpc.Channel, method: str, data: bytes, field: str
+) -> None:
     user = Api(channel).register()
     error = fails(lambda: send(channel, method, data, user.auth), grpc.StatusCode.INVALID_ARGUMENT)
     assert violated_fields(error) == {field}
-    assert "UTF-8" in error.details() and field in error.details()
+    details = error.details() or ""
+    assert "UTF-8" in details and field in details
     assert error_details(error)["ErrorInfo"].reason == "INVALID_ARGUMENT"
 
 
@@ -78,14 +81,16 @@ def test_a_string_that_is_not_utf8_is_invalid_argument_naming_the_field(channel,
         (HEALTH_CHECK, "grpc.health.v1.HealthCheckRequest"),
     ],
 )
-def test_bytes_that_are_not_protobuf_are_invalid_argument(channel, method, message_type, data):
+def test_bytes_that_are_not_protobuf_are_invalid_argument(
+    channel: grpc.Channel, method: str, message_type: str, data: bytes
+) -> None:
     user = Api(channel).register()
     error = fails(lambda: send(channel, method, data, user.auth), grpc.StatusCode.INVALID_ARGUMENT)
     assert error.details() == f"invalid request: not a valid {message_type} message"
     assert violated_fields(error) == set()
 
 
-def test_valid_bytes_still_reach_the_handler(channel):
+def test_valid_bytes_still_reach_the_handler(channel: grpc.Channel) -> None:
     user = Api(channel).register()
     request = task_pb2.CreateTaskRequest(task=task_pb2.Task(title="raw"))
     created = send(channel, CREATE_TASK, request.SerializeToString(), user.auth)
@@ -127,7 +132,7 @@ def test_undecodable_calls_are_counted_logged_and_rate_limited(
     ]
 
 
-def test_login_with_garbage_needs_no_token_to_be_refused(channel):
+def test_login_with_garbage_needs_no_token_to_be_refused(channel: grpc.Channel) -> None:
     error = fails(lambda: send(channel, LOGIN, b"\x0a\x01\xff"), grpc.StatusCode.INVALID_ARGUMENT)
     assert violated_fields(error) == {"email"}
     assert error.details() == "invalid request: email: must be valid UTF-8"

@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -19,6 +20,7 @@ from taskapi.interceptors.metrics import Metrics, MetricsInterceptor
 from taskapi.interceptors.ratelimit import RateLimitInterceptor
 from taskapi.server.app import App
 from taskapi.server.cache.client import connect_redis
+from taskapi.server.config import Settings
 from taskapi.server.domain.limits import RateLimit
 from taskapi.v1 import auth_pb2, task_pb2
 from tests.integration.chain_server import TASK_ID, make_chain, run_server, stubs, unique_prefix
@@ -50,11 +52,11 @@ def test_one_json_line_per_call_without_secrets(redis_url: str, caplog: pytest.L
         with run_server(chain) as (_, port), stubs(port) as (auth, tasks):
             tasks.GetTask(
                 task_pb2.GetTaskRequest(id=TASK_ID),
-                metadata=[("authorization", TOKEN), ("x-request-id", "req-1")],
+                metadata=(("authorization", TOKEN), ("x-request-id", "req-1")),
             )
-            auth.Login(login, metadata=[("x-request-id", "req-2"), ("x-forwarded-for", "10.1.2.3")])
+            auth.Login(login, metadata=(("x-request-id", "req-2"), ("x-forwarded-for", "10.1.2.3")))
             with pytest.raises(grpc.RpcError) as err:  # over the Login budget of 1 per IP
-                auth.Login(login, metadata=[("x-request-id", "req-3"), ("x-forwarded-for", "10.1.2.3")])
+                auth.Login(login, metadata=(("x-request-id", "req-3"), ("x-forwarded-for", "10.1.2.3")))
             assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
 
     # Only this test's calls: session-wide servers (e2e stacks under health checks) log too.
@@ -94,7 +96,7 @@ def test_formatter_renders_extras_and_exceptions() -> None:
 
 
 def test_health_checks_and_reflection_are_counted_not_logged_at_info(
-    settings_factory, caplog: pytest.LogCaptureFixture
+    settings_factory: Callable[..., Settings], caplog: pytest.LogCaptureFixture
 ) -> None:
     app = App(settings_factory())
     try:

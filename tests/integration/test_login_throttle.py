@@ -12,16 +12,18 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from typing import Any
 
 import grpc
 import pytest
 import redis
 
-from taskapi.server.app import run_server
+from taskapi.server.app import Replica, run_server
 from taskapi.server.domain.limits import DEFAULT_AUTH, LoginThrottle, RateLimit
 from taskapi.v1 import auth_pb2, auth_pb2_grpc
 from tests.conftest import make_settings, unique_email
-from tests.integration.api import PASSWORD, error_details
+from tests.integration.api import PASSWORD, as_call, error_details
 
 WRONG = "not the password"
 
@@ -42,9 +44,9 @@ Server = Callable[..., auth_pb2_grpc.AuthServiceStub]
 @pytest.fixture
 def server(own_redis: str) -> Iterator[Server]:
     """Starts an App (one replica) with the given settings; returns an AuthService stub."""
-    stack: list = []
+    stack: list[AbstractContextManager[Replica] | grpc.Channel] = []
 
-    def start(**overrides: object) -> auth_pb2_grpc.AuthServiceStub:
+    def start(**overrides: Any) -> auth_pb2_grpc.AuthServiceStub:  # Settings fields, as make_settings
         overrides.setdefault("redis_url", own_redis)
         context = run_server(make_settings(**overrides))
         replica = context.__enter__()
@@ -70,7 +72,7 @@ def register(stub: auth_pb2_grpc.AuthServiceStub) -> str:
 def login(stub: auth_pb2_grpc.AuthServiceStub, email: str, password: str, ip: str) -> grpc.StatusCode:
     try:
         stub.Login(
-            auth_pb2.LoginRequest(email=email, password=password), metadata=[("x-forwarded-for", ip)], timeout=10
+            auth_pb2.LoginRequest(email=email, password=password), metadata=(("x-forwarded-for", ip),), timeout=10
         )
     except grpc.RpcError as error:
         return error.code()
@@ -81,7 +83,7 @@ def refused(stub: auth_pb2_grpc.AuthServiceStub, email: str, password: str, ip: 
     """The login is refused by the throttle; returns the error."""
     with pytest.raises(grpc.RpcError) as info:
         stub.Login(
-            auth_pb2.LoginRequest(email=email, password=password), metadata=[("x-forwarded-for", ip)], timeout=10
+            auth_pb2.LoginRequest(email=email, password=password), metadata=(("x-forwarded-for", ip),), timeout=10
         )
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, info.value.details()
     return info.value
@@ -89,7 +91,7 @@ def refused(stub: auth_pb2_grpc.AuthServiceStub, email: str, password: str, ip: 
 
 def retry_after(error: grpc.RpcError) -> int:
     """Retry-After, checked against RetryInfo: both must say the same whole seconds."""
-    seconds = int(dict(error.initial_metadata())["retry-after"])
+    seconds = int(dict(as_call(error).initial_metadata())["retry-after"])
     assert error_details(error)["RetryInfo"].retry_delay.seconds == seconds
     return seconds
 

@@ -16,7 +16,7 @@ from taskapi.server.domain.limits import RateLimit
 from taskapi.v1 import auth_pb2, task_pb2
 from tests.integration.chain_server import TASK_ID, make_chain, run_server, stubs, unique_prefix
 
-AUTH = [("authorization", "Bearer user-1")]
+AUTH = (("authorization", "Bearer user-1"),)
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 

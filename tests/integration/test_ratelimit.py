@@ -20,8 +20,9 @@ from taskapi.server.cache.client import connect_redis
 from taskapi.server.cache.reads import ReadPlan, delivered_reply
 from taskapi.server.cache.shared import SharedCache
 from taskapi.server.domain.limits import RateLimit
-from taskapi.v1 import auth_pb2, task_pb2
+from taskapi.v1 import auth_pb2, auth_pb2_grpc, task_pb2, task_pb2_grpc
 from tests.conftest import RedisProcess
+from tests.integration.api import headers as api_headers
 from tests.integration.chain_server import TASK_ID, make_chain, run_server, stubs, unique_prefix
 
 GENEROUS = RateLimit(requests=1000, window_seconds=60)
@@ -34,14 +35,14 @@ def limiter(url: str | None, **kwargs: Any) -> RateLimitInterceptor:
     return RateLimitInterceptor(client, **kwargs)
 
 
-def get_task(stub: Any, user: str = "1", **metadata: str) -> tuple[Any, Any]:
-    headers = [("authorization", f"Bearer user-{user}"), *metadata.items()]
+def get_task(stub: task_pb2_grpc.TaskServiceStub, user: str = "1", **metadata: str) -> tuple[task_pb2.Task, grpc.Call]:
+    headers = (("authorization", f"Bearer user-{user}"), *metadata.items())
     return stub.GetTask.with_call(task_pb2.GetTaskRequest(id=TASK_ID), metadata=headers)
 
 
-def login(stub: Any, email: str, ip: str) -> Any:
+def login(stub: auth_pb2_grpc.AuthServiceStub, email: str, ip: str) -> tuple[auth_pb2.AuthSession, grpc.Call]:
     request = auth_pb2.LoginRequest(email=email, password="correct horse battery")
-    return stub.Login.with_call(request, metadata=[("x-forwarded-for", ip)])
+    return stub.Login.with_call(request, metadata=(("x-forwarded-for", ip),))
 
 
 def decisions(metrics: Metrics, decision: str, backend: str) -> float:
@@ -72,7 +73,7 @@ def test_rejection_carries_details_and_headers(redis_url: str) -> None:
     with run_server(make_chain(ratelimit=limiter(redis_url, ip=ip))) as (_, port):
         with stubs(port) as (_, tasks):
             _, call = get_task(tasks)
-            headers = dict(call.initial_metadata())
+            headers = api_headers(call)
             assert headers["ratelimit-policy"] == "2;w=60, 1000;w=60"
             assert headers["ratelimit"] == "limit=2, remaining=1, reset=30"
             assert "retry-after" not in headers
@@ -82,7 +83,7 @@ def test_rejection_carries_details_and_headers(redis_url: str) -> None:
 
     rejected = err.value
     assert rejected.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-    headers = dict(rejected.initial_metadata())
+    headers = api_headers(rejected)
     assert headers["retry-after"] == "30"
     assert headers["ratelimit-policy"] == "2;w=60, 1000;w=60"
     assert headers["ratelimit"] == "limit=2, remaining=0, reset=60"
@@ -96,9 +97,9 @@ def test_rejection_carries_details_and_headers(redis_url: str) -> None:
     assert quota.violations[0].description == "2 requests per 60 s per client IP"
 
 
-def register(stub: Any, email: str, ip: str) -> Any:
+def register(stub: auth_pb2_grpc.AuthServiceStub, email: str, ip: str) -> tuple[auth_pb2.AuthSession, grpc.Call]:
     request = auth_pb2.RegisterRequest(email=email, password="correct horse battery", name="Ann")
-    return stub.Register.with_call(request, metadata=[("x-forwarded-for", ip)])
+    return stub.Register.with_call(request, metadata=(("x-forwarded-for", ip),))
 
 
 def test_register_limit_per_email_across_ips(redis_url: str) -> None:
@@ -153,10 +154,10 @@ def test_rejected_call_spends_no_other_budget(redis_url: str) -> None:
         with pytest.raises(grpc.RpcError) as err:  # user 1 is out of budget, the IP is not
             get_task(tasks, user="1")
         assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert dict(err.value.initial_metadata())["ratelimit-policy"] == "2;w=60, 3;w=60"
+        assert api_headers(err.value)["ratelimit-policy"] == "2;w=60, 3;w=60"
         # Had the rejection spent the IP budget, this third IP call would be the fourth.
         _, call = get_task(tasks, user="2")
-        assert dict(call.initial_metadata())["ratelimit"].startswith("limit=3, remaining=0,")
+        assert api_headers(call)["ratelimit"].startswith("limit=3, remaining=0,")
 
 
 def test_script_reloaded_after_flush(redis_url: str) -> None:
@@ -165,10 +166,11 @@ def test_script_reloaded_after_flush(redis_url: str) -> None:
         with stubs(port) as (_, tasks):
             get_task(tasks)
             client = connect_redis(redis_url, 500)
+            assert client is not None
             client.script_flush()
             client.close()
             _, call = get_task(tasks)
-            assert dict(call.initial_metadata())["ratelimit"].startswith("limit=100, remaining=98,")
+            assert api_headers(call)["ratelimit"].startswith("limit=100, remaining=98,")
 
 
 def test_redis_outage_falls_back_and_recovers(redis_process: RedisProcess, caplog: pytest.LogCaptureFixture) -> None:
@@ -196,7 +198,7 @@ def test_redis_outage_falls_back_and_recovers(redis_process: RedisProcess, caplo
                 time.sleep(0.25)  # past the probe interval
                 _, call = get_task(tasks)
                 assert decisions(metrics, "allowed", "redis") == 2
-                assert dict(call.initial_metadata())["ratelimit"].startswith("limit=3, remaining=2,")
+                assert api_headers(call)["ratelimit"].startswith("limit=3, remaining=2,")
                 assert [r for r in caplog.records if "reachable again" in r.getMessage()]
     finally:
         if proc.process is None:  # restart it for the rest of the session
@@ -278,10 +280,10 @@ def test_calls_with_a_bad_token_are_counted_by_ip(redis_url: str) -> None:
         with stubs(port) as (_, tasks):
             for remaining in (1, 0):
                 with pytest.raises(grpc.RpcError) as err:
-                    tasks.GetTask(task_pb2.GetTaskRequest(id=TASK_ID), metadata=[("authorization", "Bearer forged")])
+                    tasks.GetTask(task_pb2.GetTaskRequest(id=TASK_ID), metadata=(("authorization", "Bearer forged"),))
                 assert err.value.code() is grpc.StatusCode.UNAUTHENTICATED
-                headers = dict(err.value.initial_metadata())
+                headers = api_headers(err.value)
                 assert headers["ratelimit"].startswith(f"limit=2, remaining={remaining},")
             with pytest.raises(grpc.RpcError) as err:
-                tasks.GetTask(task_pb2.GetTaskRequest(id=TASK_ID), metadata=[("authorization", "Bearer forged")])
+                tasks.GetTask(task_pb2.GetTaskRequest(id=TASK_ID), metadata=(("authorization", "Bearer forged"),))
             assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED

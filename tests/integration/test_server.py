@@ -8,6 +8,8 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
+from typing import NoReturn
 
 import grpc
 import pymongo.errors
@@ -23,12 +25,12 @@ from taskapi.server.store.tasks import MongoTaskStore
 from taskapi.v1 import auth_pb2
 from taskapi.v1 import task_pb2 as T
 from tests.conftest import make_settings, unique_email
-from tests.integration.api import PASSWORD, Api, error_details
+from tests.integration.api import PASSWORD, Api, as_call, error_details
 
 SERVICES = ("taskapi.v1.AuthService", "taskapi.v1.TaskService", "taskapi.v1.UserService")
 
 
-def test_health_reports_every_service(channel):
+def test_health_reports_every_service(channel: grpc.Channel) -> None:
     stub = health_pb2_grpc.HealthStub(channel)
     for service in ("", *SERVICES):
         assert (
@@ -36,14 +38,14 @@ def test_health_reports_every_service(channel):
         )
 
 
-def test_reflection_lists_the_services(channel):
+def test_reflection_lists_the_services(channel: grpc.Channel) -> None:
     stub = reflection_pb2_grpc.ServerReflectionStub(channel)
     responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
     names = {s.name for s in next(responses).list_services_response.service}
     assert set(SERVICES) | {"grpc.health.v1.Health"} <= names
 
 
-def test_oversized_messages_are_refused(channel):
+def test_oversized_messages_are_refused(channel: grpc.Channel) -> None:
     api = Api(channel)
     user = api.register()
     with pytest.raises(grpc.RpcError) as info:
@@ -53,28 +55,30 @@ def test_oversized_messages_are_refused(channel):
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-def test_a_bug_is_internal_with_a_generic_message(channel, monkeypatch):
+def test_a_bug_is_internal_with_a_generic_message(channel: grpc.Channel, monkeypatch: pytest.MonkeyPatch) -> None:
     """The failure is injected by replacing a store function (there is no real bug to trigger)."""
     api = Api(channel)
     user = api.register()
 
-    def broken(*args, **kwargs):
+    def broken(*args: object, **kwargs: object) -> NoReturn:
         raise RuntimeError("secret detail /etc/passwd")
 
     monkeypatch.setattr(MongoTaskStore, "find", broken)
     with pytest.raises(grpc.RpcError) as info:
         api.tasks.GetTask(T.GetTaskRequest(id="a" * 24), metadata=user.auth)
     assert info.value.code() == grpc.StatusCode.INTERNAL
-    assert "secret" not in info.value.details() and "Traceback" not in info.value.details()
+    details = info.value.details()
+    assert details is not None
+    assert "secret" not in details and "Traceback" not in details
     assert error_details(info.value)["ErrorInfo"].reason == "INTERNAL"
 
 
-def test_a_down_store_is_unavailable_not_a_hang(channel, monkeypatch):
+def test_a_down_store_is_unavailable_not_a_hang(channel: grpc.Channel, monkeypatch: pytest.MonkeyPatch) -> None:
     """A driver timeout is injected (mongomock cannot go down); the real driver raises the same."""
     api = Api(channel)
     user = api.register()
 
-    def down(*args, **kwargs):
+    def down(*args: object, **kwargs: object) -> NoReturn:
         raise pymongo.errors.ServerSelectionTimeoutError("no servers")
 
     monkeypatch.setattr(MongoTaskStore, "find", down)
@@ -84,7 +88,7 @@ def test_a_down_store_is_unavailable_not_a_hang(channel, monkeypatch):
     assert error_details(info.value)["RetryInfo"].retry_delay.ToMilliseconds() > 0
 
 
-def test_drain_finishes_in_flight_calls_and_reports_not_serving(redis_url):
+def test_drain_finishes_in_flight_calls_and_reports_not_serving(redis_url: str) -> None:
     app = App(make_settings(redis_url, bcrypt_rounds=13))  # a slow register keeps a call in flight
     replica = app.start_replica(0)
     with grpc.insecure_channel(replica.address) as channel:
@@ -92,7 +96,7 @@ def test_drain_finishes_in_flight_calls_and_reports_not_serving(redis_url):
             health_pb2.HealthCheckRequest(service="taskapi.v1.TaskService")
         )
         assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
-        result: dict = {}
+        result: dict[str, auth_pb2.AuthSession] = {}
 
         def register() -> None:
             result["session"] = Api(channel).auth.Register(
@@ -111,7 +115,7 @@ def test_drain_finishes_in_flight_calls_and_reports_not_serving(redis_url):
     app.close(grace=0)
 
 
-def test_serve_command_drains_on_sigterm(redis_url, tmp_path):
+def test_serve_command_drains_on_sigterm(redis_url: str, tmp_path: Path) -> None:
     port = free_port()
     env = os.environ | {
         "TASKAPI_GRPC_PORT": str(port),
@@ -140,7 +144,7 @@ def test_serve_command_drains_on_sigterm(redis_url, tmp_path):
 @pytest.mark.skipif(
     not os.environ.get("MONGODB_URI"), reason="needs a real MongoDB (MONGODB_URI): mongomock has no query planner"
 )
-def test_list_queries_use_indexes(app):
+def test_list_queries_use_indexes(app: App) -> None:
     from bson import ObjectId
 
     from taskapi.server.domain.ports import TaskQuery
@@ -159,13 +163,13 @@ def test_list_queries_use_indexes(app):
     assert "IXSCAN" in str(by_request_id["queryPlanner"]["winningPlan"])
 
 
-def test_run_server_context_manager_serves_and_stops(redis_url):
+def test_run_server_context_manager_serves_and_stops(redis_url: str) -> None:
     with run_server(make_settings(redis_url)) as replica:
         with grpc.insecure_channel(replica.address) as channel:
             assert Api(channel).register().id
 
 
-def test_an_ipv6_proxy_is_trusted_for_the_client_address(redis_url):
+def test_an_ipv6_proxy_is_trusted_for_the_client_address(redis_url: str) -> None:
     """Envoy may reach a replica over IPv6: its X-Forwarded-For must still name the client."""
     settings = make_settings(redis_url, grpc_host="::1", rate_limit_ip=RateLimit(requests=1, window_seconds=60))
     with run_server(settings) as replica, grpc.insecure_channel(replica.address) as channel:
@@ -175,11 +179,11 @@ def test_an_ipv6_proxy_is_trusted_for_the_client_address(redis_url):
         for client in (f"10.9.{os.getpid() % 250}.1", f"10.9.{os.getpid() % 250}.2"):  # one call each: within budget
             request = auth_pb2.LoginRequest(email=unique_email(), password=PASSWORD)
             with pytest.raises(grpc.RpcError) as info:
-                auth.Login(request, metadata=[("x-forwarded-for", client)])
+                auth.Login(request, metadata=(("x-forwarded-for", client),))
             assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED  # unknown user, not RESOURCE_EXHAUSTED
 
 
-def test_a_login_shed_under_load_says_it_changed_nothing(app, channel):
+def test_a_login_shed_under_load_says_it_changed_nothing(app: App, channel: grpc.Channel) -> None:
     """With every password-hashing queue place taken (held by the test), Login is refused
     at once with UNAVAILABLE, RetryInfo and `x-retry-safe: true` (so balancers may retry it)."""
     waiting = app.accounts._hasher._waiting
@@ -194,4 +198,4 @@ def test_a_login_shed_under_load_says_it_changed_nothing(app, channel):
             waiting.release()
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     assert error_details(info.value)["ErrorInfo"].reason == "PASSWORD_HASHING_BUSY"
-    assert ("x-retry-safe", "true") in tuple(info.value.initial_metadata())
+    assert ("x-retry-safe", "true") in tuple(as_call(info.value).initial_metadata())

@@ -21,7 +21,7 @@ from taskapi.server.domain.users import ADMIN_EDITABLE, SELF_EDITABLE, USER_UPDA
 from taskapi.server.store.tasks import _keyset_after
 
 
-def test_settings_defaults_follow_the_contract():
+def test_settings_defaults_follow_the_contract() -> None:
     settings = Settings.from_env({"JWT_SECRET": "x" * 32})
     assert settings.rate_limit_ip.policy == "100;w=900"
     assert (settings.bcrypt_rounds, settings.access_token_ttl_seconds, settings.cache_ttl_seconds) == (12, 900, 300)
@@ -42,20 +42,20 @@ def test_settings_defaults_follow_the_contract():
         ({"TASKAPI_DRAIN_SECONDS": "nan"}, "TASKAPI_DRAIN_SECONDS must be a number"),
     ],
 )
-def test_bad_settings_fail_fast_with_the_variable_named(env, message):
+def test_bad_settings_fail_fast_with_the_variable_named(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message) as error:  # a ValueError too, for older callers
         Settings.from_env(env)
     assert isinstance(error.value, ValueError)
 
 
-def test_missing_secret_is_ephemeral_and_loud(caplog):
+def test_missing_secret_is_ephemeral_and_loud(caplog: pytest.LogCaptureFixture) -> None:
     settings = Settings.from_env({})
     assert settings.ephemeral_secret and len(settings.jwt_secret) >= 32
     settings.warn_about_defaults()
     assert "JWT_SECRET is not set" in caplog.text and "MONGODB_URI is not set" in caplog.text
 
 
-def test_page_tokens_round_trip_and_reject_tampering():
+def test_page_tokens_round_trip_and_reject_tampering() -> None:
     tokens = PageTokens("s" * 40)
     position = [datetime(2030, 1, 2, 3, 4, 5, 6000), None, 3, str(ObjectId())]
     digest = query_digest("tasks", {"status": 1})
@@ -71,7 +71,7 @@ def test_page_tokens_round_trip_and_reject_tampering():
         PageTokens("another secret entirely!!!!!").decode(token, digest)
 
 
-def test_order_by_parsing():
+def test_order_by_parsing() -> None:
     assert parse_order_by("") == [("create_time", DESCENDING), ("id", DESCENDING)]
     assert parse_order_by(" priority desc , dueTime ") == [
         ("priority", DESCENDING),
@@ -83,7 +83,7 @@ def test_order_by_parsing():
             parse_order_by(bad)
 
 
-def test_keyset_treats_null_as_lowest():
+def test_keyset_treats_null_as_lowest() -> None:
     sort = parse_order_by("dueTime")
     oid = ObjectId()
     # The store's keyset filter (ids are strings above the store, ObjectIds in MongoDB).
@@ -97,15 +97,18 @@ def test_keyset_treats_null_as_lowest():
     }
 
 
-def test_passwords_hash_verify_and_refuse_overlong(monkeypatch):
+def test_passwords_hash_verify_and_refuse_overlong(monkeypatch: pytest.MonkeyPatch) -> None:
     hasher = PasswordHasher(rounds=4, concurrency=1)
     stored = hasher.hash("correct horse")
     assert hasher.verify("correct horse", stored) and not hasher.verify("wrong horse", stored)
-    checked = []
+    checked: list[bytes] = []
     real_checkpw = bcrypt.checkpw
-    monkeypatch.setattr(
-        bcrypt, "checkpw", lambda secret, hashed: checked.append(hashed) or real_checkpw(secret, hashed)
-    )
+
+    def counted_checkpw(secret: bytes, hashed: bytes) -> bool:
+        checked.append(hashed)
+        return real_checkpw(secret, hashed)
+
+    monkeypatch.setattr(bcrypt, "checkpw", counted_checkpw)
     # An unknown user or an overlong password still costs one full check at the same cost, and fails.
     assert not hasher.verify("correct horse", None)
     assert not hasher.verify("x" * 73, stored)
@@ -114,7 +117,7 @@ def test_passwords_hash_verify_and_refuse_overlong(monkeypatch):
         hasher.hash("x" * 73)
 
 
-def test_password_hashing_sheds_load_instead_of_queueing_forever():
+def test_password_hashing_sheds_load_instead_of_queueing_forever() -> None:
     hasher = PasswordHasher(rounds=4, concurrency=1, max_waiting=0)
     held = hasher._slot()
     held.__enter__()
@@ -135,7 +138,7 @@ def test_password_hashing_sheds_load_instead_of_queueing_forever():
         ("unix:/tmp/socket", "unix:/tmp/socket"),
     ],
 )
-def test_peer_addresses_parse_for_both_families(peer, address):
+def test_peer_addresses_parse_for_both_families(peer: str, address: str) -> None:
     assert peer_ip(peer) == address
 
 
@@ -155,7 +158,7 @@ RULE = UpdateRule(
 )
 
 
-def test_update_paths_follow_the_mask_or_the_body():
+def test_update_paths_follow_the_mask_or_the_body() -> None:
     editable = ("title", "tags")
     assert RULE.paths(None, {"title", "id"}, editable) == {"title"}  # no mask: what the body sets
     assert RULE.paths(["*"], set(), editable) == {"title", "tags"}  # every field this caller may edit
@@ -166,7 +169,7 @@ def test_update_paths_follow_the_mask_or_the_body():
         assert [v.field for v in info.value.violations] == ["update_mask"]
 
 
-def test_update_changes_reset_absent_fields_and_skip_unchanged_ones():
+def test_update_changes_reset_absent_fields_and_skip_unchanged_ones() -> None:
     current = _Resource()
     everything = ("title", "tags", "role")
     assert RULE.changes({"tags", "role"}, {}, current, everything) == {"tags": [], "role": "USER"}
@@ -183,7 +186,7 @@ def test_update_changes_reset_absent_fields_and_skip_unchanged_ones():
     assert RULE.changes({"tags"}, {}, _Resource(), everything)["tags"] == []  # defaults are never shared
 
 
-def test_tasks_and_users_share_the_rule():
+def test_tasks_and_users_share_the_rule() -> None:
     assert TASK_UPDATES.paths(["dueTime", "due_time"], set(), TASK_UPDATES.fields) == {"due_time"}
     assert "title" not in TASK_UPDATES.defaults and "name" not in USER_UPDATES.defaults
     assert USER_UPDATES.paths(["*"], set(), SELF_EDITABLE) == {"name"}
