@@ -165,10 +165,14 @@ def _run(argv: list[str]) -> int:
     configure_logging(settings.log_level, settings.log_format or "json")
     if args.command == "serve":
         return serve(settings)
-    if args.command in ("worker", "jobs"):
+    if args.command == "worker":
         from taskapi.server import worker
 
-        return worker.serve(settings) if args.command == "worker" else worker.jobs(settings, args)
+        return worker.serve(settings)
+    if args.command == "jobs":
+        from taskapi.server.jobs import admin as jobs_admin
+
+        return jobs_admin.main(settings, args, sys.stdout, sys.stderr)
     return create_admin(settings, args.email, args.name)
 
 

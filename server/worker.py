@@ -1,16 +1,16 @@
-"""The background side, wired: `taskapi worker` and `taskapi jobs`.
+"""The background side, wired: `taskapi worker`.
 
 What app.py is to the servers: the one module that builds the job queue, the jobs with
 what they need (the SMTP server, the task store, the task cache) and the outbox relay.
 
     taskapi worker   runs the jobs and an outbox relay until SIGTERM/SIGINT, then finishes
                      the jobs in hand; serves its own /metrics (TASKAPI_WORKER_METRICS_PORT)
-    taskapi jobs     counts, the dead letters, retries (jobs/admin.py)
+
+`taskapi jobs` needs only the queue: it is jobs/admin.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import signal
 import sys
@@ -18,7 +18,6 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TextIO
 
 from prometheus_client import CollectorRegistry
 
@@ -28,7 +27,7 @@ from taskapi.server.cache.client import connect_redis
 from taskapi.server.cache.shared import SharedCache
 from taskapi.server.cache.tasks import TaskCache
 from taskapi.server.config import Settings
-from taskapi.server.jobs import admin
+from taskapi.server.jobs.admin import NO_QUEUE
 from taskapi.server.jobs.delivery import DeliveryLedger
 from taskapi.server.jobs.handlers import Handlers
 from taskapi.server.jobs.mail import Mailer
@@ -39,7 +38,6 @@ from taskapi.server.jobs.runner import JobRunner
 
 log = logging.getLogger(__name__)
 
-NO_QUEUE = "REDIS_URL (or JOBS_REDIS_URL) is not set: the job queue lives in Redis"
 NO_SMTP = "SMTP_URL is not set: the worker sends email (smtp://user:password@host:587?starttls=true)"
 
 
@@ -133,15 +131,3 @@ def serve(settings: Settings) -> int:
         endpoint.close()
     log.info("stopped")
     return 0
-
-
-def jobs(settings: Settings, args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    """`taskapi jobs`."""
-    if not settings.queue_redis_url:
-        print(f"taskapi jobs: {NO_QUEUE}", file=err)
-        return 2
-    queue = job_queue(settings, job_metrics(CollectorRegistry()))
-    try:
-        return admin.run(admin.JobsAdmin(queue), args, out, err)
-    finally:
-        queue.client.close()

@@ -18,8 +18,13 @@ from datetime import UTC, datetime
 from typing import Any, TextIO, cast
 
 from dramatiq import Message
+from prometheus_client import CollectorRegistry
 
-from taskapi.server.jobs.queue import QUEUE, JobQueue, job_message
+from taskapi.server.config import Settings
+from taskapi.server.jobs.metrics import JobMetrics
+from taskapi.server.jobs.queue import QUEUE, JobConfig, JobQueue, connect_queue, job_message
+
+NO_QUEUE = "REDIS_URL (or JOBS_REDIS_URL) is not set: the job queue lives in Redis"
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,19 @@ class JobsAdmin:
             pipe.execute()
             retried.append(job)
         return retried
+
+
+def main(settings: Settings, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`taskapi jobs`: needs only the queue's Redis (nothing of the store or the server)."""
+    if not settings.queue_redis_url:
+        print(f"taskapi jobs: {NO_QUEUE}", file=err)
+        return 2
+    config, metrics = JobConfig.from_settings(settings), JobMetrics(CollectorRegistry())
+    queue = JobQueue(connect_queue(settings.queue_redis_url), config, metrics)
+    try:
+        return run(JobsAdmin(queue), args, out, err)
+    finally:
+        queue.client.close()
 
 
 def run(admin: JobsAdmin, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

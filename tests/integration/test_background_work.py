@@ -33,6 +33,7 @@ from taskapi.server.jobs.queue import PASSWORD_CHANGED_EMAIL, USER_DELETED_CLEAN
 from taskapi.v1 import task_pb2, user_pb2
 from tests.integration.api import PASSWORD, Api
 from tests.support.jobs import (
+    Process,
     event_id,
     job_count,
     job_env,
@@ -204,6 +205,9 @@ def test_delete_user_records_one_deletion_event_whose_consumer_removes_the_tasks
         assert store.MongoOutbox().pending(1000) == []  # sent
         assert settled(queue).succeeded == {WELCOME_EMAIL: 1, USER_DELETED_CLEANUP: 1}  # each once
         assert job_count(_samples(metrics.registry), "duplicates", USER_DELETED_CLEANUP) == 0
+        served = scrape(app.metrics_port)  # the server's own /metrics: what its relay queued
+        assert job_count(served, "enqueued", WELCOME_EMAIL) == job_count(served, "enqueued", USER_DELETED_CLEANUP) == 1
+        assert served[("taskapi_outbox_lag_seconds", frozenset())] == 0
     finally:
         app.close(grace=1.0)
 
@@ -282,41 +286,52 @@ def test_smtp_down_retries_with_backoff_then_dead_letters_and_a_retry_delivers_o
     queue = worker.job_queue(settings, worker.job_metrics(CollectorRegistry()))
     try:
         with running_server(env) as address, running_worker(env) as (process, metrics_port):
-            with connected(address) as api:
-                user = api.register("unlucky")
-            deadline = time.monotonic() + 30
-            while JobsAdmin(queue).counts().dead == 0:
-                assert time.monotonic() < deadline, process.output.text()
-                time.sleep(0.05)
+            with connected(address) as api:  # one after the other: each one's attempts are its own
+                first = api.register("unlucky")
+                wait_until_dead(queue, 1, process)
+                second = api.register("unluckier")
+                wait_until_dead(queue, 2, process)
 
-            assert len(down.attempts) == 1 + settings.jobs_max_retries
-            gaps = [later - earlier for earlier, later in zip(down.attempts, down.attempts[1:], strict=False)]
-            for retry, gap in enumerate(gaps):  # exponential: the n-th backoff is min * 2^n to twice that
-                assert gap >= settings.jobs_min_backoff_ms / 1000 * 2**retry, gaps
+            attempts = 1 + settings.jobs_max_retries
+            assert len(down.attempts) == 2 * attempts
             samples = scrape(metrics_port)
-            assert job_count(samples, "retried", WELCOME_EMAIL) == settings.jobs_max_retries
-            assert job_count(samples, "dead_lettered", WELCOME_EMAIL) == 1
+            assert job_count(samples, "retried", WELCOME_EMAIL) == 2 * settings.jobs_max_retries
+            assert job_count(samples, "dead_lettered", WELCOME_EMAIL) == 2
             assert job_count(samples, "succeeded", WELCOME_EMAIL) == 0
 
             counts = taskapi_jobs(env)
-            assert counts.returncode == 0, counts.stderr
-            assert "dead" in counts.stdout and _count_of(counts.stdout, "dead") == 1
+            assert counts.returncode == 0 and _count_of(counts.stdout, "dead") == 2, counts
             dead = taskapi_jobs(env, "dead")
             assert dead.returncode == 0, dead.stderr
-            [row] = [line for line in dead.stdout.splitlines() if user.id in line]
-            assert WELCOME_EMAIL in row and " 4 " in row and "DeliveryFailed" in row, row
-            assert user.email not in dead.stdout + counts.stdout
+            rows = {user.id: [line for line in dead.stdout.splitlines() if user.id in line] for user in (first, second)}
+            for [row] in rows.values():
+                assert WELCOME_EMAIL in row and f" {attempts} " in row and "DeliveryFailed" in row, row
+            assert first.email not in dead.stdout + counts.stdout and second.email not in dead.stdout
+            job = rows[first.id][0].split()[0]
 
             down.close()
             with running_sink(down.port) as sink:  # the server is back
-                retried = taskapi_jobs(env, "retry", "--all")
-                assert retried.returncode == 0 and "1 job(s) queued again" in retried.stdout, retried
-                [message] = sink.wait_for(1, to=user.email)
+                unknown = taskapi_jobs(env, "retry", "f" * 32)
+                assert unknown.returncode == 1 and "no dead job" in unknown.stderr, unknown
+                one = taskapi_jobs(env, "retry", job)
+                assert one.returncode == 0 and "1 job(s) queued again" in one.stdout, one
+                [message] = sink.wait_for(1, to=first.email)
                 assert delivered(queue, WELCOME_EMAIL, event_id(message)) == "done"
+                assert JobsAdmin(queue).counts().dead == 1 and sink.to(second.email) == []
+
+                rest = taskapi_jobs(env, "retry", "--all")
+                assert rest.returncode == 0 and "1 job(s) queued again" in rest.stdout, rest
+                sink.wait_for(1, to=second.email)
                 assert settled(queue) == Counts(
-                    queued=0, in_progress=0, retrying=0, dead=0, succeeded={WELCOME_EMAIL: 1}
+                    queued=0, in_progress=0, retrying=0, dead=0, succeeded={WELCOME_EMAIL: 2}
                 )
-            assert user.email not in process.output.text()  # not in the worker's log lines either
+                sink.wait_for(1, to=first.email)  # still one
+        # The gaps between one job's attempts grow: the n-th backoff is min * 2^n to twice that.
+        for times in (down.attempts[:attempts], down.attempts[attempts:]):
+            gaps = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
+            for retry, gap in enumerate(gaps):
+                assert gap >= settings.jobs_min_backoff_ms / 1000 * 2**retry, gaps
+        assert first.email not in process.output.text()  # nor in the worker's log lines
     finally:
         down.close()
         queue.client.close()
@@ -362,6 +377,13 @@ def test_the_smtp_password_and_the_recipient_never_reach_the_worker_log(redis_ur
     assert "Retrying message" in log  # the failure was logged, and this is its log
     for secret in (password, base64.b64encode(f"\0mailer\0{password}".encode()).decode(), user.email, "Private"):
         assert secret not in log, secret
+
+
+def wait_until_dead(queue: JobQueue, count: int, process: Process) -> None:
+    deadline = time.monotonic() + 30
+    while JobsAdmin(queue).counts().dead < count:
+        assert time.monotonic() < deadline, process.output.text()
+        time.sleep(0.05)
 
 
 def _samples(registry: CollectorRegistry) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
