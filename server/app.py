@@ -23,7 +23,7 @@ from taskapi.interceptors.chain import build_chain
 from taskapi.interceptors.logging import LoggingInterceptor
 from taskapi.interceptors.metrics import Metrics, MetricsInterceptor, serve_metrics
 from taskapi.interceptors.ratelimit import RateLimitInterceptor
-from taskapi.server import store
+from taskapi.server import store, worker
 from taskapi.server.api import task_service
 from taskapi.server.api.auth_service import AuthServicer
 from taskapi.server.api.task_service import TaskServicer
@@ -41,6 +41,7 @@ from taskapi.server.domain.sessions import Sessions
 from taskapi.server.domain.tasks import Tasks
 from taskapi.server.domain.tokens import Tokens
 from taskapi.server.domain.users import Users
+from taskapi.server.jobs.queue import JobQueue
 from taskapi.v1 import auth_pb2, auth_pb2_grpc, task_pb2, task_pb2_grpc, user_pb2, user_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,15 @@ class App:
         self.shared_cache = SharedCache(self.redis, listener=self._count_cache)
         self.task_cache = TaskCache(self.shared_cache, settings.cache_ttl_seconds)
         self.session_cache = RedisSessionCache(self.shared_cache)
-        users, sessions = store.MongoUserStore(), store.MongoSessionStore()
+        # The outbox relay: queues the events this process's writes record (docs/background-work.md).
+        self.job_metrics = worker.job_metrics(self.metrics.registry)
+        self.job_queue = self._job_queue(settings)
+        self.relay = None
+        if self.job_queue is not None:
+            self.relay = worker.outbox_relay(settings, self.job_queue, self.job_metrics).start()
+        # Writes that record an event wake the relay: the job is queued within milliseconds.
+        users = store.MongoUserStore(on_event=self.relay.wake if self.relay is not None else None)
+        sessions = store.MongoSessionStore()
         page_tokens = PageTokens(settings.jwt_secret)
         self.tokens = tokens_from(settings)
         self.accounts = Accounts(
@@ -120,6 +129,14 @@ class App:
     def metrics_port(self) -> int:
         return self.metrics_endpoint.port
 
+    def _job_queue(self, settings: Settings) -> JobQueue | None:
+        if not settings.outbox_relay:
+            return None
+        if not settings.queue_redis_url:
+            log.warning("REDIS_URL is not set: no background work (email); events wait in the store for a relay")
+            return None
+        return worker.job_queue(settings, self.job_metrics)
+
     def _count_cache(self, cache: str, result: str) -> None:
         {"hit": self.metrics.cache_hit, "miss": self.metrics.cache_miss}.get(result, self.metrics.cache_error)(cache)
 
@@ -169,6 +186,10 @@ class App:
             time.sleep(self.settings.drain_seconds)
         for stopped in [replica.server.stop(grace) for replica in replicas]:
             stopped.wait()
+        if self.relay is not None:
+            self.relay.stop()  # after the replicas: its last pass queues what their last calls recorded
+        if self.job_queue is not None:
+            self.job_queue.client.close()
         self.metrics_endpoint.close()
         if self.redis is not None:
             self.redis.close()

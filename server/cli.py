@@ -2,8 +2,10 @@
 
 taskapi serve          run one replica until SIGTERM/SIGINT, then drain
 taskapi create-admin   create an admin account in MONGODB_URI (never from a request)
-taskapi dev            the whole stack locally: replicas, Envoy, Redis
+taskapi dev            the whole stack locally: replicas, Envoy, Redis, a worker, a mail sink
                        (`--admin-email` creates an admin inside it)
+taskapi worker         run background jobs (email) and the outbox relay until SIGTERM
+taskapi jobs           background jobs: counts, `dead` (the dead letters), `retry JOB|--all`
 """
 
 from __future__ import annotations
@@ -149,11 +151,28 @@ def _run(argv: list[str]) -> int:
     admin.add_argument("--email", required=True)
     admin.add_argument("--name", default="Administrator")
     commands.add_parser("dev", help="run the whole stack locally (see `taskapi dev --help`)")
+    commands.add_parser("worker", help="run background jobs and the outbox relay")
+    jobs = commands.add_parser("jobs", help="background jobs: counts, dead letters, retry").add_subparsers(
+        dest="action"
+    )
+    jobs.add_parser("counts", help="jobs per state (the default)")
+    jobs.add_parser("dead", help="the dead-letter list")
+    retry = jobs.add_parser("retry", help="queue dead jobs again")
+    retry.add_argument("jobs", nargs="*", metavar="JOB", help="job ids, as `taskapi jobs dead` shows them")
+    retry.add_argument("--all", action="store_true", help="every dead job")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     configure_logging(settings.log_level, settings.log_format or "json")
     if args.command == "serve":
         return serve(settings)
+    if args.command == "worker":
+        from taskapi.server import worker
+
+        return worker.serve(settings)
+    if args.command == "jobs":
+        from taskapi.server.jobs import admin as jobs_admin
+
+        return jobs_admin.main(settings, args, sys.stdout, sys.stderr)
     return create_admin(settings, args.email, args.name)
 
 

@@ -11,8 +11,10 @@ import ipaddress
 import logging
 import os
 import secrets
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from email.utils import parseaddr
 from typing import TypeVar
 
 from taskapi.server.domain.limits import DEFAULT_AUTH, DEFAULT_IP, DEFAULT_LOGIN, DEFAULT_USER, LoginThrottle, RateLimit
@@ -28,12 +30,34 @@ LOG_FORMATS = ("json", "text")
 MIN_JWT_SECRET_CHARS = 32
 
 
+SMTP_SECURITY = ("none", "starttls", "tls")
+
+
 class ConfigError(ValueError):
     """A bad environment value. The message names the variable, what it accepts and what
     it got (never a secret's value): it is shown to the user as is.
 
     A ValueError, so callers that caught the ValueError raised before it still do.
     """
+
+
+@dataclass(frozen=True, kw_only=True)
+class SmtpSettings:
+    """Where email goes: SMTP_URL, `smtp://[user:pass@]host[:port][?starttls=true]` (port 25 by
+    default; STARTTLS only when asked for), or `smtps://...` (TLS from the first byte, port 465)."""
+
+    host: str
+    port: int = 25
+    username: str = ""
+    password: str = field(default="", repr=False)
+    security: str = "none"  # one of SMTP_SECURITY
+
+    @property
+    def url(self) -> str:
+        """The URL without its credentials, for banners and logs."""
+        scheme = "smtps" if self.security == "tls" else "smtp"
+        query = "?starttls=true" if self.security == "starttls" else ""
+        return f"{scheme}://{self.host}:{self.port}{query}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,6 +107,24 @@ class Settings:
         ipaddress.ip_network("::1/128"),
     )
     ephemeral_secret: bool = False
+    # Background work (docs/background-work.md): `taskapi worker`, the outbox relay, email.
+    smtp: SmtpSettings | None = None  # SMTP_URL; None: no mail server (`taskapi dev` runs a local sink)
+    mail_from: str = "Task API <no-reply@localhost>"
+    jobs_redis_url: str = ""  # the job queue's Redis; empty: REDIS_URL (see the README on persistence)
+    jobs_namespace: str = "taskapi-jobs"  # prefix of the queue's Redis keys
+    jobs_worker_threads: int = 4
+    jobs_max_retries: int = 10  # then the job is dead-lettered (`taskapi jobs dead`)
+    jobs_min_backoff_ms: int = 15_000  # first retry after 15-30 s, doubling (with jitter) ...
+    jobs_max_backoff_ms: int = 3_600_000  # ... up to an hour: ten retries span about 2 to 4 hours
+    jobs_time_limit_ms: int = 60_000  # a job running longer is interrupted and retried
+    jobs_heartbeat_timeout_ms: int = 60_000  # a worker silent this long is dead: its jobs run elsewhere
+    outbox_relay: bool = True  # servers queue their own events (false: leave it to `taskapi worker`)
+    outbox_poll_seconds: float = 5.0  # the relay's sweep; writes in this process wake it at once
+    worker_metrics_port: int = 9465  # `taskapi worker`'s /metrics (0: any free port)
+
+    @property
+    def queue_redis_url(self) -> str:
+        return self.jobs_redis_url or self.redis_url
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -139,6 +181,21 @@ class Settings:
             ),
             trusted_proxies=reader.networks("TRUSTED_PROXIES", cls.trusted_proxies),
             ephemeral_secret=ephemeral,
+            smtp=_smtp_settings(env.get("SMTP_URL", "")),
+            mail_from=_mail_from(env.get("MAIL_FROM", cls.mail_from)),
+            jobs_redis_url=reader.str("JOBS_REDIS_URL", ""),
+            jobs_namespace=reader.str("JOBS_NAMESPACE", cls.jobs_namespace),
+            jobs_worker_threads=reader.int("JOBS_WORKER_THREADS", cls.jobs_worker_threads, minimum=1),
+            jobs_max_retries=reader.int("JOBS_MAX_RETRIES", cls.jobs_max_retries, minimum=0),
+            jobs_min_backoff_ms=reader.int("JOBS_MIN_BACKOFF_MS", cls.jobs_min_backoff_ms, minimum=1),
+            jobs_max_backoff_ms=reader.int("JOBS_MAX_BACKOFF_MS", cls.jobs_max_backoff_ms, minimum=1),
+            jobs_time_limit_ms=reader.int("JOBS_TIME_LIMIT_MS", cls.jobs_time_limit_ms, minimum=100),
+            jobs_heartbeat_timeout_ms=reader.int(
+                "JOBS_HEARTBEAT_TIMEOUT_MS", cls.jobs_heartbeat_timeout_ms, minimum=500
+            ),
+            outbox_relay=reader.choice("OUTBOX_RELAY", "true", ("true", "false")) == "true",
+            outbox_poll_seconds=reader.seconds("OUTBOX_POLL_SECONDS", cls.outbox_poll_seconds),
+            worker_metrics_port=reader.port("TASKAPI_WORKER_METRICS_PORT", cls.worker_metrics_port),
         )
         return settings
 
@@ -222,6 +279,49 @@ class _Reader:
             raise ConfigError(
                 f"{name} must be IP networks separated by commas (e.g. 10.0.0.0/8,::1/128), got {raw!r}"
             ) from None
+
+
+SMTP_URL_FORM = "smtp://[user:password@]host[:port][?starttls=true|false] or smtps://[user:password@]host[:port]"
+
+
+def _smtp_settings(raw: str) -> SmtpSettings | None:
+    """SMTP_URL parsed; the error names the form and shows the URL without its password."""
+    if not raw:
+        return None
+    # Everything before the last "@" may be credentials, however malformed the rest is.
+    shown = f"{raw.partition('://')[0]}://***@{raw.rpartition('@')[2]}" if "@" in raw else raw
+    url = urllib.parse.urlsplit(raw)
+    problem = ConfigError(f"SMTP_URL must be {SMTP_URL_FORM}, got {shown!r}")
+    query = urllib.parse.parse_qs(url.query)
+    try:
+        port = url.port
+    except ValueError:
+        raise problem from None
+    starttls = query.get("starttls", [""])[-1].lower()
+    if url.scheme not in ("smtp", "smtps") or not url.hostname or starttls not in ("", "true", "false"):
+        raise problem
+    if set(query) - {"starttls"} or (url.scheme == "smtps" and starttls == "true") or url.path not in ("", "/"):
+        raise problem
+    if url.scheme == "smtps":
+        security, default_port = "tls", 465
+    else:
+        security, default_port = ("starttls" if starttls == "true" else "none"), 25
+    return SmtpSettings(
+        host=url.hostname,
+        port=port or default_port,
+        username=urllib.parse.unquote(url.username or ""),
+        password=urllib.parse.unquote(url.password or ""),
+        security=security,
+    )
+
+
+def _mail_from(raw: str) -> str:
+    _, address = parseaddr(raw)
+    if "@" not in address or any(ord(c) < 32 for c in raw):
+        raise ConfigError(
+            f"MAIL_FROM must be an address, optionally with a name (Tasks <no-reply@example.com>), got {raw!r}"
+        )
+    return raw
 
 
 def _parse(kind: Callable[[str], _T], raw: str) -> _T | None:

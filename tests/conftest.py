@@ -65,6 +65,10 @@ def make_settings(redis_url: str = "", **overrides: Any) -> Settings:
         rate_limit_auth=GENEROUS,
         shutdown_grace_seconds=1.0,
         drain_seconds=0.0,
+        # The servers of one test process share the embedded store: a relay in each would queue
+        # every test's events. Tests of background work turn it on (tests/integration/jobs.py).
+        outbox_relay=False,
+        jobs_namespace="taskapi-tests",
     )
     return dataclasses.replace(base, **(defaults | overrides))
 

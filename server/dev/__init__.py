@@ -6,12 +6,17 @@
 
 Starts, in order:
   1. Redis: `REDIS_URL` when set, else a throw-away `redis-server` on a free port;
-  2. N gRPC server replicas (default 2) in this process, sharing one App, so they
+  2. SMTP: `SMTP_URL` when set, else a local sink (dev/mailsink.py) that shows each
+     message on the console and keeps it as an .eml file in the stack's folder;
+  3. N gRPC server replicas (default 2) in this process, sharing one App, so they
      share one embedded data set (mongomock), one metrics endpoint and one Redis;
-  3. a real Envoy in front of them (server/edge.py): JSON REST and gRPC.
+  4. a job worker in this process (the one `taskapi worker` runs), taking the jobs
+     the App's outbox relay queues: a new user's welcome email arrives at once;
+  5. a real Envoy in front of them (server/edge.py): JSON REST and gRPC.
 Waits until Envoy's health checks pass for every replica, prints where to reach
-the stack, and on Ctrl-C or SIGTERM stops Envoy, drains the replicas, closes the
-app and stops its Redis, in that order. Port 0 picks any free port.
+the stack, and on Ctrl-C or SIGTERM stops Envoy, the worker (after the jobs in
+hand), drains the replicas, closes the app and stops the sink and its Redis, in
+that order. Port 0 picks any free port.
 
 The console shows one readable line per call (the server's call log; LOG_FORMAT=json
 for JSON lines) and no health checks; Envoy's JSON access log goes to a file in the
@@ -82,8 +87,10 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
 
 def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
     """Start the stack, report where it is, block until `stop` is set, tear down."""
+    from taskapi.server import worker
     from taskapi.server.app import App  # the server proper; imported late to keep `--help` fast
-    from taskapi.server.config import Settings
+    from taskapi.server.config import Settings, SmtpSettings
+    from taskapi.server.dev.mailsink import mail_sink
 
     settings = Settings.from_env()
     ports = {
@@ -103,12 +110,21 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
         redis_url = settings.redis_url
         if not redis_url:
             redis_url = stack.enter_context(local_redis(workdir / "redis")).url
+        smtp, mail = settings.smtp, f"{settings.smtp.url}  (SMTP_URL)" if settings.smtp else ""
+        if smtp is None:
+            sink_port = stack.enter_context(mail_sink(workdir / "mail", free_port(), out))
+            smtp = SmtpSettings(host="127.0.0.1", port=sink_port)
+            mail = f"{smtp.url}  (a local sink: messages shown here, saved in {workdir / 'mail'})"
         # No drain delay: Envoy, the only balancer, is stopped before the replicas.
-        settings = dataclasses.replace(settings, redis_url=redis_url, metrics_port=metrics_port, drain_seconds=0.0)
+        settings = dataclasses.replace(
+            settings, redis_url=redis_url, smtp=smtp, metrics_port=metrics_port, drain_seconds=0.0
+        )
 
         app = App(settings)
         # LIFO: registered before Envoy's stop, so the replicas stop after Envoy is gone.
         stack.callback(app.close)
+        # The worker takes what the App's relay queues (its own relay only if the App has none).
+        stack.enter_context(worker.running_worker(settings, app.job_metrics, relay=app.relay is None))
         if args.admin_email:  # inside this process: the only one holding the embedded store
             _create_admin(app, args.admin_email, admin_password, out)
         replicas = [app.start_replica(port=0) for _ in range(args.replicas)]
@@ -147,6 +163,7 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
                     f"  admin    {envoy.admin_url}  (Envoy)",
                     f"  access   {config.access_log}  (Envoy's JSON access log)",
                     f"  redis    {_redact(redis_url)}",
+                    f"  mail     {mail}",
                     "Press Ctrl-C to stop.",
                 ]
             ),
@@ -156,7 +173,7 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
         while not stop.wait(0.5):
             if envoy.process is not None and envoy.process.poll() is not None:
                 raise DevError(f"envoy exited unexpectedly with status {envoy.process.returncode}")
-        print("Stopping: envoy, then replicas (draining), then redis.", file=out, flush=True)
+        print("Stopping: envoy, the worker, replicas (draining), then mail and redis.", file=out, flush=True)
 
 
 def _admin_password(settings: Settings) -> str:

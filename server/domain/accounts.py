@@ -38,6 +38,7 @@ from typing import NoReturn
 from taskapi.server.domain.caller import ROLE_USER
 from taskapi.server.domain.entities import NewUser, RefreshToken, User, now
 from taskapi.server.domain.errors import AlreadyExists, InvalidArgument, Unauthenticated, Unavailable
+from taskapi.server.domain.events import password_changed, user_registered
 from taskapi.server.domain.limits import LOGIN_FAILED_REASON
 from taskapi.server.domain.passwords import PasswordHasher
 from taskapi.server.domain.ports import SessionCache, SessionStore, UserStore
@@ -92,7 +93,7 @@ class Accounts:
 
     def create_user(self, email: str, password: str, name: str, *, role: str = ROLE_USER) -> User:
         new = NewUser(email=email, name=name, password_hash=self._hasher.hash(password), role=role, create_time=now())
-        user = self._users.insert(new)
+        user = self._users.insert(new, event=user_registered(email, name))  # the welcome email
         if user is None:
             raise AlreadyExists("an account with this email already exists", reason="EMAIL_TAKEN")
         return user
@@ -162,7 +163,11 @@ class Accounts:
         if user is None or not self._hasher.verify(current, user.password_hash):
             # Not UNAUTHENTICATED: the token is fine, and clients refresh on that code.
             raise InvalidArgument.field("current_password", "is incorrect")
-        self._users.update(user.id, {"password_hash": self._hasher.hash(new), "update_time": now()})
+        self._users.update(
+            user.id,
+            {"password_hash": self._hasher.hash(new), "update_time": now()},
+            event=password_changed(user.email, user.name),  # the "your password was changed" notice
+        )
         others = [family for family in self._sessions.families(user.id) if family != keep_family]
         self.end_sessions(others)
 

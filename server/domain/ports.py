@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from taskapi.server.domain.entities import NewTask, NewUser, RefreshToken, Task, User
+from taskapi.server.domain.events import NewEvent
 
 # Sort directions, as the store understands them (the values MongoDB uses).
 ASCENDING, DESCENDING = 1, -1
@@ -59,13 +60,16 @@ class UserStore(Protocol):
     def find_by_email(self, email: str) -> User | None:
         """Case-insensitive."""
 
-    def insert(self, user: NewUser) -> User | None:
-        """The stored user; None when the email is taken (case-insensitive)."""
+    def insert(self, user: NewUser, *, event: NewEvent | None = None) -> User | None:
+        """The stored user; None when the email is taken (case-insensitive). `event` (about
+        the new user) is recorded by the same write."""
 
-    def update(self, user_id: str, changes: dict[str, Any]) -> User | None: ...
+    def update(self, user_id: str, changes: dict[str, Any], *, event: NewEvent | None = None) -> User | None:
+        """`event` (about this user) is recorded by the same write as `changes`."""
 
-    def delete_cascade(self, user_id: str) -> list[str]:
-        """Delete the user with their tasks and sessions; the session families that ended."""
+    def delete_cascade(self, user_id: str, *, event: NewEvent | None = None) -> list[str]:
+        """Delete the user with their tasks and sessions; the session families that ended.
+        `event` is recorded before anything is deleted, and handed out once the user is gone."""
 
     def find_page(
         self, role: str | None, q: str, after: tuple[datetime, str] | None, limit: int

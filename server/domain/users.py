@@ -9,6 +9,7 @@ from taskapi.server.domain.accounts import Accounts
 from taskapi.server.domain.caller import ROLE_USER, Caller
 from taskapi.server.domain.entities import User, now
 from taskapi.server.domain.errors import NotFound, PermissionDenied
+from taskapi.server.domain.events import user_deleted
 from taskapi.server.domain.page_tokens import PageTokens, query_digest
 from taskapi.server.domain.ports import SessionStore, TaskCacheInvalidation, UserStore
 from taskapi.server.domain.updates import UpdateRule
@@ -91,7 +92,8 @@ class Users:
         user = self._users.find(user_id)
         if user is None:
             raise NotFound(_NOT_FOUND)
-        families = self._users.delete_cascade(user.id)
+        # The event lets the task side (its own service, once split) remove the user's tasks.
+        families = self._users.delete_cascade(user.id, event=user_deleted(user.id))
         self._accounts.forget_user_sessions(families)
         self._task_cache.invalidate(user_id)
 

@@ -16,13 +16,14 @@ import pymongo.errors
 from taskapi.server.config import Settings
 from taskapi.server.domain.errors import ApiError, Unavailable
 from taskapi.server.store.documents import ALL_DOCUMENTS
+from taskapi.server.store.outbox import MongoOutbox
 from taskapi.server.store.sessions import MongoSessionStore
 from taskapi.server.store.tasks import MongoTaskStore
 from taskapi.server.store.users import MongoUserStore
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MongoSessionStore", "MongoTaskStore", "MongoUserStore", "connect", "translate_error"]
+__all__ = ["MongoOutbox", "MongoSessionStore", "MongoTaskStore", "MongoUserStore", "connect", "translate_error"]
 
 
 def connect(settings: Settings) -> None:

@@ -5,12 +5,24 @@ from __future__ import annotations
 import mongoengine as me
 
 
+class PendingEventDoc(me.EmbeddedDocument):
+    """An event about the document it sits in, written by the same write as the change it
+    describes (a single-document write is atomic in MongoDB and mongomock alike: neither has
+    to offer multi-document transactions); the outbox relay removes it once it is queued."""
+
+    event_id = me.StringField(required=True)
+    type = me.StringField(required=True)
+    occur_time = me.DateTimeField(required=True)
+    payload = me.DictField()
+
+
 class UserDoc(me.Document):
     meta = {
         "collection": "users",
         "indexes": [
             {"fields": ["email_key"], "unique": True},
             {"fields": ["create_time", "id"]},
+            {"fields": ["pending_events.occur_time"]},  # the relay's query: users with events to hand out
         ],
     }
     email = me.StringField(required=True)
@@ -21,6 +33,20 @@ class UserDoc(me.Document):
     disabled = me.BooleanField(default=False)
     create_time = me.DateTimeField(required=True)
     update_time = me.DateTimeField(required=True)
+    pending_events = me.EmbeddedDocumentListField(PendingEventDoc)  # the outbox, for events about this user
+
+
+class OutboxDoc(me.Document):
+    """An event about a document that is being deleted, so it cannot carry it: recorded
+    before the delete, handed out once the document is gone (store/outbox.py)."""
+
+    meta = {"collection": "outbox", "indexes": [{"fields": ["state", "occur_time"]}]}
+    event_id = me.StringField(primary_key=True)
+    type = me.StringField(required=True)
+    subject = me.StringField(required=True)
+    occur_time = me.DateTimeField(required=True)
+    payload = me.DictField()
+    state = me.StringField(required=True, choices=("pending", "void"))
 
 
 class TaskDoc(me.Document):
@@ -72,4 +98,4 @@ class RefreshTokenDoc(me.Document):
     create_time = me.DateTimeField(required=True)
 
 
-ALL_DOCUMENTS = (UserDoc, TaskDoc, RefreshTokenDoc)
+ALL_DOCUMENTS = (UserDoc, TaskDoc, RefreshTokenDoc, OutboxDoc)

@@ -92,6 +92,11 @@ class MongoTaskStore:
             query = query.filter(version=version)
         return bool(query.delete() > 0)
 
+    def delete_owned(self, owner: str) -> int:
+        """Delete every task of `owner` (a deleted user's, by the user.deleted consumer)."""
+        oid = object_id(owner)
+        return int(TaskDoc.objects(owner=oid).delete()) if oid is not None else 0
+
     def find_page(
         self, query: TaskQuery, after: Sequence[Any] | None, sort: Sequence[SortKey], limit: int
     ) -> tuple[list[Task], int]:

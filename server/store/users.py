@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import mongoengine as me
 
 from taskapi.server.domain.entities import NewUser, User
-from taskapi.server.store.documents import RefreshTokenDoc, TaskDoc, UserDoc
+from taskapi.server.domain.events import NewEvent
+from taskapi.server.store.documents import OutboxDoc, PendingEventDoc, RefreshTokenDoc, TaskDoc, UserDoc
 from taskapi.server.store.ids import object_id
 
 
@@ -26,7 +28,15 @@ def to_user(doc: UserDoc) -> User:
     )
 
 
+def pending_event(event: NewEvent) -> PendingEventDoc:
+    return PendingEventDoc(event_id=event.id, type=event.type, occur_time=event.occur_time, payload=event.payload)
+
+
 class MongoUserStore:
+    def __init__(self, on_event: Callable[[], None] | None = None) -> None:
+        # Called after a write that recorded an event: this process's relay hands it out at once.
+        self._on_event = on_event or (lambda: None)
+
     def find(self, user_id: str) -> User | None:
         oid = object_id(user_id)
         doc = UserDoc.objects(id=oid).first() if oid else None
@@ -37,7 +47,7 @@ class MongoUserStore:
         doc = UserDoc.objects(email_key=email.lower()).first()
         return to_user(doc) if doc is not None else None
 
-    def insert(self, user: NewUser) -> User | None:
+    def insert(self, user: NewUser, *, event: NewEvent | None = None) -> User | None:
         doc = UserDoc(
             email=user.email,
             email_key=user.email.lower(),
@@ -47,28 +57,52 @@ class MongoUserStore:
             disabled=False,
             create_time=user.create_time,
             update_time=user.create_time,
+            pending_events=[pending_event(event)] if event is not None else [],
         )
         try:
-            doc.save(force_insert=True)
+            doc.save(force_insert=True)  # the user and its event: one document, one atomic write
         except me.NotUniqueError:  # the email is taken
             return None
+        if event is not None:
+            self._on_event()
         return to_user(doc)
 
-    def update(self, user_id: str, changes: dict[str, Any]) -> User | None:
+    def update(self, user_id: str, changes: dict[str, Any], *, event: NewEvent | None = None) -> User | None:
         oid = object_id(user_id)
         if oid is None:
             return None
-        doc = UserDoc.objects(id=oid).modify(new=True, **{f"set__{k}": v for k, v in changes.items()})
+        updates: dict[str, Any] = {f"set__{k}": v for k, v in changes.items()}
+        if event is not None:
+            updates["push__pending_events"] = pending_event(event)  # in the same atomic update
+        doc = UserDoc.objects(id=oid).modify(new=True, **updates)
+        if doc is not None and event is not None:
+            self._on_event()
         return to_user(doc) if doc is not None else None
 
-    def delete_cascade(self, user_id: str) -> list[str]:
+    def delete_cascade(self, user_id: str, *, event: NewEvent | None = None) -> list[str]:
         oid = object_id(user_id)
         if oid is None:
             return []
         families: list[str] = list(RefreshTokenDoc.objects(user_id=oid).distinct("family"))
-        TaskDoc.objects(owner=oid).delete()
-        RefreshTokenDoc.objects(user_id=oid).delete()
+        if event is not None:
+            # First, so no crash leaves a deleted user without its event. The relay hands it out
+            # only once the user document is gone (store/outbox.py): a crash before the delete
+            # below leaves the user in place, and the event is voided instead.
+            OutboxDoc.objects(event_id=event.id).update_one(
+                upsert=True,
+                set__type=event.type,
+                set__subject=user_id,
+                set__occur_time=event.occur_time,
+                set__payload=event.payload,
+                set__state="pending",
+            )
+        # The user first: from then on the event goes out, and its consumer removes the tasks
+        # of a cascade that a crash cut short.
         UserDoc.objects(id=oid).delete()
+        RefreshTokenDoc.objects(user_id=oid).delete()
+        TaskDoc.objects(owner=oid).delete()
+        if event is not None:
+            self._on_event()
         return families
 
     def find_page(

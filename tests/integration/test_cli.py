@@ -13,9 +13,12 @@ COMMANDS = {
     "serve": ["serve"],
     "dev": ["dev", "--rest-port", "0", "--grpc-port", "0", "--admin-port", "0", "--web-port", "0"],
     "create-admin": ["create-admin", "--email", "admin@example.com"],
+    "worker": ["worker"],
+    "jobs": ["jobs"],
 }
 # Variables the settings read; cleared so the machine's environment cannot change the outcome.
 SETTINGS_PREFIXES = ("TASKAPI_", "LOG_", "MONGODB_", "REDIS_", "JWT_", "RATE_LIMIT_", "BCRYPT_", "TRUSTED_")
+SETTINGS_PREFIXES += ("SMTP_", "MAIL_", "JOBS_", "OUTBOX_")
 
 
 CASES = [
@@ -46,6 +49,14 @@ CASES = [
         "TRUSTED_PROXIES must be IP networks separated by commas (e.g. 10.0.0.0/8,::1/128), got '10.0.0.0/33'",
     ),
     ("create-admin", "JWT_SECRET", "too-short", "JWT_SECRET must be at least 32 characters, got 9"),
+    (
+        "worker",
+        "SMTP_URL",
+        "smtp://mailer:hunter2@mail.example.com:submission",
+        "SMTP_URL must be smtp://[user:password@]host[:port][?starttls=true|false] or "
+        "smtps://[user:password@]host[:port], got 'smtp://***@mail.example.com:submission'",
+    ),
+    ("jobs", "JOBS_MAX_RETRIES", "many", "JOBS_MAX_RETRIES must be an integer ≥ 0, got 'many'"),
 ]
 
 
@@ -63,5 +74,26 @@ def test_a_bad_value_is_one_line_and_status_2(command: str, variable: str, value
     assert "Traceback" not in result.stderr, result.stderr
     assert result.stderr.splitlines() == [f"taskapi: {message}"], result.stderr
     assert result.returncode == 2
-    if variable == "JWT_SECRET":
-        assert value not in result.stderr  # a secret, even a bad one, is never printed
+    if variable in ("JWT_SECRET", "SMTP_URL"):
+        # A secret, even a bad one, is never printed.
+        assert "hunter2" not in result.stderr and value not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SMTP_URL": "smtp://127.0.0.1:2525"}, "taskapi worker: REDIS_URL (or JOBS_REDIS_URL) is not set"),
+        ({"REDIS_URL": "redis://127.0.0.1:1/0"}, "taskapi worker: SMTP_URL is not set"),
+    ],
+)
+def test_the_worker_refuses_to_start_without_its_queue_or_its_mail_server(env: dict[str, str], message: str) -> None:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(SETTINGS_PREFIXES)}
+    result = subprocess.run(
+        [sys.executable, "-m", "taskapi.server.cli", "worker"],
+        env=base | env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and result.stderr.startswith(message), result.stderr

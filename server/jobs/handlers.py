@@ -1,0 +1,114 @@
+"""The jobs: what the worker does with each event, exactly once per event.
+
+    welcome_email            user.registered        the welcome email
+    password_changed_email   user.password_changed  the "your password was changed" notice
+    user_deleted_cleanup     user.deleted           remove the user's tasks (the task side's part
+                                                    of a deletion; idempotent, so a no-op when the
+                                                    account's own cascade already did it)
+
+Each runs behind its delivery key (jobs/delivery.py). A refused recipient or message (an
+SMTP 5xx) goes straight to the dead letters; anything else is retried with backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import dramatiq
+
+from taskapi.server.domain.events import Event
+from taskapi.server.jobs import emails
+from taskapi.server.jobs import events as event_json
+from taskapi.server.jobs.delivery import DeliveryLedger
+from taskapi.server.jobs.mail import DeliveryFailed, Mailer, Undeliverable
+from taskapi.server.jobs.metrics import JobMetrics
+from taskapi.server.jobs.queue import (
+    PASSWORD_CHANGED_EMAIL,
+    QUEUE,
+    USER_DELETED_CLEANUP,
+    WELCOME_EMAIL,
+    JobConfig,
+    redact_job_arguments,
+)
+
+log = logging.getLogger(__name__)
+
+
+class RetryLater(dramatiq.Retry):
+    """A failure worth another attempt after the usual backoff (its cause says which).
+    Dramatiq logs a Retry without a traceback: a busy SMTP server is not a bug."""
+
+
+class Handlers:
+    def __init__(
+        self,
+        *,
+        ledger: DeliveryLedger,
+        mailer: Mailer,
+        sender: str,
+        remove_tasks: Callable[[str], None],
+        metrics: JobMetrics,
+    ) -> None:
+        self._ledger = ledger
+        self._mailer = mailer
+        self._sender = sender
+        self._remove_tasks = remove_tasks
+        self._metrics = metrics
+
+    def declare(self, broker: dramatiq.Broker, config: JobConfig) -> None:
+        """One actor per job type on `broker`, each with the time limit."""
+        jobs: dict[str, Callable[[Event], None]] = {
+            WELCOME_EMAIL: self.welcome_email,
+            PASSWORD_CHANGED_EMAIL: self.password_changed_email,
+            USER_DELETED_CLEANUP: self.user_deleted_cleanup,
+        }
+        for job_type, action in jobs.items():
+            actor = dramatiq.Actor(
+                self._once(job_type, action),
+                broker=broker,
+                actor_name=job_type,
+                queue_name=QUEUE,
+                priority=0,
+                options={"time_limit": config.time_limit_ms, "throws": (Undeliverable,)},
+            )
+            redact_job_arguments(actor.logger)
+
+    def welcome_email(self, event: Event) -> None:
+        self._mailer.send(emails.welcome(event, sender=self._sender, job_type=WELCOME_EMAIL))
+
+    def password_changed_email(self, event: Event) -> None:
+        self._mailer.send(emails.password_changed(event, sender=self._sender, job_type=PASSWORD_CHANGED_EMAIL))
+
+    def user_deleted_cleanup(self, event: Event) -> None:
+        self._remove_tasks(event.subject)
+
+    def _once(self, job_type: str, action: Callable[[Event], None]) -> Callable[[dict[str, Any]], None]:
+        """`action` behind the event's delivery key: a duplicate delivery does nothing."""
+
+        def job(data: dict[str, Any]) -> None:
+            event = event_json.from_json(data)
+            key = f"{job_type}:{event.id}"
+            claim = self._ledger.claim(key)
+            if claim.done:
+                self._metrics.duplicates.labels(job_type).inc()
+                log.info("%s for event %s: done already, skipped", job_type, event.id)
+                return
+            if claim.token is None:  # another attempt holds the key (or held it, and died)
+                raise dramatiq.Retry("another attempt holds the delivery key", delay=claim.retry_ms)
+            try:
+                action(event)
+            except BaseException as exc:
+                self._ledger.release(key, claim.token)
+                if isinstance(exc, DeliveryFailed):
+                    log.warning("%s for event %s failed: %s", job_type, event.id, exc)
+                    if not isinstance(exc, Undeliverable):
+                        raise RetryLater(str(exc)) from exc
+                raise
+            self._ledger.done(key, job_type)
+            self._metrics.succeeded.labels(job_type).inc()
+            log.info("%s for event %s: done", job_type, event.id)
+
+        job.__name__ = job.__qualname__ = job_type
+        return job

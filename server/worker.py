@@ -1,0 +1,133 @@
+"""The background side, wired: `taskapi worker`.
+
+What app.py is to the servers: the one module that builds the job queue, the jobs with
+what they need (the SMTP server, the task store, the task cache) and the outbox relay.
+
+    taskapi worker   runs the jobs and an outbox relay until SIGTERM/SIGINT, then finishes
+                     the jobs in hand; serves its own /metrics (TASKAPI_WORKER_METRICS_PORT)
+
+`taskapi jobs` needs only the queue: it is jobs/admin.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry
+
+from taskapi.interceptors.metrics import serve_metrics
+from taskapi.server import store
+from taskapi.server.cache.client import connect_redis
+from taskapi.server.cache.shared import SharedCache
+from taskapi.server.cache.tasks import TaskCache
+from taskapi.server.config import Settings
+from taskapi.server.jobs.admin import NO_QUEUE
+from taskapi.server.jobs.delivery import DeliveryLedger
+from taskapi.server.jobs.handlers import Handlers
+from taskapi.server.jobs.mail import Mailer
+from taskapi.server.jobs.metrics import JobMetrics
+from taskapi.server.jobs.queue import JOB_TYPES, JobConfig, JobQueue, connect_queue
+from taskapi.server.jobs.relay import Relay
+from taskapi.server.jobs.runner import JobRunner
+
+log = logging.getLogger(__name__)
+
+NO_SMTP = "SMTP_URL is not set: the worker sends email (smtp://user:password@host:587?starttls=true)"
+
+
+def job_metrics(registry: CollectorRegistry) -> JobMetrics:
+    return JobMetrics(registry, JOB_TYPES.values())
+
+
+def job_queue(settings: Settings, metrics: JobMetrics) -> JobQueue:
+    return JobQueue(connect_queue(settings.queue_redis_url), JobConfig.from_settings(settings), metrics)
+
+
+def outbox_relay(settings: Settings, queue: JobQueue, metrics: JobMetrics) -> Relay:
+    return Relay(store.MongoOutbox(), queue, metrics, interval=settings.outbox_poll_seconds)
+
+
+@dataclass
+class Background:
+    queue: JobQueue
+    runner: JobRunner
+    relay: Relay | None
+
+
+@contextmanager
+def running_worker(settings: Settings, metrics: JobMetrics, *, relay: bool) -> Iterator[Background]:
+    """Worker threads on the queue (and an outbox relay over this process's store if
+    `relay`), until the block ends; then the jobs in hand finish. Needs the queue's Redis
+    and `settings.smtp`."""
+    if settings.smtp is None:
+        raise ValueError(NO_SMTP)
+    store.connect(settings)
+    queue = job_queue(settings, metrics)
+    config = queue.config
+    task_cache = TaskCache(
+        SharedCache(connect_redis(settings.redis_url, settings.redis_timeout_ms)), settings.cache_ttl_seconds
+    )
+    tasks = store.MongoTaskStore()
+
+    def remove_tasks(owner: str) -> None:
+        tasks.delete_owned(owner)
+        task_cache.invalidate(owner)
+
+    handlers = Handlers(
+        ledger=DeliveryLedger(queue.client, config.namespace, lease_ms=config.lease_ms),
+        mailer=Mailer(settings.smtp, timeout=config.smtp_timeout_seconds),
+        sender=settings.mail_from,
+        remove_tasks=remove_tasks,
+        metrics=metrics,
+    )
+    runner = JobRunner(queue, handlers)
+    runner.start()
+    sweeper = outbox_relay(settings, queue, metrics).start() if relay else None
+    try:
+        yield Background(queue, runner, sweeper)
+    finally:
+        if sweeper is not None:
+            sweeper.stop()
+        runner.stop()
+        queue.client.close()
+
+
+def serve(settings: Settings) -> int:
+    """`taskapi worker`."""
+    smtp = settings.smtp
+    if not settings.queue_redis_url or smtp is None:
+        print(f"taskapi worker: {NO_SMTP if settings.queue_redis_url else NO_QUEUE}", file=sys.stderr)
+        return 2
+    if not settings.mongodb_uri:
+        log.warning(
+            "MONGODB_URI is not set: this worker's relay reads its own empty embedded store; "
+            "servers with an embedded store queue their events themselves"
+        )
+    if smtp.password and smtp.security == "none" and smtp.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("SMTP_URL has a password and no TLS: it crosses the network in the clear (add ?starttls=true)")
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    registry = CollectorRegistry()
+    metrics = job_metrics(registry)
+    endpoint = serve_metrics(registry, port=settings.worker_metrics_port, addr=settings.grpc_host)
+    try:
+        with running_worker(settings, metrics, relay=True):
+            log.info(
+                "worker running: email through %s; metrics on http://%s:%s/metrics",
+                smtp.url,
+                settings.grpc_host,
+                endpoint.port,
+            )
+            stopping.wait()
+            log.info("stopping: finishing the jobs in hand (up to %s ms)", settings.jobs_time_limit_ms)
+    finally:
+        endpoint.close()
+    log.info("stopped")
+    return 0
