@@ -183,14 +183,14 @@ class Settings:
             ephemeral_secret=ephemeral,
             smtp=_smtp_settings(env.get("SMTP_URL", "")),
             mail_from=_mail_from(env.get("MAIL_FROM", cls.mail_from)),
-            jobs_redis_url=reader.str("JOBS_REDIS_URL", ""),
-            jobs_namespace=reader.str("JOBS_NAMESPACE", cls.jobs_namespace),
-            jobs_worker_threads=reader.int("JOBS_WORKER_THREADS", cls.jobs_worker_threads, minimum=1),
-            jobs_max_retries=reader.int("JOBS_MAX_RETRIES", cls.jobs_max_retries, minimum=0),
-            jobs_min_backoff_ms=reader.int("JOBS_MIN_BACKOFF_MS", cls.jobs_min_backoff_ms, minimum=1),
-            jobs_max_backoff_ms=reader.int("JOBS_MAX_BACKOFF_MS", cls.jobs_max_backoff_ms, minimum=1),
-            jobs_time_limit_ms=reader.int("JOBS_TIME_LIMIT_MS", cls.jobs_time_limit_ms, minimum=100),
-            jobs_heartbeat_timeout_ms=reader.int(
+            jobs_redis_url=reader.text("JOBS_REDIS_URL", ""),
+            jobs_namespace=reader.text("JOBS_NAMESPACE", cls.jobs_namespace),
+            jobs_worker_threads=reader.integer("JOBS_WORKER_THREADS", cls.jobs_worker_threads, minimum=1),
+            jobs_max_retries=reader.integer("JOBS_MAX_RETRIES", cls.jobs_max_retries, minimum=0),
+            jobs_min_backoff_ms=reader.integer("JOBS_MIN_BACKOFF_MS", cls.jobs_min_backoff_ms, minimum=1),
+            jobs_max_backoff_ms=reader.integer("JOBS_MAX_BACKOFF_MS", cls.jobs_max_backoff_ms, minimum=1),
+            jobs_time_limit_ms=reader.integer("JOBS_TIME_LIMIT_MS", cls.jobs_time_limit_ms, minimum=100),
+            jobs_heartbeat_timeout_ms=reader.integer(
                 "JOBS_HEARTBEAT_TIMEOUT_MS", cls.jobs_heartbeat_timeout_ms, minimum=500
             ),
             outbox_relay=reader.choice("OUTBOX_RELAY", "true", ("true", "false")) == "true",

@@ -17,8 +17,8 @@ COMMANDS = {
     "jobs": ["jobs"],
 }
 # Variables the settings read; cleared so the machine's environment cannot change the outcome.
-SETTINGS_PREFIXES = ("TASKAPI_", "LOG_", "MONGODB_", "REDIS_", "JWT_", "RATE_LIMIT_", "BCRYPT_", "TRUSTED_")
-SETTINGS_PREFIXES += ("SMTP_", "MAIL_", "JOBS_", "OUTBOX_")
+SETTINGS_PREFIXES: tuple[str, ...] = ("TASKAPI_", "LOG_", "MONGODB_", "REDIS_", "JWT_", "RATE_LIMIT_", "BCRYPT_")
+SETTINGS_PREFIXES += ("TRUSTED_", "SMTP_", "MAIL_", "JOBS_", "OUTBOX_")
 
 
 CASES = [
