@@ -24,7 +24,7 @@ from taskapi.server.domain.errors import (
     ApiError,
     InvalidArgument,
     ResourceExhausted,
-    Unavailable,
+    Retryable,
 )
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def to_status(error: ApiError) -> status_pb2.Status:
             ]
         )
         status.details.add().Pack(bad_request)
-    if isinstance(error, (ResourceExhausted, Unavailable)):
+    if isinstance(error, Retryable):
         delay = duration_pb2.Duration()
         delay.FromMilliseconds(int(error.retry_after_seconds * 1000))
         status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))

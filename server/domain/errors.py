@@ -9,8 +9,9 @@ This module does not import grpc, so domain code can raise these freely:
     ├── NotFound                NOT_FOUND
     ├── AlreadyExists           ALREADY_EXISTS
     ├── Aborted                 ABORTED            (etag mismatch, concurrent change)
-    ├── ResourceExhausted       RESOURCE_EXHAUSTED + RetryInfo + QuotaFailure
-    └── Unavailable             UNAVAILABLE        + RetryInfo
+    └── Retryable               (+ RetryInfo: when to try again)
+        ├── ResourceExhausted   RESOURCE_EXHAUSTED + QuotaFailure
+        └── Unavailable         UNAVAILABLE
 
 Anything else a handler raises is a bug: the chain answers INTERNAL with a fixed message
 and logs the traceback (interceptors/status.py).
@@ -100,7 +101,15 @@ class Aborted(ApiError):
     default_reason = "ABORTED"
 
 
-class ResourceExhausted(ApiError):
+class Retryable(ApiError):
+    """An error that tells the client when the same call may succeed (RetryInfo, Retry-After)."""
+
+    def __init__(self, message: str, *, retry_after_seconds: float, reason: str | None = None) -> None:
+        super().__init__(message, reason=reason)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class ResourceExhausted(Retryable):
     code_name = "RESOURCE_EXHAUSTED"
     default_reason = "RATE_LIMITED"
 
@@ -112,20 +121,18 @@ class ResourceExhausted(ApiError):
         quota_violations: list[QuotaViolation] | None = None,
         reason: str | None = None,
     ) -> None:
-        super().__init__(message, reason=reason)
-        self.retry_after_seconds = retry_after_seconds
+        super().__init__(message, retry_after_seconds=retry_after_seconds, reason=reason)
         self.quota_violations = list(quota_violations or [])
 
 
-class Unavailable(ApiError):
+class Unavailable(Retryable):
     code_name = "UNAVAILABLE"
     default_reason = "UNAVAILABLE"
 
     def __init__(
         self, message: str, *, retry_after_seconds: float = 1.0, nothing_done: bool = False, reason: str | None = None
     ) -> None:
-        super().__init__(message, reason=reason)
-        self.retry_after_seconds = retry_after_seconds
+        super().__init__(message, retry_after_seconds=retry_after_seconds, reason=reason)
         # True when the call was refused before it changed anything (shed under load), so
         # any call, a write included, may be retried: the status then says so in a header.
         self.nothing_done = nothing_done

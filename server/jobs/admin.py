@@ -89,7 +89,7 @@ class JobsAdmin:
                 DeadJob(
                     job_id=str(event.get("id", message.message_id)),
                     job_type=message.actor_name,
-                    subject=str(event.get("subject", "")),
+                    subject=str(event.get("subject", ""))[:64],  # a forged one may be huge
                     attempts=int(message.options.get("retries", 0)) + 1,
                     dead_since=datetime.fromtimestamp(score / 1000, UTC),
                     error=error.decode() if isinstance(error, bytes) else "",

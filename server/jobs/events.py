@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from taskapi.server.domain.events import Event
+
+# Far above any event this service records (ids are 32 hex digits, payloads an email and a
+# name within the API's limits): a job argument beyond these was not written by this service.
+_MAX_FIELD = 1024
+_MAX_PAYLOAD_KEYS = 16
+
+
+class MalformedEvent(ValueError):
+    """A job argument that is not an event this service wrote. Its message names the field,
+    never its value (a forged argument may carry anything)."""
 
 
 def to_json(event: Event) -> dict[str, Any]:
@@ -18,11 +28,31 @@ def to_json(event: Event) -> dict[str, Any]:
     }
 
 
-def from_json(data: dict[str, Any]) -> Event:
+def from_json(data: object) -> Event:
+    """The event in a job argument; raises MalformedEvent for anything else."""
+    if not isinstance(data, dict):
+        raise MalformedEvent("the job argument is not an object")
+    payload = data.get("payload", {})
+    if not isinstance(payload, dict) or len(payload) > _MAX_PAYLOAD_KEYS:
+        raise MalformedEvent("payload: not an object of strings")
+    try:
+        occur_time = datetime.fromisoformat(_text(data, "occur_time").removesuffix("Z"))
+    except ValueError:
+        raise MalformedEvent("occur_time: not an ISO 8601 time") from None
     return Event(
-        id=str(data["id"]),
-        type=str(data["type"]),
-        subject=str(data["subject"]),
-        occur_time=datetime.fromisoformat(str(data["occur_time"]).removesuffix("Z")),
-        payload={str(k): str(v) for k, v in dict(data.get("payload") or {}).items()},
+        id=_text(data, "id"),
+        type=_text(data, "type"),
+        subject=_text(data, "subject"),
+        occur_time=occur_time if occur_time.tzinfo is None else occur_time.astimezone(UTC).replace(tzinfo=None),
+        payload={_checked(key, "payload"): _checked(value, key, empty=True) for key, value in payload.items()},
     )
+
+
+def _text(data: dict[Any, Any], key: str) -> str:
+    return _checked(data.get(key), key)
+
+
+def _checked(value: object, name: str, *, empty: bool = False) -> str:
+    if not isinstance(value, str) or len(value) > _MAX_FIELD or not (value or empty):
+        raise MalformedEvent(f"{name}: not a string of at most {_MAX_FIELD} characters")
+    return value

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from email.message import EmailMessage
 from typing import Any
 
 import dramatiq
@@ -39,6 +40,11 @@ log = logging.getLogger(__name__)
 class RetryLater(dramatiq.Retry):
     """A failure worth another attempt after the usual backoff (its cause says which).
     Dramatiq logs a Retry without a traceback: a busy SMTP server is not a bug."""
+
+
+class MalformedJob(Exception):
+    """A job whose argument this service did not write (forged, or from an incompatible
+    version): no retry can help, so it goes straight to the dead letters (`throws`)."""
 
 
 class Handlers:
@@ -71,24 +77,28 @@ class Handlers:
                 actor_name=job_type,
                 queue_name=QUEUE,
                 priority=0,
-                options={"time_limit": config.time_limit_ms, "throws": (Undeliverable,)},
+                options={"time_limit": config.time_limit_ms, "throws": (Undeliverable, MalformedJob)},
             )
             redact_job_arguments(actor.logger)
 
     def welcome_email(self, event: Event) -> None:
-        self._mailer.send(emails.welcome(event, sender=self._sender, job_type=WELCOME_EMAIL))
+        self._mailer.send(_built(emails.welcome, event, sender=self._sender, job_type=WELCOME_EMAIL))
 
     def password_changed_email(self, event: Event) -> None:
-        self._mailer.send(emails.password_changed(event, sender=self._sender, job_type=PASSWORD_CHANGED_EMAIL))
+        self._mailer.send(_built(emails.password_changed, event, sender=self._sender, job_type=PASSWORD_CHANGED_EMAIL))
 
     def user_deleted_cleanup(self, event: Event) -> None:
         self._remove_tasks(event.subject)
 
-    def _once(self, job_type: str, action: Callable[[Event], None]) -> Callable[[dict[str, Any]], None]:
+    def _once(self, job_type: str, action: Callable[[Event], None]) -> Callable[[Any], None]:
         """`action` behind the event's delivery key: a duplicate delivery does nothing."""
 
-        def job(data: dict[str, Any]) -> None:
-            event = event_json.from_json(data)
+        def job(data: Any) -> None:
+            try:
+                event = event_json.from_json(data)
+            except event_json.MalformedEvent as exc:
+                log.warning("%s: malformed job argument (%s), dead-lettered", job_type, exc)
+                raise MalformedJob(str(exc)) from None
             key = f"{job_type}:{event.id}"
             claim = self._ledger.claim(key)
             if claim.done:
@@ -112,3 +122,15 @@ class Handlers:
 
         job.__name__ = job.__qualname__ = job_type
         return job
+
+
+def _built(build: Callable[..., EmailMessage], event: Event, *, sender: str, job_type: str) -> EmailMessage:
+    """The email for `event`; MalformedJob when its payload cannot make one (a field missing, or
+    an address the email package refuses), which no retry would change."""
+    try:
+        return build(event, sender=sender, job_type=job_type)
+    except (KeyError, ValueError, TypeError) as exc:
+        log.warning(
+            "%s for event %s: the payload makes no email (%s), dead-lettered", job_type, event.id, type(exc).__name__
+        )
+        raise MalformedJob(f"the payload makes no email: {type(exc).__name__}") from None

@@ -19,6 +19,7 @@ from email.utils import getaddresses
 
 import grpc
 import pytest
+from dramatiq import Message
 from prometheus_client import CollectorRegistry
 
 from taskapi.server import store, worker
@@ -29,7 +30,7 @@ from taskapi.server.domain.events import user_deleted
 from taskapi.server.jobs.admin import Counts, JobsAdmin
 from taskapi.server.jobs.delivery import DeliveryLedger
 from taskapi.server.jobs.events import from_json
-from taskapi.server.jobs.queue import PASSWORD_CHANGED_EMAIL, USER_DELETED_CLEANUP, WELCOME_EMAIL, JobQueue
+from taskapi.server.jobs.queue import PASSWORD_CHANGED_EMAIL, QUEUE, USER_DELETED_CLEANUP, WELCOME_EMAIL, JobQueue
 from taskapi.v1 import task_pb2, user_pb2
 from tests.integration.api import PASSWORD, Api
 from tests.support.jobs import (
@@ -412,3 +413,57 @@ def _task(owner: str) -> NewTask:
         create_time=now(),
         complete_time=None,
     )
+
+
+FORGED_ARGUMENTS = {
+    "not an object": "user.registered",
+    "no id": {"type": "user.registered", "subject": "u1", "occur_time": "2026-12-01T10:00:00.000Z"},
+    "a huge subject": {"id": "f1", "type": "user.registered", "subject": "x" * 2_000_000, "occur_time": "2026-12-01"},
+    "a bad time": {"id": "f2", "type": "user.registered", "subject": "u1", "occur_time": "yesterday"},
+    "a payload of numbers": {
+        "id": "f3",
+        "type": "user.registered",
+        "subject": "u1",
+        "occur_time": "2026-12-01",
+        "payload": {"email": 7},
+    },
+    "no payload": {"id": "f4", "type": "user.registered", "subject": "u1", "occur_time": "2026-12-01"},
+    "a header injection": {
+        "id": "f5",
+        "type": "user.registered",
+        "subject": "u1",
+        "occur_time": "2026-12-01",
+        "payload": {"email": "forged@example.com\r\nBcc: victim@example.com", "name": "F"},
+    },
+}
+
+
+def test_forged_job_arguments_go_straight_to_the_dead_letters_and_the_worker_goes_on(
+    queue: JobQueue, sink: SmtpSink, background: worker.Background, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Jobs this service did not write (put in the queue by anyone who can write to Redis, or
+    by an incompatible version) are refused at once: one attempt each, no email, an error that
+    names the field but not the forged value, and the next real job is delivered."""
+    for argument in FORGED_ARGUMENTS.values():
+        queue.broker.enqueue(
+            Message(queue_name=QUEUE, actor_name=WELCOME_EMAIL, args=(argument,), kwargs={}, options={})
+        )
+    real = from_json(
+        {
+            "id": "0" * 31 + "2",
+            "type": "user.registered",
+            "subject": "6b0ad69f3e182fdd97bd66cf",
+            "occur_time": "2026-12-01T10:00:00.000Z",
+            "payload": {"email": "real@example.com", "name": "Real"},
+        }
+    )
+    queue.enqueue(real)
+    sink.wait_for(1, to="real@example.com")
+    counts = settled(queue)
+    assert counts.dead == len(FORGED_ARGUMENTS) and counts.succeeded == {WELCOME_EMAIL: 1}, counts
+    dead = JobsAdmin(queue).dead()
+    assert [job.attempts for job in dead] == [1] * len(FORGED_ARGUMENTS)  # never retried
+    assert all(job.error.startswith("MalformedJob: ") for job in dead), [job.error for job in dead]
+    assert sink.to("victim@example.com") == [] and sink.to("forged@example.com") == []
+    logged = caplog.text + " ".join(job.error for job in dead)
+    assert "victim" not in logged and "xxxxxxxxxx" not in logged
