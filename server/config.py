@@ -281,6 +281,7 @@ class _Reader:
             ) from None
 
 
+_MAX_URL = 2048
 SMTP_URL_FORM = "smtp://[user:password@]host[:port][?starttls=true|false] or smtps://[user:password@]host[:port]"
 
 
@@ -288,6 +289,8 @@ def _smtp_settings(raw: str) -> SmtpSettings | None:
     """SMTP_URL parsed; the error names the form and shows the URL without its password."""
     if not raw:
         return None
+    if len(raw) > _MAX_URL:  # nothing this long is a mail server's address; not worth echoing either
+        raise ConfigError(f"SMTP_URL must be {SMTP_URL_FORM}, at most {_MAX_URL} characters; got {len(raw)}")
     # Everything before the last "@" may be credentials, however malformed the rest is.
     shown = f"{raw.partition('://')[0]}://***@{raw.rpartition('@')[2]}" if "@" in raw else raw
     url = urllib.parse.urlsplit(raw)
@@ -298,7 +301,9 @@ def _smtp_settings(raw: str) -> SmtpSettings | None:
     except ValueError:
         raise problem from None
     starttls = query.get("starttls", [""])[-1].lower()
-    if url.scheme not in ("smtp", "smtps") or not url.hostname or starttls not in ("", "true", "false"):
+    if url.scheme not in ("smtp", "smtps") or not url.hostname or len(url.hostname) > 253:
+        raise problem
+    if starttls not in ("", "true", "false"):
         raise problem
     if set(query) - {"starttls"} or (url.scheme == "smtps" and starttls == "true") or url.path not in ("", "/"):
         raise problem

@@ -29,14 +29,31 @@ class _Keep:
         self._lock = threading.Lock()
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         with self._lock:
             path = self._folder / f"{next(self._numbers):04d}.eml"
         path.write_bytes(envelope.content)
+        to, subject = _summary(envelope.content)
         now = time.time()
         stamp = time.strftime("%H:%M:%S", time.localtime(now)) + f".{int(now % 1 * 1000):03d}"
-        print(f'{stamp} mail to {message["To"]}: "{message["Subject"]}" (saved {path})', file=self._out, flush=True)
+        print(f'{stamp} mail to {to}: "{subject}" (saved {path})', file=self._out, flush=True)
         return "250 Message accepted for delivery"
+
+
+def _summary(content: bytes) -> tuple[str, str]:
+    """The To and Subject of a message, fit for one console line: anyone who can reach the
+    port can send anything, so a header that does not parse is shown as such, control
+    characters (terminal escapes, line breaks) become spaces, and long values are cut."""
+    try:
+        message = email.message_from_bytes(content, policy=email.policy.default)
+        to, subject = str(message["To"] or ""), str(message["Subject"] or "")
+    except Exception:  # the email package raises many kinds on malformed headers
+        return "(unreadable)", "(unreadable)"
+    return _printable(to), _printable(subject)
+
+
+def _printable(text: str, limit: int = 200) -> str:
+    shown = "".join(" " if not char.isprintable() else char for char in text)
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
 
 
 @contextmanager

@@ -55,6 +55,16 @@ def test_a_bad_smtp_url_names_the_form_and_never_the_password(url: str) -> None:
     assert "hunter2" not in str(error.value) and "hunt" not in str(error.value)
 
 
+@pytest.mark.parametrize(
+    "url",
+    ["smtp://user:hunter2@" + "m" * 1_000_000 + ".example.com", "smtp://user:hunter2@" + "m" * 300 + ".example.com"],
+)
+def test_a_huge_smtp_url_is_refused_without_being_echoed(url: str) -> None:
+    with pytest.raises(ConfigError, match=r"^SMTP_URL must be smtp://") as error:
+        settings(SMTP_URL=url)
+    assert "hunter2" not in str(error.value) and len(str(error.value)) < 600
+
+
 def test_the_smtp_password_is_in_no_repr() -> None:
     configured = settings(SMTP_URL="smtp://mailer:hunter2@mail.example.com:587?starttls=true")
     assert configured.smtp is not None and configured.smtp.password == "hunter2"
