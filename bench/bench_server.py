@@ -41,9 +41,9 @@ Caveats
     .venv/bin/python bench/bench_server.py [--seconds 3] [--concurrency 1,8,32]
         [--models bare:16,sync:1,sync:4,sync:16,aio-inline,aio:4,aio:16] [--rounds 1]
 
-calls/s and latencies count successful calls only; "errors" are failed calls, e.g.
-RESOURCE_EXHAUSTED once more calls are in flight than the sync server's
-maximum_concurrent_rpcs (workers x 8, as App.start_replica sets it).
+calls/s and latencies count successful calls only; "errors" are failed calls (the replica
+itself sets no cap on calls in flight: over one connection, HTTP/2 holds back calls beyond
+grpc.max_concurrent_streams, and Envoy queues the rest; see docs/api.md).
 
 Prints a table; asserts nothing.
 """

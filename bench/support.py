@@ -179,7 +179,7 @@ async def _load(
                     ok = True
                 except grpc.RpcError:
                     ok = False
-                if measuring:  # failed calls (e.g. RESOURCE_EXHAUSTED past maximum_concurrent_rpcs) apart
+                if measuring:  # failed calls (e.g. a deadline passed) apart
                     if ok:
                         counts[0] += 1
                         latencies.append((time.perf_counter() - now) * 1e6)

@@ -146,12 +146,17 @@ class App:
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
             ("grpc.so_reuseport", 0),
+            # Backpressure, not refusal: a client with this many calls open on one connection
+            # waits for one to finish (HTTP/2 flow control). Envoy sends fewer (it queues the
+            # rest itself, edge config `replica_concurrency`). No `maximum_concurrent_rpcs`:
+            # grpcio refuses calls beyond it as RESOURCE_EXHAUSTED "Concurrent RPC limit
+            # exceeded!", a 429 that reads as a rate limit and carries no retry advice.
+            ("grpc.max_concurrent_streams", settings.workers * 4),
         ]
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="grpc"),
             interceptors=self.interceptors,
             options=limits,
-            maximum_concurrent_rpcs=settings.workers * 8,
         )
         auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(self.accounts), server)
         task_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(self.tasks, self.task_cache), server)

@@ -138,6 +138,7 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
             cors_origins=tuple(args.cors_origin or EdgeConfig.cors_origins),
             # A file, not the console: the server already prints a line per call there.
             access_log=str(workdir / "envoy-access.log"),
+            replica_concurrency=settings.workers,
         )
         envoy = Envoy(config, workdir, concurrency=2, stdout=None, stderr=None, start_new_session=True)
         stack.enter_context(envoy)

@@ -99,6 +99,11 @@ class EdgeConfig:
     max_connections: int = 10_000
     # "stdout", or a file path for the JSON access log.
     access_log: str = "stdout"
+    # Calls in flight per replica (its worker threads, TASKAPI_WORKERS); more wait at the edge.
+    replica_concurrency: int = 8
+    # Calls waiting at the edge for a replica, all replicas together; more are shed (503).
+    queue_size: int = 2048
+    overload_retry_seconds: int = 1
 
 
 @cache
@@ -152,6 +157,9 @@ def render(config: EdgeConfig) -> str:
         # The strict-body filter with its allow-list, from the same descriptor.
         strict_json_lua=strict_json.lua_source(config.descriptor),
         access_log_path=config.access_log,
+        replica_concurrency=config.replica_concurrency,
+        queue_size=config.queue_size,
+        overload_retry_seconds=config.overload_retry_seconds,
     )
 
 

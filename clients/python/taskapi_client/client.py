@@ -254,8 +254,11 @@ class TaskApiClient:
 
 def _retry_safe(rpc_error: grpc.RpcError) -> bool:
     """The server refused the call before doing anything (say, shed under load)."""
+    # The server sends it as initial metadata; Envoy, shedding a call itself, in a
+    # trailers-only response, which grpc reports as trailing metadata.
     initial = rpc_error.initial_metadata() if hasattr(rpc_error, "initial_metadata") else None
-    return any(key == RETRY_SAFE_HEADER and value == "true" for key, value in initial or ())
+    trailing = rpc_error.trailing_metadata() if hasattr(rpc_error, "trailing_metadata") else None
+    return any(key == RETRY_SAFE_HEADER and value == "true" for key, value in (*(initial or ()), *(trailing or ())))
 
 
 def _bearer(session: auth_pb2.AuthSession | None) -> tuple[tuple[str, str], ...]:

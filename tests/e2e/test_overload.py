@@ -1,0 +1,141 @@
+"""Overload at the edge: calls beyond what the replicas run at once wait in Envoy's bounded
+queue; calls beyond the queue are shed at once with 503 UNAVAILABLE, Retry-After and
+RetryInfo, never grpcio's own 429. Real Envoy in front of a stand-in replica whose every call
+takes a fixed time, so how many calls fit is arithmetic, not a race."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from taskapi.v1 import task_pb2
+from taskapi_client import TaskApiClient
+from tests.support.edge import RestClient, cluster_stats, running_edge
+
+CALL_SECONDS = 0.6
+
+
+class SlowReplica:
+    """A gRPC server with the real health service, answering every other call with an empty
+    message after CALL_SECONDS; it counts the calls it received."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self._lock = threading.Lock()
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=32))
+        health_servicer = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, self.server)
+        self.server.add_generic_rpc_handlers((_Everything(self),))
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+        health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+
+    def answer(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        with self._lock:
+            self.calls += 1
+        time.sleep(CALL_SECONDS)
+        return b""
+
+
+class _Everything(grpc.GenericRpcHandler):
+    def __init__(self, replica: SlowReplica) -> None:
+        self._replica = replica
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[bytes, bytes] | None:
+        if details.method.startswith("/grpc.health."):
+            return None
+        return grpc.unary_unary_rpc_method_handler(self._replica.answer)
+
+
+@pytest.fixture
+def replica() -> Iterator[SlowReplica]:
+    stand_in = SlowReplica()
+    yield stand_in
+    stand_in.server.stop(0)
+
+
+def test_a_burst_waits_in_the_edge_queue_and_what_does_not_fit_is_a_clean_503(
+    replica: SlowReplica, tmp_path: Path
+) -> None:
+    """2 calls at a time per replica, 3 waiting: of 10 simultaneous calls, 5 succeed (the
+    queued ones a moment later) and 5 are shed, each as the JSON error with Retry-After."""
+    with running_edge([("127.0.0.1", replica.port)], tmp_path, replica_concurrency=2, queue_size=3) as envoy:
+        client = RestClient(f"http://127.0.0.1:{envoy.config.rest_port}/api/v1/")
+        start = threading.Barrier(10)
+
+        def call(_: int) -> tuple[int, dict[str, str], object]:
+            start.wait()
+            response = client.get("tasks/0123456789abcdef01234567")
+            return response.status, dict(response.headers), response.json()
+
+        with futures.ThreadPoolExecutor(10) as pool:
+            results = list(pool.map(call, range(10)))
+        served = [r for r in results if r[0] == 200]
+        shed = [r for r in results if r[0] != 200]
+        assert len(served) == 5 and replica.calls == 5, results
+        for status, headers, body in shed:
+            assert status == 503 and headers["retry-after"] == "1" and headers["x-retry-safe"] == "true"
+            assert headers["content-type"] == "application/json"
+            assert body == {
+                "code": 14,
+                "message": "the service is busy: retry in 1 s",
+                "details": [
+                    {
+                        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                        "reason": "OVERLOADED",
+                        "domain": "taskapi.v1",
+                    },
+                    {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1s"},
+                ],
+            }
+        assert cluster_stats(envoy, "")["upstream_rq_pending_overflow"] == 5  # counted, for dashboards
+
+
+def test_a_shed_grpc_call_is_unavailable_and_the_sdk_retries_even_a_write(replica: SlowReplica, tmp_path: Path) -> None:
+    """On the gRPC port the shed call is UNAVAILABLE marked retry-safe (nothing was done), so
+    the SDK retries even CreateTask, which it never retries otherwise; it runs exactly once."""
+    with running_edge([("127.0.0.1", replica.port)], tmp_path, replica_concurrency=1, queue_size=1) as envoy:
+        target = f"127.0.0.1:{envoy.config.grpc_port}"
+        with grpc.insecure_channel(target) as channel:
+            grpc.channel_ready_future(channel).result(timeout=10)
+            get = channel.unary_unary("/taskapi.v1.TaskService/GetTask")
+
+            def occupied() -> list[grpc.Future]:
+                """One call running, one waiting: the edge is full."""
+                calls = [get.future(b"", timeout=10)]
+                time.sleep(CALL_SECONDS / 4)
+                calls.append(get.future(b"", timeout=10))
+                time.sleep(CALL_SECONDS / 4)
+                return calls
+
+            calls = occupied()
+            with pytest.raises(grpc.RpcError) as refused:
+                channel.unary_unary("/taskapi.v1.TaskService/ListTasks")(b"", timeout=10)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert refused.value.details() == "the service is busy: retry in 1 s"
+            assert ("x-retry-safe", "true") in tuple(refused.value.trailing_metadata() or ())
+            for call in calls:
+                call.result()
+
+            sleeps: list[float] = []
+
+            def wait_out(delay: float) -> None:  # long enough for the edge to have room
+                sleeps.append(delay)
+                time.sleep(2 * CALL_SECONDS)
+
+            before = replica.calls
+            calls = occupied()
+            with TaskApiClient(target, sleep=wait_out) as sdk:
+                sdk.call(sdk.tasks.CreateTask, task_pb2.CreateTaskRequest(), authenticated=False)
+            for call in calls:
+                call.result()
+            assert (
+                len(sleeps) == 1 and replica.calls == before + 3
+            )  # the two occupying calls, and the SDK's: shed once, then run once
