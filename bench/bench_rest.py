@@ -30,7 +30,11 @@ Columns
                 wrk stops with requests in flight; 0 for the floor)
 
     .venv/bin/python bench/bench_rest.py [--replicas 2] [--seconds 3] [--connections 1,8,32]
-        [--envoy-workers 2] [--get-share 0.8] [--no-floor]
+        [--envoy-workers 2] [--get-share 0.8] [--no-floor] [--burst 1000]
+
+  burst   (--burst N) N connections opened at once, then one GetTask on each at the same
+          instant: the count per status (only 200s and 503s with Retry-After expected; Envoy
+          queues what the replicas cannot run at once and sheds what its queue cannot hold).
 
 Prints a table; asserts nothing. Exits 2 when wrk is not installed.
 """
@@ -38,6 +42,7 @@ Prints a table; asserts nothing. Exits 2 when wrk is not installed.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import re
 import resource
@@ -173,6 +178,61 @@ def print_row(r: Row) -> None:
     )
 
 
+async def _one_burst_request(
+    host: str, port: int, request: bytes, start: asyncio.Event, results: list[tuple[int, bool, float]]
+) -> None:
+    """Connect, wait for every other connection, send one request, read the status line and
+    headers: (status, has Retry-After, seconds from the start); status 0 for a socket error."""
+    try:
+        reader, writer = await asyncio.open_connection(host, port)
+    except OSError:
+        results.append((0, False, 0.0))
+        return
+    try:
+        await start.wait()
+        began = time.perf_counter()
+        writer.write(request)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=60)
+        status = int(head.split(b" ", 2)[1])
+        results.append((status, b"\r\nretry-after:" in head.lower(), time.perf_counter() - began))
+    except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
+        results.append((0, False, 0.0))
+    finally:
+        writer.close()
+
+
+def run_burst(envoy: Envoy, accounts: list[support.Account], connections: int) -> None:
+    """`connections` clients connect, then all send one GetTask at the same instant."""
+    host, port = "127.0.0.1", envoy.config.rest_port
+    requests = [
+        f"GET /api/v1/tasks/{account.task_ids[i % len(account.task_ids)]} HTTP/1.1\r\nHost: bench\r\n"
+        f"Authorization: Bearer {account.token}\r\nConnection: close\r\n\r\n".encode()
+        for i, account in ((i, accounts[i % len(accounts)]) for i in range(connections))
+    ]
+
+    async def burst() -> list[tuple[int, bool, float]]:
+        start, results = asyncio.Event(), []  # type: ignore[var-annotated]
+        tasks = [asyncio.create_task(_one_burst_request(host, port, r, start, results)) for r in requests]
+        await asyncio.sleep(1.0)  # every connection open (Envoy accepts them before any request)
+        start.set()
+        await asyncio.gather(*tasks)
+        return results
+
+    results = asyncio.run(burst())
+    by_status: dict[int, int] = {}
+    for status, _, _ in results:
+        by_status[status] = by_status.get(status, 0) + 1
+    shed = [r for r in results if r[0] == 503]
+    times = sorted(r[2] for r in results if r[0] == 200)
+    print(
+        f"burst {connections} connections: "
+        + ", ".join(f"{count} x {status or 'socket error'}" for status, count in sorted(by_status.items()))
+        + f"; 503s with Retry-After: {sum(1 for r in shed if r[1])}/{len(shed)}"
+        + (f"; 200s p50 {support.percentile(times, 50) * 1e3:.0f} ms, max {times[-1] * 1e3:.0f} ms" if times else ""),
+        flush=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--replicas", type=int, default=2)
@@ -181,6 +241,7 @@ def main() -> None:
     parser.add_argument("--envoy-workers", type=int, default=2, help="Envoy --concurrency (taskapi dev uses 2)")
     parser.add_argument("--get-share", type=float, default=0.8, help="GetTask share of the mix; the rest ListTasks")
     parser.add_argument("--no-floor", action="store_true", help="skip the Envoy-only 404 rows")
+    parser.add_argument("--burst", type=int, default=0, help="then this many simultaneous connections, one call each")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
@@ -225,6 +286,8 @@ def main() -> None:
                         for conns in levels:
                             floor_url = envoy.rest_url + "no-such-thing"
                             print_row(run_wrk("floor", envoy, pids, floor_url, None, conns, args.seconds))
+                    if args.burst:
+                        run_burst(envoy, accounts, args.burst)
         finally:
             app.close(grace=0)
 

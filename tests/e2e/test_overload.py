@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
+from typing import cast
 
 import grpc
 import pytest
@@ -105,11 +106,11 @@ def test_a_shed_grpc_call_is_unavailable_and_the_sdk_retries_even_a_write(replic
         target = f"127.0.0.1:{envoy.config.grpc_port}"
         with grpc.insecure_channel(target) as channel:
             grpc.channel_ready_future(channel).result(timeout=10)
-            get = channel.unary_unary("/taskapi.v1.TaskService/GetTask")
+            get: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary("/taskapi.v1.TaskService/GetTask")
 
-            def occupied() -> list[grpc.Future]:
+            def occupied() -> list[grpc.Future[bytes]]:
                 """One call running, one waiting: the edge is full."""
-                calls = [get.future(b"", timeout=10)]
+                calls: list[grpc.Future[bytes]] = [get.future(b"", timeout=10)]
                 time.sleep(CALL_SECONDS / 4)
                 calls.append(get.future(b"", timeout=10))
                 time.sleep(CALL_SECONDS / 4)
@@ -117,10 +118,14 @@ def test_a_shed_grpc_call_is_unavailable_and_the_sdk_retries_even_a_write(replic
 
             calls = occupied()
             with pytest.raises(grpc.RpcError) as refused:
-                channel.unary_unary("/taskapi.v1.TaskService/ListTasks")(b"", timeout=10)
+                list_tasks: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+                    "/taskapi.v1.TaskService/ListTasks"
+                )
+                list_tasks(b"", timeout=10)
             assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
             assert refused.value.details() == "the service is busy: retry in 1 s"
-            assert ("x-retry-safe", "true") in tuple(refused.value.trailing_metadata() or ())
+            trailing = cast(tuple[tuple[str, str], ...], refused.value.trailing_metadata())  # grpc types it loosely
+            assert ("x-retry-safe", "true") in trailing
             for call in calls:
                 call.result()
 
