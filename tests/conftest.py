@@ -8,6 +8,7 @@ the embedded mongomock store, the one part we cannot run for real here.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ from typing import Any
 
 import grpc
 import pytest
+import redis
 
 from taskapi.server.app import App, Replica
 from taskapi.server.config import Settings
@@ -45,6 +47,24 @@ def redis_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisPro
 @pytest.fixture(scope="session")
 def redis_url(redis_process: RedisProcess) -> str:
     return os.environ.get("REDIS_URL") or redis_process.url
+
+
+# Database 0 is the suite's shared one; Redis has 16 by default.
+_PRIVATE_DATABASES = itertools.cycle(range(1, 16))
+
+
+def private_database(redis_url: str) -> str:
+    """`redis_url` on a database no other test of this run is using, emptied first: for a
+    test whose rate-limit counters or sessions must not meet the suite's (the same client
+    address, 127.0.0.1, spends the same budgets). Handed out in turn; fixtures that hold one
+    for a module or the session take it once."""
+    url = f"{redis_url.rsplit('/', 1)[0]}/{next(_PRIVATE_DATABASES)}"
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+    return url
 
 
 def make_settings(redis_url: str = "", **overrides: Any) -> Settings:

@@ -28,7 +28,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from taskapi.server.app import App
 from taskapi.server.dev import free_port
 from taskapi.v1 import auth_pb2, auth_pb2_grpc, user_pb2
-from tests.conftest import GENEROUS, TEST_SECRET, make_settings, unique_email
+from tests.conftest import GENEROUS, TEST_SECRET, make_settings, private_database, unique_email
 from tests.e2e.conftest import PASSWORD, Account, Stack, assert_error, detail, register, running_stack
 from tests.support.edge import Response, RestClient, cluster_stats, running_edge, upstream_requests
 from tests.support.raw_grpc import raw_grpc_call
@@ -263,7 +263,7 @@ def test_a_token_with_a_byte_grpc_cannot_decode_is_never_logged(redis_url: str, 
         "TASKAPI_METRICS_PORT": "0",
         # A database of its own: this server runs the default limits, and its counters for
         # 127.0.0.1 (the same keys) would spend the session servers' budgets for the next minute.
-        "REDIS_URL": redis_url.rsplit("/", 1)[0] + "/5",
+        "REDIS_URL": private_database(redis_url),
         "BCRYPT_ROUNDS": "4",
         "JWT_SECRET": TEST_SECRET,
         "LOG_LEVEL": "DEBUG",

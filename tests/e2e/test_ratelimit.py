@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from taskapi.server.domain.limits import RateLimit
-from tests.conftest import make_settings
+from tests.conftest import make_settings, private_database
 from tests.e2e.conftest import Stack, assert_error, detail, register, running_stack
 from tests.support.edge import Response, RestClient
 
@@ -30,7 +30,7 @@ POLICY = f"{LIMIT};w={WINDOW}"
 @pytest.fixture(scope="module")
 def limited_stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, redis.Redis]]:
     # A database of its own, so no other test's counters count here.
-    own_db = redis_url.rsplit("/", 1)[0] + "/3"
+    own_db = private_database(redis_url)
     settings = make_settings(own_db, rate_limit_ip=RateLimit(requests=LIMIT, window_seconds=WINDOW))
     with running_stack(settings, tmp_path_factory.mktemp("ratelimit")) as stack:
         yield stack, redis.Redis.from_url(own_db)

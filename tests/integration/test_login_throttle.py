@@ -17,12 +17,11 @@ from typing import Any
 
 import grpc
 import pytest
-import redis
 
 from taskapi.server.app import Replica, run_server
 from taskapi.server.domain.limits import DEFAULT_AUTH, LoginThrottle, RateLimit
 from taskapi.v1 import auth_pb2, auth_pb2_grpc
-from tests.conftest import make_settings, unique_email
+from tests.conftest import make_settings, private_database, unique_email
 from tests.integration.api import PASSWORD, as_call, error_details
 
 WRONG = "not the password"
@@ -31,11 +30,7 @@ WRONG = "not the password"
 @pytest.fixture
 def own_redis(redis_url: str) -> Iterator[str]:
     """A database of its own, emptied first: no other test's counters count here."""
-    url = redis_url.rsplit("/", 1)[0] + "/4"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    client.close()
-    yield url
+    yield private_database(redis_url)
 
 
 Server = Callable[..., auth_pb2_grpc.AuthServiceStub]
