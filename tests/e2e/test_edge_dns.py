@@ -56,9 +56,7 @@ def test_descriptor_at_names_where_envoy_reads_it() -> None:
 def test_envoy_finds_a_replica_by_name_and_routes_to_it(redis_url: str, tmp_path: Path) -> None:
     # "localhost" is in /etc/hosts, which Envoy's resolver reads like a DNS answer.
     with run_server(make_settings(redis_url)) as replica:
-        with running_edge(
-            [("localhost", replica.port)], tmp_path, upstream_dns=True, dns_refresh_seconds=0.5
-        ) as envoy:
+        with running_edge([("localhost", replica.port)], tmp_path, upstream_dns=True, dns_refresh_seconds=0.5) as envoy:
             response = RestClient(envoy.rest_url).get("tasks")
             # UNAUTHENTICATED comes from the replica's auth interceptor: the call reached it.
             assert_error(response, 401, UNAUTHENTICATED)
