@@ -131,21 +131,24 @@ def edge_config(upstreams: Sequence[tuple[str, int]]) -> EdgeConfig:
     )
 
 
-# The split layout's clusters (the names `taskapi serve --services` pairs with) → the headless
-# Service of the Deployment serving them.
-SPLIT_UPSTREAMS = {
-    "taskapi_auth": ("taskapi-accounts", GRPC_PORT),
-    "taskapi_users": ("taskapi-accounts", GRPC_PORT),
-    "taskapi_tasks": ("taskapi-tasks", GRPC_PORT),
+# The split layout: each service (Envoy cluster taskapi_<service>) → the headless Service of
+# the Deployment serving it (manifests.SPLIT).
+SPLIT_UPSTREAMS: dict[str, list[tuple[str, int]]] = {
+    "auth": [("taskapi-accounts", GRPC_PORT)],
+    "users": [("taskapi-accounts", GRPC_PORT)],
+    "tasks": [("taskapi-tasks", GRPC_PORT)],
 }
 
 
 def split_edge_config() -> EdgeConfig | None:
     """The split layout's Envoy config: each service routed to its own cluster.
 
-    TODO(split): EdgeConfig has no per-service upstream mapping yet (the service-split work
-    adds one). Once it does, return `edge_config(...)` with SPLIT_UPSTREAMS passed as that
-    mapping: split.yaml then gets its Envoy ConfigMap and Deployment, and the tests validate
-    them like the others. Until then split.yaml holds the servers only.
+    TODO(split): EdgeConfig has no per-service upstreams in this tree. Once it has them (the
+    service-split work's `service_upstreams`, service → replicas), this becomes
+
+        return dataclasses.replace(edge_config([]), service_upstreams=SPLIT_UPSTREAMS)
+
+    and split.yaml gets its Envoy ConfigMap and Deployment, which the tests then validate like
+    the others. Until then split.yaml holds the servers only.
     """
     return None
