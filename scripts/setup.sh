@@ -54,9 +54,12 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$layout" ]]; then
   echo "$layout" > "$stamp"
 fi
 
-# Node tooling (buf, protoc-gen-es, Connect, playwright-core), pinned by package-lock.json.
+# Node tooling (buf, protoc-gen-es, Connect, playwright-core, dclint for deploy/compose.yaml),
+# pinned by package-lock.json. The deployment checks' Python tools (hadolint, kubernetes-validate,
+# jsonschema) are dev extras in pyproject.toml.
 # playwright-core drives Debian's /usr/bin/chromium: never `npx playwright install`.
-if $dev && [[ ! -x node_modules/.bin/buf || ! -x node_modules/.bin/protoc-gen-es || package-lock.json -nt node_modules/.package-lock.json ]]; then
+if $dev && [[ ! -x node_modules/.bin/buf || ! -x node_modules/.bin/protoc-gen-es || ! -x node_modules/.bin/dclint ||
+              package-lock.json -nt node_modules/.package-lock.json ]]; then
   echo "setup: npm ci"
   npm ci --no-audit --no-fund --loglevel=error
 fi

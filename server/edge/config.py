@@ -88,11 +88,21 @@ class EdgeConfig:
     rest_port: int
     grpc_port: int
     admin_port: int
+    # (host, port) per replica; with `upstream_dns`, (name, port): every address the name
+    # resolves to is a replica.
     upstreams: Sequence[tuple[str, int]]
     listen_address: str = "127.0.0.1"
+    # Discover replicas through DNS (Envoy's STRICT_DNS): a Kubernetes headless Service or a
+    # compose service name resolves to one address per ready replica, re-resolved every
+    # `dns_refresh_seconds`. False: the upstreams are fixed IP addresses (STATIC).
+    upstream_dns: bool = False
+    dns_refresh_seconds: float = 5.0
     # Exact origins allowed by CORS; "*" allows any origin.
     cors_origins: Sequence[str] = ("http://localhost:3000", "http://127.0.0.1:3000")
     descriptor: Path = DESCRIPTOR
+    # Where Envoy opens the descriptor when it runs elsewhere than this renderer (a container
+    # image, see deploy/); empty: `descriptor` itself. The renderer always reads `descriptor`.
+    descriptor_at: str = ""
     route_timeout_seconds: float = 15.0
     health_check_interval_seconds: float = 2.0
     max_request_bytes: int = 1 << 20
@@ -121,18 +131,22 @@ def render(config: EdgeConfig) -> str:
     """The Envoy YAML for `config`."""
     if not config.upstreams:
         raise ValueError("the edge needs at least one upstream replica")
+    if config.upstream_dns and config.dns_refresh_seconds <= 0:
+        raise ValueError("dns_refresh_seconds must be positive with upstream_dns")
     return template().render(
         admin_port=config.admin_port,
         rest_port=config.rest_port,
         grpc_port=config.grpc_port,
         listen_address=config.listen_address,
         upstreams=list(config.upstreams),
+        upstream_dns=config.upstream_dns,
+        dns_refresh_rate=_duration(config.dns_refresh_seconds),
         cors_origins=[{"safe_regex": {"regex": ".*"}} if o == "*" else {"exact": o} for o in config.cors_origins],
         # The generated descriptor set, as is. Envoy 1.40's transcoder refuses a
         # `response_body` naming a message field (envoyproxy/envoy#11136): RPCs return the
         # resource itself instead, and `envoy --mode validate` (a test) catches any rule
         # Envoy cannot load.
-        descriptor_path=str(Path(config.descriptor).resolve()),
+        descriptor_path=config.descriptor_at or str(Path(config.descriptor).resolve()),
         services=list(SERVICES),
         repeatable_methods=list(IDEMPOTENT_METHODS),
         request_id_methods=list(REQUEST_ID_METHODS),
