@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from taskapi.server.config import Settings
 from taskapi.server.edge import EdgeConfig
 
 Manifest = dict[str, Any]
@@ -128,6 +129,9 @@ def edge_config(upstreams: Sequence[tuple[str, int]]) -> EdgeConfig:
         listen_address="0.0.0.0",
         cors_origins=CORS_ORIGINS,
         descriptor_at=IMAGE_DESCRIPTOR,
+        # Calls Envoy sends each pod at once: the pods' worker threads (TASKAPI_WORKERS is
+        # left at its default above); more wait in Envoy's queue.
+        replica_concurrency=Settings.workers,
     )
 
 
