@@ -35,9 +35,17 @@ cannot all pass one check) and refunded after the call unless it failed with
 LOGIN_FAILED: one more round trip, on Login only.
 
 Redis is the shared source of truth; the decision is ONE Lua script (ratelimit.lua) run by
-EVALSHA, pipelined with the call's planned reads (a `ReadPlanner` handed over at wiring:
+EVALSHA, which also runs the call's planned reads (a `ReadPlanner` handed over at wiring:
 the session check and the read cache declare what they will read), so a call costs one
-round trip. When
+round trip.
+
+Keys carry hash tags: `{u:<user id>}` (the user's budget, and the session and cache entries
+the plan reads), `{ip:<address>}` (the IP and Login/Register-per-IP budgets), `{e:<email
+hash>}` (Register per email, the failed sign-in records). On Redis Cluster a script may only
+touch one slot, so the decision runs as one script per tag group, pipelined (one round trip
+per node, in parallel): each group decides its own budgets and writes only if they allow;
+when a group refuses, the groups that allowed are refunded, so a rejected call still
+spends nothing. On one server (or a Sentinel-managed primary) it is a single script. When
 Redis is down or slow (the client's socket timeout), the same policies are applied by a
 per-process GCRA until a probe (at most every `retry_interval_seconds`) succeeds again.
 """
@@ -52,13 +60,15 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Protocol
 
 import grpc
 import redis
 from grpc_interceptor import ServerInterceptor
+from redis.cluster import RedisCluster
+from redis.crc import key_slot
 from redis.exceptions import NoScriptError, RedisError
 
 from taskapi.interceptors.context import CallState, Continuation, current_call
@@ -91,7 +101,8 @@ class ReadPlanner(Protocol):
 
     def plan(self, method: str, request: Any, caller: Caller | None) -> Any: ...
 
-    def delivered(self, planned: Any, replies: Sequence[Any]) -> AbstractContextManager[None]: ...
+    def delivered(self, planned: Any, replies: Sequence[Any], epochs: Sequence[str]) -> AbstractContextManager[None]:
+        """`epochs[i]`: the cache epoch of the node `replies[i]` was read on."""
 
 
 # Undoes one Login's up-front failure charge (see ratelimit.lua). KEYS: the (email, IP)
@@ -116,12 +127,31 @@ end
 return 1
 """
 
+# Undoes what an allowed group charged when another group refused the call (Cluster only).
+# KEYS: budgets; ARGV[i]: the interval each was charged, in ms.
+_BUDGET_REFUND = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for i = 1, #KEYS do
+  local tat = tonumber(redis.call('GET', KEYS[i]))
+  if tat then
+    local refunded = tat - tonumber(ARGV[i])
+    if refunded <= now then
+      redis.call('DEL', KEYS[i])
+    else
+      redis.call('SET', KEYS[i], string.format('%.3f', refunded), 'PX', math.ceil(refunded - now))
+    end
+  end
+end
+return 1
+"""
+
 
 @dataclass(frozen=True)
 class Budget:
     """One subject's budget that applies to this call."""
 
-    key: str  # Redis / local key, without the prefix
+    key: str  # Redis / local key without the prefix; starts with the subject's hash tag
     subject: str  # shown to the client in QuotaFailure
     limit: RateLimit
     description: str
@@ -155,6 +185,16 @@ class Decision:
     backend: str  # "redis" or "local"
     charged_ms: float = 0.0  # the Login failure charged to the email up front, refunded unless it failed
     replies: list[Any] | None = None  # to the planned reads; None when they did not run
+    epochs: list[str] | None = None  # the cache epoch each reply was read under
+
+
+@dataclass
+class _Group:
+    """The budgets, gate and reads of one call whose keys share a hash slot (one script run)."""
+
+    budgets: list[int] = field(default_factory=list)  # indices into the call's budgets
+    gate: bool = False
+    reads: list[int] = field(default_factory=list)  # indices into the planned commands
 
 
 class LocalLimiter:
@@ -268,7 +308,7 @@ class RateLimitInterceptor(ServerInterceptor):
 
     def __init__(
         self,
-        redis_client: redis.Redis | None,
+        redis_client: redis.Redis | RedisCluster | None,
         *,
         ip: RateLimit = DEFAULT_IP,
         user: RateLimit = DEFAULT_USER,
@@ -277,7 +317,7 @@ class RateLimitInterceptor(ServerInterceptor):
         auth_methods: frozenset[str] = frozenset({LOGIN, REGISTER}),
         login_method: str = LOGIN,
         exempt_prefixes: tuple[str, ...] = DEFAULT_EXEMPT,
-        key_prefix: str = "taskapi:ratelimit:",
+        key_prefix: str = "taskapi:",
         metrics: Metrics | None = None,
         reads: ReadPlanner | None = None,
         retry_interval_seconds: float = 1.0,
@@ -304,6 +344,9 @@ class RateLimitInterceptor(ServerInterceptor):
         self._clock = clock
         self._local = LocalLimiter(login=login, clock=clock)
         self._refund_script = redis_client.register_script(_LOGIN_REFUND) if redis_client is not None else None
+        self._budget_refund = redis_client.register_script(_BUDGET_REFUND) if redis_client is not None else None
+        # On Cluster a script may only touch one hash slot: the decision runs per tag group.
+        self._by_slot = isinstance(redis_client, RedisCluster)
         script = resources.files("taskapi.interceptors").joinpath("ratelimit.lua").read_text(encoding="utf-8")
         self._script = script
         # EVALSHA needs only the digest; the script is sent (SCRIPT LOAD) once, and again
@@ -332,7 +375,7 @@ class RateLimitInterceptor(ServerInterceptor):
                 return self._settle_login(gate, decision, method, request, context)
             if decision.replies is None or self._reads is None:  # not planned, or Redis could not run it
                 return method(request, context)
-            with self._reads.delivered(planned, decision.replies):
+            with self._reads.delivered(planned, decision.replies, decision.epochs or ()):
                 return method(request, context)
         violated = [o for o in outcomes if o.retry_after_seconds > 0]
         tightest = max(violated, key=lambda o: o.retry_after_seconds)
@@ -346,27 +389,31 @@ class RateLimitInterceptor(ServerInterceptor):
         )
 
     def _budgets(self, method_name: str, email: str | None, state: CallState) -> list[Budget]:
-        ip = "ip:" + state.client_ip
-        budgets = [Budget(ip, ip, self._ip, self._ip_text)]
+        # Keys: the subject's hash tag first (the module docstring), so one user's, one
+        # address's or one email's keys share a Cluster slot.
+        ip_tag = "{ip:" + state.client_ip + "}"
+        budgets = [Budget(ip_tag + ":ratelimit", "ip:" + state.client_ip, self._ip, self._ip_text)]
         if state.caller is not None:
-            user = "user:" + state.caller.user_id
-            budgets.append(Budget(user, user, self._user, self._user_text))
+            user_id = state.caller.user_id
+            # The tag the session and read cache use too (taskapi.server.cache): one slot per user.
+            budgets.append(Budget("{u:" + user_id + "}:ratelimit", "user:" + user_id, self._user, self._user_text))
         if method_name in self._auth_methods:
-            auth_ip = "auth-" + ip
-            budgets.append(Budget(auth_ip, auth_ip, self._auth, self._auth_ip_text))
+            auth_ip = "auth-ip:" + state.client_ip
+            budgets.append(Budget(ip_tag + ":ratelimit:auth", auth_ip, self._auth, self._auth_ip_text))
             # Not on Login: a per-email budget spent by every attempt is a lockout anyone can
             # hand the owner. Login's per-email limit counts failures only (the login gate).
             if email and method_name != self._login_method:
-                auth_email = "auth-email:" + email
-                budgets.append(Budget(auth_email, auth_email, self._auth, self._auth_email_text))
+                budgets.append(
+                    Budget("{e:" + email + "}:ratelimit:auth", "auth-email:" + email, self._auth, self._auth_email_text)
+                )
         return budgets
 
     def _login_gate(self, email: str | None, state: CallState) -> LoginGate | None:
         if not email:
             return None  # no email: validation refuses the call before any password check
-        subject = "login-email:" + email
-        budget = Budget(subject, subject, self._login.email_failures, self._login_text)
-        return LoginGate(f"login-ip:{email}:{state.client_ip}", subject, budget)
+        tag = "{e:" + email + "}"
+        budget = Budget(tag + ":login-email", "login-email:" + email, self._login.email_failures, self._login_text)
+        return LoginGate(f"{tag}:login-ip:{state.client_ip}", budget.key, budget)
 
     def _settle_login(
         self, gate: LoginGate, decision: Decision, method: Continuation, request: Any, context: grpc.ServicerContext
@@ -410,40 +457,117 @@ class RateLimitInterceptor(ServerInterceptor):
     def _redis_decide(
         self, budgets: list[Budget], gate: LoginGate | None, commands: Sequence[tuple[str, ...]]
     ) -> Decision:
-        assert self._redis is not None
-        keys = [self._prefix + b.key for b in budgets]
-        args: list[int] = [len(budgets)]
-        for b in budgets:
-            args += [b.limit.requests, b.limit.window_seconds * 1000]
+        groups = self._groups(budgets, gate, commands)
+        replies = self._run_groups(groups, budgets, gate, commands)
+        outcomes: list[Outcome | None] = [None] * len(budgets)
+        gate_outcome: Outcome | None = None
+        read_replies: list[Any] = [None] * len(commands)
+        epochs: list[str] = [""] * len(commands)
+        charged, allowed = 0.0, all(reply[0] == 1 for reply in replies)
+        for group, reply in zip(groups, replies, strict=True):
+            # Positive milliseconds round up to >= 1 s, so a rejection never says "retry in 0 s".
+            for j, i in enumerate(group.budgets):
+                remaining, reset, retry = (int(x) for x in reply[1 + 3 * j : 4 + 3 * j])
+                outcomes[i] = Outcome(budgets[i], remaining, _ceil_s(reset), _ceil_s(retry))
+            at = 1 + 3 * len(group.budgets)
+            if group.gate and gate is not None:
+                wait, charged = int(reply[at]), float(reply[at + 1])
+                at += 2
+                if wait > 0:
+                    gate_outcome = Outcome(gate.budget, 0, _ceil_s(wait), _ceil_s(wait))
+            if allowed and group.reads:
+                epoch = reply[at].decode() if isinstance(reply[at], bytes) else str(reply[at])
+                for j, i in enumerate(group.reads):
+                    read_replies[i], epochs[i] = reply[at + 1 + j], epoch
+        if not allowed:
+            self._refund_groups(groups, replies, budgets, gate)
+        decided = [o for o in outcomes if o is not None] + ([gate_outcome] if gate_outcome is not None else [])
+        if not commands or not allowed:
+            return Decision(allowed, decided, "redis", charged)
+        return Decision(allowed, decided, "redis", charged, read_replies, epochs)
+
+    def _groups(
+        self, budgets: list[Budget], gate: LoginGate | None, commands: Sequence[tuple[str, ...]]
+    ) -> list[_Group]:
+        """One group (one script) on a single server; one per hash slot on Cluster."""
+        if not self._by_slot:
+            return [_Group(list(range(len(budgets))), gate is not None, list(range(len(commands))))]
+        by_slot: dict[int, _Group] = {}
+        for i, budget in enumerate(budgets):
+            by_slot.setdefault(key_slot((self._prefix + budget.key).encode()), _Group()).budgets.append(i)
         if gate is not None:
+            by_slot.setdefault(key_slot((self._prefix + gate.pair_key).encode()), _Group()).gate = True
+        for i, command in enumerate(commands):
+            by_slot.setdefault(key_slot(command[1].encode()), _Group()).reads.append(i)
+        return list(by_slot.values())
+
+    def _script_args(
+        self, group: _Group, budgets: list[Budget], gate: LoginGate | None, commands: Sequence[tuple[str, ...]]
+    ) -> list[Any]:
+        """EVALSHA's arguments for one group: numkeys, KEYS, ARGV (layout in ratelimit.lua)."""
+        keys = [self._prefix + budgets[i].key for i in group.budgets]
+        args: list[Any] = [len(group.budgets), 1 if group.gate else 0, len(group.reads)]
+        for i in group.budgets:
+            args += [budgets[i].limit.requests, budgets[i].limit.window_seconds * 1000]
+        if group.gate and gate is not None:
             keys += [self._prefix + gate.pair_key, self._prefix + gate.email_key]
             login = self._login
             args += [login.email_failures.requests, login.window_ms, login.free_failures, login.backoff_seconds * 1000]
+        for i in group.reads:
+            command = commands[i]
+            if command[0] not in ("GET", "HGET"):
+                raise ValueError(f"a planned read must be GET or HGET, got {command[0]}")
+            keys.append(command[1])
+            args.append(command[2] if command[0] == "HGET" else "")
+        return [len(keys), *keys, *args]
+
+    def _run_groups(
+        self, groups: list[_Group], budgets: list[Budget], gate: LoginGate | None, commands: Sequence[tuple[str, ...]]
+    ) -> list[Any]:
+        assert self._redis is not None
+        arguments = [self._script_args(group, budgets, gate, commands) for group in groups]
+        replies: list[Any] = [None] * len(groups)
+        todo = list(range(len(groups)))
         for attempt in (1, 2):
-            # transaction=False: a plain pipeline, one write and one read on the socket.
+            # transaction=False: a plain pipeline, one write and one read per node's socket.
             pipe = self._redis.pipeline(transaction=False)
-            pipe.evalsha(self._sha, len(keys), *keys, *args)
-            for command in commands:
-                pipe.execute_command(*command)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+            for g in todo:
+                pipe.evalsha(self._sha, *arguments[g])
             results = pipe.execute(raise_on_error=False)
-            reply = results[0]
-            if isinstance(reply, NoScriptError) and attempt == 1:
-                self._redis.script_load(self._script)
+            for g, result in zip(todo, results, strict=True):
+                replies[g] = result
+            todo = [g for g in todo if isinstance(replies[g], NoScriptError)]
+            if not todo or attempt == 2:
+                break
+            # NOSCRIPT (a restart, SCRIPT FLUSH, a promoted replica): load it and rerun only those
+            # groups, so a group that ran already is not charged twice.
+            self._redis.script_load(self._script)
+        failed = [reply for reply in replies if isinstance(reply, Exception)]
+        if failed:
+            ran = [reply if not isinstance(reply, Exception) else [0] for reply in replies]
+            self._refund_groups(groups, ran, budgets, gate)
+            raise failed[0]
+        return replies
+
+    def _refund_groups(
+        self, groups: list[_Group], replies: list[Any], budgets: list[Budget], gate: LoginGate | None
+    ) -> None:
+        """Give back what the groups that allowed charged, when another refused or failed."""
+        for group, reply in zip(groups, replies, strict=True):
+            if reply[0] != 1:
                 continue
-            if isinstance(reply, Exception):
-                raise reply
-            break
-        # Positive milliseconds round up to >= 1 s, so a rejection never says "retry in 0 s".
-        outcomes = [
-            Outcome(b, int(reply[1 + 3 * i]), _ceil_s(int(reply[2 + 3 * i])), _ceil_s(int(reply[3 + 3 * i])))
-            for i, b in enumerate(budgets)
-        ]
-        charged = 0.0
-        if gate is not None:
-            wait, charged = int(reply[1 + 3 * len(budgets)]), float(reply[2 + 3 * len(budgets)])
-            if wait > 0:
-                outcomes.append(Outcome(gate.budget, 0, _ceil_s(wait), _ceil_s(wait)))
-        return Decision(reply[0] == 1, outcomes, "redis", charged, results[1:] if commands else None)
+            try:
+                if group.budgets and self._budget_refund is not None:
+                    keys = [self._prefix + budgets[i].key for i in group.budgets]
+                    limits = [budgets[i].limit for i in group.budgets]
+                    intervals = [limit.window_seconds * 1000 / limit.requests for limit in limits]
+                    self._budget_refund(keys=keys, args=intervals)
+                if group.gate and gate is not None and self._refund_script is not None:
+                    charged = float(reply[2 + 3 * len(group.budgets)])
+                    keys = [self._prefix + gate.pair_key, self._prefix + gate.email_key]
+                    self._refund_script(keys=keys, args=[0, charged])
+            except RedisError as exc:  # the charge stays: forgotten with the window
+                log.warning("rate limit refund failed: %s", exc.__class__.__name__)
 
     def _redis_usable(self) -> bool:
         if self._down_since is None:

@@ -19,7 +19,7 @@ from tests.integration.api import Api
 
 
 def _cache_fields(redis_url: str, user_id: str) -> set[str]:
-    fields = redis.Redis.from_url(redis_url).hkeys(f"taskapi:tasks:{user_id}")
+    fields = redis.Redis.from_url(redis_url).hkeys(f"taskapi:{{u:{user_id}}}:tasks")
     return {(f.decode() if isinstance(f, bytes) else f).split(":")[0] for f in fields}
 
 
