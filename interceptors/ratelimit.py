@@ -69,7 +69,7 @@ import redis
 from grpc_interceptor import ServerInterceptor
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from taskapi.interceptors.context import CallState, Continuation, current_call
 from taskapi.interceptors.metrics import Metrics
@@ -86,6 +86,9 @@ from taskapi.server.domain.limits import (
 )
 
 log = logging.getLogger(__name__)
+# What an unreachable Redis raises; RedisClusterException (no slots known, every node down) is
+# not a RedisError.
+REDIS_DOWN = (RedisError, RedisClusterException)
 
 LOGIN = "/taskapi.v1.AuthService/Login"
 REGISTER = "/taskapi.v1.AuthService/Register"
@@ -439,14 +442,14 @@ class RateLimitInterceptor(ServerInterceptor):
         keys = [self._prefix + gate.pair_key, self._prefix + gate.email_key]
         try:
             self._refund_script(keys=keys, args=[1 if success else 0, decision.charged_ms])
-        except RedisError as exc:  # the charge stays: one failure too many, forgotten with the window
+        except REDIS_DOWN as exc:  # the charge stays: one failure too many, forgotten with the window
             self._mark_down(exc)
 
     def _decide(self, budgets: list[Budget], gate: LoginGate | None, commands: Sequence[tuple[str, ...]]) -> Decision:
         if self._redis is not None and self._redis_usable():
             try:
                 decision = self._redis_decide(budgets, gate, commands)
-            except RedisError as exc:
+            except REDIS_DOWN as exc:
                 self._mark_down(exc)
             else:
                 self._mark_up()
@@ -532,7 +535,9 @@ class RateLimitInterceptor(ServerInterceptor):
             # transaction=False: a plain pipeline, one write and one read per node's socket.
             pipe = self._redis.pipeline(transaction=False)
             for g in todo:
-                pipe.evalsha(self._sha, *arguments[g])
+                # EVALSHA as a raw command: redis-py blocks its evalsha() in Cluster pipelines,
+                # though the command itself routes by its first key like any other.
+                pipe.execute_command("EVALSHA", self._sha, *arguments[g])  # type: ignore[no-untyped-call]
             results = pipe.execute(raise_on_error=False)
             for g, result in zip(todo, results, strict=True):
                 replies[g] = result
@@ -566,7 +571,7 @@ class RateLimitInterceptor(ServerInterceptor):
                     charged = float(reply[2 + 3 * len(group.budgets)])
                     keys = [self._prefix + gate.pair_key, self._prefix + gate.email_key]
                     self._refund_script(keys=keys, args=[0, charged])
-            except RedisError as exc:  # the charge stays: forgotten with the window
+            except REDIS_DOWN as exc:  # the charge stays: forgotten with the window
                 log.warning("rate limit refund failed: %s", exc.__class__.__name__)
 
     def _redis_usable(self) -> bool:

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 CacheListener = Callable[[str, str], None]  # (cache name, "hit" | "miss" | "error")
 Command = tuple[str, ...]  # ("GET", key) or ("HGET", key, field)
+# What an unreachable Redis raises; RedisClusterException (no slots known) is not a RedisError.
+REDIS_DOWN = (redis.RedisError, redis.exceptions.RedisClusterException)
 
 EPOCH_BYTES = 40  # a replication id: 40 hex characters
 # Lua: the id of the history this node serves (a new one after a promotion).
@@ -98,7 +100,7 @@ class SharedCache:
             pipe = self.client.pipeline(transaction=False)
             build(pipe)
             return pipe.execute()
-        except redis.RedisError as exc:
+        except REDIS_DOWN as exc:
             self._mark_down(exc)
             return None
 
@@ -122,7 +124,7 @@ class SharedCache:
         try:
             self._replay_pending()
             return script(keys=list(keys), args=list(args))
-        except redis.RedisError as exc:
+        except REDIS_DOWN as exc:
             self._mark_down(exc)
             return None
 
@@ -142,7 +144,7 @@ class SharedCache:
         if self.available:
             try:
                 self._replay_pending()
-            except redis.RedisError as exc:
+            except REDIS_DOWN as exc:
                 self._mark_down(exc)
 
     def _replay_pending(self) -> None:
