@@ -537,7 +537,7 @@ class RateLimitInterceptor(ServerInterceptor):
             for g in todo:
                 # EVALSHA as a raw command: redis-py blocks its evalsha() in Cluster pipelines,
                 # though the command itself routes by its first key like any other.
-                pipe.execute_command("EVALSHA", self._sha, *arguments[g])  # type: ignore[no-untyped-call]
+                pipe.execute_command("EVALSHA", self._sha, *arguments[g])
             results = pipe.execute(raise_on_error=False)
             for g, result in zip(todo, results, strict=True):
                 replies[g] = result

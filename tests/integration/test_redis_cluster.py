@@ -75,7 +75,8 @@ def test_one_users_keys_share_a_node_and_reads_are_cached(cluster: Cluster) -> N
         tag = f"{{u:{user.id}}}"
         node = cluster.node_of(f"taskapi:{tag}:ratelimit")
         keys = node.client().keys(f"taskapi:{tag}:*")
-        kinds = {key.decode().removeprefix(f"taskapi:{tag}:").split(":")[0] for key in keys}
+        names = [key.decode() if isinstance(key, bytes) else key for key in keys]
+        kinds = {name.removeprefix(f"taskapi:{tag}:").split(":")[0] for name in names}
         assert {"ratelimit", "session", "tasks"} <= kinds, kinds  # all on the user's node
         others = [n for n in cluster.masters if n.port != node.port]
         assert not any(n.client().keys(f"taskapi:{tag}:*") for n in others)
