@@ -592,7 +592,11 @@ class RateLimitInterceptor(ServerInterceptor):
             if self._down_since is not None:
                 return
             self._down_since = now
-        log.warning("Redis unreachable for rate limiting (%s); using per-process limits until it is back", exc)
+        # The class only: redis-py's messages can carry a whole client's repr (addresses, options).
+        log.warning(
+            "Redis unreachable for rate limiting (%s); using per-process limits until it is back",
+            exc.__class__.__name__,
+        )
 
     def _mark_up(self) -> None:
         if self._down_since is None:

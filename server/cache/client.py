@@ -68,8 +68,10 @@ def sentinel_primary(settings: Settings, credentials: dict[str, Any]) -> redis.R
     common = _common(settings.redis_timeout_ms)
     sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
         list(settings.redis_sentinels),
-        # The sentinels themselves: the same bounded timeouts (they usually run without ACLs).
-        sentinel_kwargs={k: v for k, v in common.items() if k != "retry"},
+        # The sentinels themselves: the same timeouts and no retry (the client asks the next
+        # sentinel instead; redis-py's default would back off for seconds per sentinel). They
+        # usually run without ACLs, so no credentials.
+        sentinel_kwargs=common | {"retry": Retry(NoBackoff(), 0)},
         **common,
         **credentials,
     )

@@ -217,3 +217,24 @@ def _answers_through_redis(app: App, api: Api, user: User) -> bool:
 
 def me(api: Api, auth: tuple[tuple[str, str], ...]) -> user_pb2.User:
     return api.users.GetCurrentUser(user_pb2.GetCurrentUserRequest(), metadata=auth, timeout=CALL_DEADLINE)
+
+
+def test_no_sentinel_answering_costs_calls_nothing_but_the_shared_state() -> None:
+    """Sentinels all down (nothing listens): every call is served from the store with
+    per-process limits, each within its deadline; nothing hangs, nothing fails."""
+    from taskapi.server.dev import free_port
+
+    settings = make_settings(
+        "", redis_sentinels=tuple(("127.0.0.1", free_port()) for _ in range(3)), redis_sentinel_master=MASTER_NAME
+    )
+    with serving(settings) as (app, api):
+        user = api.register()
+        task = api.tasks.CreateTask(task_pb2.CreateTaskRequest(task=task_pb2.Task(title="t")), metadata=user.auth)
+        for _ in range(5):
+            assert get(api, user, task.id).title == "t"
+        assert rename(api, user, task.id, "u").title == "u" and get(api, user, task.id).title == "u"
+        assert me(api, user.auth).id == user.id
+        local = app.metrics.registry.get_sample_value(
+            "taskapi_ratelimit_decisions_total", {"decision": "allowed", "backend": "local"}
+        )
+        assert local is not None and local >= 9 and redis_decisions(app, "allowed") == 0
