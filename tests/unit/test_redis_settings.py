@@ -4,6 +4,7 @@ that never show in a repr, a banner or an error."""
 from __future__ import annotations
 
 import pytest
+import redis
 
 from taskapi.server.cache.client import connect_from_settings, is_cluster
 from taskapi.server.config import ConfigError, Settings
@@ -56,6 +57,6 @@ def test_clients_for_each_shape_without_connecting() -> None:
     url_client = connect_from_settings(settings(REDIS_URL="redis://127.0.0.1:1/0"))
     sentinel_client = connect_from_settings(settings(REDIS_SENTINELS="127.0.0.1:1", REDIS_PASSWORD="pw"))
     assert url_client is not None and not is_cluster(url_client)
-    assert sentinel_client is not None and not is_cluster(sentinel_client)
+    assert isinstance(sentinel_client, redis.Redis) and not is_cluster(sentinel_client)
     assert sentinel_client.connection_pool.connection_kwargs["password"] == "pw"
     assert sentinel_client.connection_pool.connection_kwargs["socket_timeout"] == 0.25
