@@ -134,7 +134,11 @@ class App:
         if not settings.outbox_relay:
             return None
         if not settings.queue_redis_url:
-            log.warning("REDIS_URL is not set: no background work (email); events wait in the store for a relay")
+            # The queue needs one Redis server (REDIS_SENTINELS and REDIS_CLUSTER are the cache's only).
+            log.warning(
+                "neither JOBS_REDIS_URL nor REDIS_URL is set: no background work (email); "
+                "events wait in the store for a relay"
+            )
             return None
         return worker.job_queue(settings, self.job_metrics)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import grpc
 import pytest
@@ -142,3 +143,23 @@ def test_scripts_are_loaded_again_on_every_node_after_a_flush(cluster: Cluster) 
             me(api, user.auth, unique_ip())
         assert sample(app, "taskapi_ratelimit_decisions_total", decision="allowed", backend="local") == 0
         assert sample(app, "taskapi_ratelimit_decisions_total", decision="allowed", backend="redis") >= 5
+
+
+def test_a_dead_master_costs_its_users_nothing_but_the_shared_state(tmp_path: Path) -> None:
+    """A master without a replica dies: its slots are gone. Calls of users on it (and, once
+    the cluster declares itself down, of everyone) are served from the store with per-process
+    limits, each within its deadline; nothing hangs, nothing fails."""
+    with redis_cluster(tmp_path / "cluster") as doomed, serving(cluster_settings(doomed)) as (app, api):
+        users = [api.register() for _ in range(6)]
+        for user in users:
+            me(api, user.auth)
+        victim = doomed.node_of(f"taskapi:{{u:{users[0].id}}}:ratelimit")
+        victim.kill()
+        for _ in range(3):
+            for user in users:
+                assert me(api, user.auth).id == user.id
+        task = api.tasks.CreateTask(
+            task_pb2.CreateTaskRequest(task=task_pb2.Task(title="t")), metadata=users[0].auth, timeout=5
+        )
+        assert api.tasks.GetTask(task_pb2.GetTaskRequest(id=task.id), metadata=users[0].auth, timeout=5).title == "t"
+        assert sample(app, "taskapi_ratelimit_decisions_total", decision="allowed", backend="local") > 0
