@@ -229,7 +229,7 @@ class _CaptureDelivered(ServerInterceptor):
         self.seen: list[dict[tuple[str, ...], Any]] = []
 
     def intercept(self, method: Any, request: Any, context: Any, method_name: str) -> Any:
-        self.seen.append({command: delivered_read(command)[:2] for command in self.commands})
+        self.seen.append({command: delivered_read(command) for command in self.commands})
         return method(request, context)
 
 
@@ -259,7 +259,15 @@ def test_planned_reads_reach_the_call_and_only_it(redis_url: str) -> None:
     with run_server(chain) as (_, port), stubs(port) as (_, tasks):
         get_task(tasks)
     assert entries == [(TASK_ID, "1")]  # the plan was worked out once, before the call ran
-    assert capture.seen == [{session_read: (True, b"cached"), task_reads[0]: (True, b"v"), task_reads[1]: (True, None)}]
+    # Read under the node's epoch (its replication id), which the caches check tagged values against.
+    client = connect_redis(redis_url, 500)
+    assert client is not None
+    info: Any = client.info("replication")
+    client.close()
+    epoch = info["master_replid"]
+    assert capture.seen == [
+        {session_read: (True, b"cached", epoch), task_reads[0]: (True, b"v", epoch), task_reads[1]: (True, None, epoch)}
+    ]
     assert delivered_read(session_read) == (False, None, "")  # bound to that call only
 
 
