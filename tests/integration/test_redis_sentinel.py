@@ -174,10 +174,11 @@ def test_a_failover_that_lost_the_last_writes_serves_nothing_stale(topology: Sen
         task = api.tasks.CreateTask(task_pb2.CreateTaskRequest(task=task_pb2.Task(title="old")), metadata=user.auth)
         for _ in range(2):
             assert get(api, user, task.id).title == "old"  # cached, and replicated
+            api.tasks.ListTasks(task_pb2.ListTasksRequest(), metadata=user.auth, timeout=CALL_DEADLINE)
             me(api, second_auth)  # the second session: "live", cached
         tasks_key = f"taskapi:{{u:{user.id}}}:tasks"
         replica = topology.replica.client()
-        wait_for(lambda: replica.hlen(tasks_key) > 0, 10, "the cache entry to reach the replica")
+        wait_for(lambda: replica.hlen(tasks_key) == 2, 10, "the cached Get and List to reach the replica")
         session_keys = [k for k in replica.keys(f"taskapi:{{u:{user.id}}}:session:*")]
         assert len(session_keys) == 2 and not any(_value(replica, k) == b"revoked" for k in session_keys)
 
@@ -193,7 +194,7 @@ def test_a_failover_that_lost_the_last_writes_serves_nothing_stale(topology: Sen
         topology.primary.kill()
         topology.wait_failed_over()
         wait_for(lambda: _answers_through_redis(app, api, user), 30, "the server to reach the new primary")
-        assert replica.hlen(tasks_key) > 0  # the stale entry is there, on the primary now...
+        assert replica.hlen(tasks_key) == 2  # the stale Get and List are there, on the primary now...
         assert get(api, user, task.id).title == "new"  # ...and not served
         listed = api.tasks.ListTasks(task_pb2.ListTasksRequest(), metadata=user.auth, timeout=CALL_DEADLINE)
         assert [t.title for t in listed.tasks] == ["new"]
