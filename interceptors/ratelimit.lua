@@ -1,16 +1,22 @@
--- One rate-limit decision for one call, atomic in Redis (GCRA; see ratelimit.py for why).
+-- One rate-limit decision for one call (or, on Redis Cluster, for the part of it whose keys
+-- share one hash slot), atomic in Redis (GCRA; see ratelimit.py for why).
 --
 -- ARGV[1]             n, the number of budgets
+-- ARGV[2]             1 when the failed sign-in gate is checked here (Login), else 0
+-- ARGV[3]             m, the number of planned reads
 -- KEYS[i], i <= n     state of one limited subject: its theoretical arrival time (TAT), in ms
--- ARGV[2i], ARGV[2i+1]  that subject's limit (requests per window) and window, in ms
--- Login adds the failed sign-in gate (ratelimit.py, "Login throttling"):
+-- ARGV[2i+2], ARGV[2i+3]  that subject's limit (requests per window) and window, in ms
+-- The gate (ratelimit.py, "Login throttling") adds:
 -- KEYS[n+1]           the (email, IP) record: a hash {f = failures, t = last attempt in ms}
 -- KEYS[n+2]           the email's failure TAT, in ms (a GCRA over failures, not requests)
--- ARGV[2n+2..2n+5]    the email's failure limit, the window in ms, the free failures,
+-- next 4 ARGV         the email's failure limit, the window in ms, the free failures,
 --                     the first backoff in ms
+-- Then per planned read (taskapi.server.cache.reads): its key in KEYS, and in ARGV the hash
+-- field to HGET, or '' to GET the key.
 -- Returns             {allowed (1|0), then per budget: remaining, reset_ms, retry_after_ms,
 --                      then, with the gate, its retry_after_ms and the failure charged to
---                      the email in ms (what a refund gives back)}
+--                      the email in ms (what a refund gives back), then, when allowed and
+--                      m > 0, this node's replication id (the cache epoch) and each read's reply}
 --
 -- Every check runs first and the writes only when all allow, so a call rejected by one
 -- check consumes none of the others. An allowed Login is charged as a failure up front,
@@ -20,12 +26,14 @@
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local n = tonumber(ARGV[1])
+local gate = ARGV[2] == '1'
+local m = tonumber(ARGV[3])
 local allowed = 1
 local out = {0}
 local new_tats = {}
 for i = 1, n do
-  local limit = tonumber(ARGV[2 * i])
-  local window = tonumber(ARGV[2 * i + 1])
+  local limit = tonumber(ARGV[2 * i + 2])
+  local window = tonumber(ARGV[2 * i + 3])
   local interval = window / limit
   local tat = tonumber(redis.call('GET', KEYS[i])) or now
   if tat < now then tat = now end
@@ -47,13 +55,12 @@ for i = 1, n do
   out[#out + 1] = math.ceil(retry)
 end
 
-local gate = #KEYS > n
 local pair, email, failures, window, email_tat, interval
 if gate then
   pair, email = KEYS[n + 1], KEYS[n + 2]
-  local limit = tonumber(ARGV[2 * n + 2])
-  window = tonumber(ARGV[2 * n + 3])
-  local free, backoff = tonumber(ARGV[2 * n + 4]), tonumber(ARGV[2 * n + 5])
+  local limit = tonumber(ARGV[2 * n + 4])
+  window = tonumber(ARGV[2 * n + 5])
+  local free, backoff = tonumber(ARGV[2 * n + 6]), tonumber(ARGV[2 * n + 7])
   local record = redis.call('HMGET', pair, 'f', 't')
   failures = tonumber(record[1]) or 0
   local last = tonumber(record[2]) or now
@@ -94,4 +101,18 @@ if allowed == 1 then
   end
 end
 out[1] = allowed
+if allowed == 1 and m > 0 then
+  -- The planned reads, with the epoch their tagged values are checked against: the id of the
+  -- history this node serves, which a failover replaces (taskapi.server.cache.shared).
+  out[#out + 1] = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)') or ''
+  local first_key, first_arg = n + (gate and 2 or 0), 2 * n + 3 + (gate and 4 or 0)
+  for j = 1, m do
+    local key, field = KEYS[first_key + j], ARGV[first_arg + j]
+    if field == '' then
+      out[#out + 1] = redis.call('GET', key)
+    else
+      out[#out + 1] = redis.call('HGET', key, field)
+    end
+  end
+end
 return out

@@ -35,9 +35,18 @@ cannot all pass one check) and refunded after the call unless it failed with
 LOGIN_FAILED: one more round trip, on Login only.
 
 Redis is the shared source of truth; the decision is ONE Lua script (ratelimit.lua) run by
-EVALSHA, pipelined with the call's planned reads (a `ReadPlanner` handed over at wiring:
+EVALSHA, which also runs the call's planned reads (a `ReadPlanner` handed over at wiring:
 the session check and the read cache declare what they will read), so a call costs one
-round trip. When
+round trip.
+
+Keys carry hash tags: `{u:<user id>}` (the user's budget, and the session and cache entries
+the plan reads), `{ip:<address>}` (the IP and Login/Register-per-IP budgets), `{e:<email
+hash>}` (Register per email, the failed sign-in records). On Redis Cluster a script may only
+touch one slot, so the decision runs as one script per tag group, pipelined (one round trip
+per node, in parallel): each group decides its own budgets and writes only if they allow;
+when a group refuses, the groups that allowed are refunded, so a rejected call still
+spends nothing. On one server (or a Sentinel-managed primary) it is a single script
+(`ratelimit_redis.py`). When
 Redis is down or slow (the client's socket timeout), the same policies are applied by a
 per-process GCRA until a probe (at most every `retry_interval_seconds`) succeeds again.
 """
@@ -52,17 +61,24 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
-from importlib import resources
 from typing import Any, Protocol
 
 import grpc
 import redis
 from grpc_interceptor import ServerInterceptor
-from redis.exceptions import NoScriptError, RedisError
+from redis.cluster import RedisCluster
 
 from taskapi.interceptors.context import CallState, Continuation, current_call
 from taskapi.interceptors.metrics import Metrics
+from taskapi.interceptors.ratelimit_redis import (
+    REDIS_DOWN,
+    Budget,
+    Decision,
+    LoginGate,
+    Outcome,
+    RedisDecider,
+    ceil_s,
+)
 from taskapi.server.domain.caller import Caller
 from taskapi.server.domain.errors import ApiError, QuotaViolation, ResourceExhausted
 from taskapi.server.domain.limits import (
@@ -91,70 +107,8 @@ class ReadPlanner(Protocol):
 
     def plan(self, method: str, request: Any, caller: Caller | None) -> Any: ...
 
-    def delivered(self, planned: Any, replies: Sequence[Any]) -> AbstractContextManager[None]: ...
-
-
-# Undoes one Login's up-front failure charge (see ratelimit.lua). KEYS: the (email, IP)
-# record, the email's failure TAT. ARGV[1]: 1 when the password was right (the address's
-# failures are forgotten), else 0 (only this attempt is undone); ARGV[2]: what the decision
-# charged the email, in ms (less than an interval when the charge hit the cap).
-_LOGIN_REFUND = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if ARGV[1] == '1' or redis.call('HINCRBY', KEYS[1], 'f', -1) <= 0 then
-  redis.call('DEL', KEYS[1])
-end
-local tat = tonumber(redis.call('GET', KEYS[2]))
-if tat then
-  local refunded = tat - tonumber(ARGV[2])
-  if refunded <= now then
-    redis.call('DEL', KEYS[2])
-  else
-    redis.call('SET', KEYS[2], string.format('%.3f', refunded), 'PX', math.ceil(refunded - now))
-  end
-end
-return 1
-"""
-
-
-@dataclass(frozen=True)
-class Budget:
-    """One subject's budget that applies to this call."""
-
-    key: str  # Redis / local key, without the prefix
-    subject: str  # shown to the client in QuotaFailure
-    limit: RateLimit
-    description: str
-
-
-@dataclass(frozen=True)
-class LoginGate:
-    """The failed sign-in records one Login call is checked against and charged to."""
-
-    pair_key: str  # failures of this email from this client IP
-    email_key: str  # failures of this email from anywhere
-    budget: Budget  # what a refusal names: the hashed email and the policy
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """The state of one budget after the decision; times in whole seconds, rounded up."""
-
-    budget: Budget
-    remaining: int
-    reset_seconds: int
-    retry_after_seconds: int  # 0 when this budget allowed the call
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What the limiter decided for one call."""
-
-    allowed: bool
-    outcomes: list[Outcome]
-    backend: str  # "redis" or "local"
-    charged_ms: float = 0.0  # the Login failure charged to the email up front, refunded unless it failed
-    replies: list[Any] | None = None  # to the planned reads; None when they did not run
+    def delivered(self, planned: Any, replies: Sequence[Any], epochs: Sequence[str]) -> AbstractContextManager[None]:
+        """`epochs[i]`: the cache epoch of the node `replies[i]` was read on."""
 
 
 class LocalLimiter:
@@ -187,10 +141,10 @@ class LocalLimiter:
                 allow_at = new_tat - window
                 if allow_at <= now:
                     remaining = math.floor((now + window - new_tat) / interval + 1e-9)
-                    outcomes.append(Outcome(budget, remaining, _ceil_s(new_tat - now), 0))
+                    outcomes.append(Outcome(budget, remaining, ceil_s(new_tat - now), 0))
                 else:
                     allowed = False
-                    outcomes.append(Outcome(budget, 0, _ceil_s(tat - now), max(1, _ceil_s(allow_at - now))))
+                    outcomes.append(Outcome(budget, 0, ceil_s(tat - now), max(1, ceil_s(allow_at - now))))
                 new_tats.append(new_tat)
             if gate is not None:
                 failures, last = self._pair(gate.pair_key, now)
@@ -198,7 +152,7 @@ class LocalLimiter:
                 wait = login_wait_until(self._login, failures, last, email_tat, now) - now
                 if wait > 0:
                     allowed = False
-                    outcomes.append(Outcome(gate.budget, 0, _ceil_s(wait), _ceil_s(wait)))
+                    outcomes.append(Outcome(gate.budget, 0, ceil_s(wait), ceil_s(wait)))
             if allowed:
                 for budget, new_tat in zip(budgets, new_tats, strict=True):
                     self._tats[budget.key] = new_tat
@@ -268,7 +222,7 @@ class RateLimitInterceptor(ServerInterceptor):
 
     def __init__(
         self,
-        redis_client: redis.Redis | None,
+        redis_client: redis.Redis | RedisCluster | None,
         *,
         ip: RateLimit = DEFAULT_IP,
         user: RateLimit = DEFAULT_USER,
@@ -277,13 +231,12 @@ class RateLimitInterceptor(ServerInterceptor):
         auth_methods: frozenset[str] = frozenset({LOGIN, REGISTER}),
         login_method: str = LOGIN,
         exempt_prefixes: tuple[str, ...] = DEFAULT_EXEMPT,
-        key_prefix: str = "taskapi:ratelimit:",
+        key_prefix: str = "taskapi:",
         metrics: Metrics | None = None,
         reads: ReadPlanner | None = None,
         retry_interval_seconds: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._redis = redis_client
         self._ip, self._user, self._auth, self._login = ip, user, auth, login
         # Descriptions are fixed per limit: built here, not on every call.
         self._ip_text = _describe(ip, "per client IP")
@@ -297,18 +250,12 @@ class RateLimitInterceptor(ServerInterceptor):
         self._auth_methods = auth_methods
         self._login_method = login_method
         self._exempt = exempt_prefixes
-        self._prefix = key_prefix
         self._metrics = metrics
         self._reads = reads
         self._retry_interval = retry_interval_seconds
         self._clock = clock
         self._local = LocalLimiter(login=login, clock=clock)
-        self._refund_script = redis_client.register_script(_LOGIN_REFUND) if redis_client is not None else None
-        script = resources.files("taskapi.interceptors").joinpath("ratelimit.lua").read_text(encoding="utf-8")
-        self._script = script
-        # EVALSHA needs only the digest; the script is sent (SCRIPT LOAD) once, and again
-        # only after Redis answers NOSCRIPT (a restart or SCRIPT FLUSH empties its cache).
-        self._sha = hashlib.sha1(script.encode()).hexdigest()
+        self._remote = None if redis_client is None else RedisDecider(redis_client, prefix=key_prefix, login=login)
         self._state_lock = threading.Lock()
         self._down_since: float | None = None  # monotonic time Redis was first found down
         self._next_probe = 0.0
@@ -332,7 +279,7 @@ class RateLimitInterceptor(ServerInterceptor):
                 return self._settle_login(gate, decision, method, request, context)
             if decision.replies is None or self._reads is None:  # not planned, or Redis could not run it
                 return method(request, context)
-            with self._reads.delivered(planned, decision.replies):
+            with self._reads.delivered(planned, decision.replies, decision.epochs or ()):
                 return method(request, context)
         violated = [o for o in outcomes if o.retry_after_seconds > 0]
         tightest = max(violated, key=lambda o: o.retry_after_seconds)
@@ -346,27 +293,31 @@ class RateLimitInterceptor(ServerInterceptor):
         )
 
     def _budgets(self, method_name: str, email: str | None, state: CallState) -> list[Budget]:
-        ip = "ip:" + state.client_ip
-        budgets = [Budget(ip, ip, self._ip, self._ip_text)]
+        # Keys: the subject's hash tag first (the module docstring), so one user's, one
+        # address's or one email's keys share a Cluster slot.
+        ip_tag = "{ip:" + state.client_ip + "}"
+        budgets = [Budget(ip_tag + ":ratelimit", "ip:" + state.client_ip, self._ip, self._ip_text)]
         if state.caller is not None:
-            user = "user:" + state.caller.user_id
-            budgets.append(Budget(user, user, self._user, self._user_text))
+            user_id = state.caller.user_id
+            # The tag the session and read cache use too (taskapi.server.cache): one slot per user.
+            budgets.append(Budget("{u:" + user_id + "}:ratelimit", "user:" + user_id, self._user, self._user_text))
         if method_name in self._auth_methods:
-            auth_ip = "auth-" + ip
-            budgets.append(Budget(auth_ip, auth_ip, self._auth, self._auth_ip_text))
+            auth_ip = "auth-ip:" + state.client_ip
+            budgets.append(Budget(ip_tag + ":ratelimit:auth", auth_ip, self._auth, self._auth_ip_text))
             # Not on Login: a per-email budget spent by every attempt is a lockout anyone can
             # hand the owner. Login's per-email limit counts failures only (the login gate).
             if email and method_name != self._login_method:
-                auth_email = "auth-email:" + email
-                budgets.append(Budget(auth_email, auth_email, self._auth, self._auth_email_text))
+                budgets.append(
+                    Budget("{e:" + email + "}:ratelimit:auth", "auth-email:" + email, self._auth, self._auth_email_text)
+                )
         return budgets
 
     def _login_gate(self, email: str | None, state: CallState) -> LoginGate | None:
         if not email:
             return None  # no email: validation refuses the call before any password check
-        subject = "login-email:" + email
-        budget = Budget(subject, subject, self._login.email_failures, self._login_text)
-        return LoginGate(f"login-ip:{email}:{state.client_ip}", subject, budget)
+        tag = "{e:" + email + "}"
+        budget = Budget(tag + ":login-email", "login-email:" + email, self._login.email_failures, self._login_text)
+        return LoginGate(f"{tag}:login-ip:{state.client_ip}", budget.key, budget)
 
     def _settle_login(
         self, gate: LoginGate, decision: Decision, method: Continuation, request: Any, context: grpc.ServicerContext
@@ -388,62 +339,23 @@ class RateLimitInterceptor(ServerInterceptor):
         if decision.backend == "local":
             self._local.refund(gate, decision.charged_ms, success=success)
             return
-        assert self._refund_script is not None
-        keys = [self._prefix + gate.pair_key, self._prefix + gate.email_key]
+        assert self._remote is not None
         try:
-            self._refund_script(keys=keys, args=[1 if success else 0, decision.charged_ms])
-        except RedisError as exc:  # the charge stays: one failure too many, forgotten with the window
+            self._remote.refund_login(gate, decision.charged_ms, success=success)
+        except REDIS_DOWN as exc:  # the charge stays: one failure too many, forgotten with the window
             self._mark_down(exc)
 
     def _decide(self, budgets: list[Budget], gate: LoginGate | None, commands: Sequence[tuple[str, ...]]) -> Decision:
-        if self._redis is not None and self._redis_usable():
+        if self._remote is not None and self._redis_usable():
             try:
-                decision = self._redis_decide(budgets, gate, commands)
-            except RedisError as exc:
+                decision = self._remote.decide(budgets, gate, commands)
+            except REDIS_DOWN as exc:
                 self._mark_down(exc)
             else:
                 self._mark_up()
                 return decision
         allowed, outcomes, charged = self._local.decide(budgets, gate)
         return Decision(allowed, outcomes, "local", charged)
-
-    def _redis_decide(
-        self, budgets: list[Budget], gate: LoginGate | None, commands: Sequence[tuple[str, ...]]
-    ) -> Decision:
-        assert self._redis is not None
-        keys = [self._prefix + b.key for b in budgets]
-        args: list[int] = [len(budgets)]
-        for b in budgets:
-            args += [b.limit.requests, b.limit.window_seconds * 1000]
-        if gate is not None:
-            keys += [self._prefix + gate.pair_key, self._prefix + gate.email_key]
-            login = self._login
-            args += [login.email_failures.requests, login.window_ms, login.free_failures, login.backoff_seconds * 1000]
-        for attempt in (1, 2):
-            # transaction=False: a plain pipeline, one write and one read on the socket.
-            pipe = self._redis.pipeline(transaction=False)
-            pipe.evalsha(self._sha, len(keys), *keys, *args)
-            for command in commands:
-                pipe.execute_command(*command)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
-            results = pipe.execute(raise_on_error=False)
-            reply = results[0]
-            if isinstance(reply, NoScriptError) and attempt == 1:
-                self._redis.script_load(self._script)
-                continue
-            if isinstance(reply, Exception):
-                raise reply
-            break
-        # Positive milliseconds round up to >= 1 s, so a rejection never says "retry in 0 s".
-        outcomes = [
-            Outcome(b, int(reply[1 + 3 * i]), _ceil_s(int(reply[2 + 3 * i])), _ceil_s(int(reply[3 + 3 * i])))
-            for i, b in enumerate(budgets)
-        ]
-        charged = 0.0
-        if gate is not None:
-            wait, charged = int(reply[1 + 3 * len(budgets)]), float(reply[2 + 3 * len(budgets)])
-            if wait > 0:
-                outcomes.append(Outcome(gate.budget, 0, _ceil_s(wait), _ceil_s(wait)))
-        return Decision(reply[0] == 1, outcomes, "redis", charged, results[1:] if commands else None)
 
     def _redis_usable(self) -> bool:
         if self._down_since is None:
@@ -463,7 +375,11 @@ class RateLimitInterceptor(ServerInterceptor):
             if self._down_since is not None:
                 return
             self._down_since = now
-        log.warning("Redis unreachable for rate limiting (%s); using per-process limits until it is back", exc)
+        # The class only: redis-py's messages can carry a whole client's repr (addresses, options).
+        log.warning(
+            "Redis unreachable for rate limiting (%s); using per-process limits until it is back",
+            exc.__class__.__name__,
+        )
 
     def _mark_up(self) -> None:
         if self._down_since is None:
@@ -503,7 +419,3 @@ def _email_hash(request: Any) -> str | None:
 
 def _describe(limit: RateLimit, scope: str) -> str:
     return f"{limit.requests} requests per {limit.window_seconds} s {scope}"
-
-
-def _ceil_s(ms: float) -> int:
-    return max(0, math.ceil(ms / 1000.0))

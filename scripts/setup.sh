@@ -11,6 +11,8 @@ dev=false
 # System packages, from Debian. Only what is missing is installed.
 apt_packages=()
 command -v redis-server >/dev/null || apt_packages+=(redis-server)
+# redis-sentinel: the Sentinel failover tests (tests/integration/test_redis_sentinel.py) run real sentinels.
+command -v redis-sentinel >/dev/null || apt_packages+=(redis-sentinel)
 if $dev; then
   # Client toolchains (clients/go, clients/web tests), and wrk for bench/. Go is built GOPATH-style and
   # offline against these Debian packages. golang-github-golang-protobuf-1-5-dev is

@@ -28,7 +28,7 @@ from taskapi.server.api import task_service
 from taskapi.server.api.auth_service import AuthServicer
 from taskapi.server.api.task_service import TaskServicer
 from taskapi.server.api.user_service import UserServicer
-from taskapi.server.cache.client import connect_redis
+from taskapi.server.cache.client import connect_from_settings
 from taskapi.server.cache.reads import ReadPlan
 from taskapi.server.cache.sessions import RedisSessionCache
 from taskapi.server.cache.shared import SharedCache
@@ -61,7 +61,8 @@ class App:
         self.settings = settings
         settings.warn_about_defaults()
         store.connect(settings)
-        self.redis = connect_redis(settings.redis_url, settings.redis_timeout_ms)
+        # REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER (docs/scaling.md); never logged with its credentials.
+        self.redis = connect_from_settings(settings)
         self.metrics = Metrics(CollectorRegistry())
         self.shared_cache = SharedCache(self.redis, listener=self._count_cache)
         self.task_cache = TaskCache(self.shared_cache, settings.cache_ttl_seconds)
@@ -133,7 +134,11 @@ class App:
         if not settings.outbox_relay:
             return None
         if not settings.queue_redis_url:
-            log.warning("REDIS_URL is not set: no background work (email); events wait in the store for a relay")
+            # The queue needs one Redis server (REDIS_SENTINELS and REDIS_CLUSTER are the cache's only).
+            log.warning(
+                "neither JOBS_REDIS_URL nor REDIS_URL is set: no background work (email); "
+                "events wait in the store for a relay"
+            )
             return None
         return worker.job_queue(settings, self.job_metrics)
 

@@ -84,6 +84,13 @@ class Settings:
     mongodb_read_preference: str = "primary"
     # Redis: empty URL runs without it (per-process rate limits, no cache).
     redis_url: str = ""
+    # High availability (docs/scaling.md): Sentinel-managed primary, or a Redis Cluster. At most one
+    # of redis_url, redis_sentinels, redis_cluster is set (from_env refuses more).
+    redis_sentinels: tuple[tuple[str, int], ...] = ()  # REDIS_SENTINELS: host:port of each sentinel
+    redis_sentinel_master: str = "taskapi"  # the master name the sentinels monitor
+    redis_cluster: tuple[tuple[str, int], ...] = ()  # REDIS_CLUSTER: seed nodes (any subset)
+    redis_username: str = ""  # ACL user for the data nodes (sentinel and cluster; in REDIS_URL otherwise)
+    redis_password: str = field(default="", repr=False)
     redis_timeout_ms: int = 250
     cache_ttl_seconds: int = 300
     # Auth
@@ -154,6 +161,11 @@ class Settings:
                 "MONGODB_READ_PREFERENCE", cls.mongodb_read_preference, READ_PREFERENCES
             ),
             redis_url=reader.text("REDIS_URL", ""),
+            redis_sentinels=reader.addresses("REDIS_SENTINELS"),
+            redis_sentinel_master=reader.text("REDIS_SENTINEL_MASTER", cls.redis_sentinel_master),
+            redis_cluster=reader.addresses("REDIS_CLUSTER"),
+            redis_username=reader.text("REDIS_USERNAME", ""),
+            redis_password=reader.text("REDIS_PASSWORD", ""),
             redis_timeout_ms=reader.integer("REDIS_TIMEOUT_MS", cls.redis_timeout_ms, minimum=1),
             cache_ttl_seconds=reader.integer("CACHE_TTL_SECONDS", cls.cache_ttl_seconds, minimum=1),
             jwt_secret=secret,
@@ -197,7 +209,23 @@ class Settings:
             outbox_poll_seconds=reader.seconds("OUTBOX_POLL_SECONDS", cls.outbox_poll_seconds),
             worker_metrics_port=reader.port("TASKAPI_WORKER_METRICS_PORT", cls.worker_metrics_port),
         )
+        _check_redis(settings)
         return settings
+
+    @property
+    def redis_configured(self) -> bool:
+        """Whether any Redis (URL, sentinels or cluster) is set for the cache and the limiter."""
+        return bool(self.redis_url or self.redis_sentinels or self.redis_cluster)
+
+    @property
+    def redis_shown(self) -> str:
+        """Where the cache's Redis is, without credentials (banners, logs)."""
+        if self.redis_sentinels:
+            nodes = ",".join(f"{host}:{port}" for host, port in self.redis_sentinels)
+            return f"sentinel {self.redis_sentinel_master} via {nodes}"
+        if self.redis_cluster:
+            return "cluster via " + ",".join(f"{host}:{port}" for host, port in self.redis_cluster)
+        return self.redis_url.rpartition("@")[2] if "@" in self.redis_url else self.redis_url
 
     def warn_about_defaults(self) -> None:
         """Say loudly what the embedded default is not fit for (called once at start-up)."""
@@ -269,6 +297,21 @@ class _Reader:
             raise ConfigError(f"{name} must be REQUESTS/SECONDS, both integers ≥ 1 (e.g. 100/900), got {raw!r}")
         return RateLimit(requests=requests, window_seconds=window)
 
+    def addresses(self, name: str) -> tuple[tuple[str, int], ...]:
+        """`host:port,host:port` (an IPv6 host in brackets); empty or unset: none."""
+        raw = self._env.get(name, "")
+        found = []
+        for part in (p.strip() for p in raw.split(",")):
+            if not part:
+                continue
+            host, _, port_text = part.rpartition(":")
+            port = _parse(int, port_text)
+            host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+            if not host or port is None or not 0 < port <= 65535:
+                raise ConfigError(f"{name} must be host:port pairs separated by commas, got {raw!r}")
+            found.append((host, port))
+        return tuple(found)
+
     def networks(self, name: str, default: tuple[Network, ...]) -> tuple[Network, ...]:
         raw = self._env.get(name)
         if raw is None:
@@ -281,7 +324,24 @@ class _Reader:
             ) from None
 
 
+def _check_redis(settings: Settings) -> None:
+    chosen = [
+        name
+        for name, value in (
+            ("REDIS_URL", settings.redis_url),
+            ("REDIS_SENTINELS", settings.redis_sentinels),
+            ("REDIS_CLUSTER", settings.redis_cluster),
+        )
+        if value
+    ]
+    if len(chosen) > 1:
+        raise ConfigError(f"set only one of REDIS_URL, REDIS_SENTINELS, REDIS_CLUSTER, got {' and '.join(chosen)}")
+    if not settings.redis_sentinel_master:
+        raise ConfigError("REDIS_SENTINEL_MASTER must be a master name, got ''")
+
+
 _MAX_URL = 2048
+
 SMTP_URL_FORM = "smtp://[user:password@]host[:port][?starttls=true|false] or smtps://[user:password@]host[:port]"
 
 

@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 
 from taskapi.interceptors.metrics import serve_metrics
 from taskapi.server import store
-from taskapi.server.cache.client import connect_redis
+from taskapi.server.cache.client import connect_from_settings
 from taskapi.server.cache.shared import SharedCache
 from taskapi.server.cache.tasks import TaskCache
 from taskapi.server.config import Settings
@@ -70,9 +70,7 @@ def running_worker(settings: Settings, metrics: JobMetrics, *, relay: bool) -> I
     store.connect(settings)
     queue = job_queue(settings, metrics)
     config = queue.config
-    task_cache = TaskCache(
-        SharedCache(connect_redis(settings.redis_url, settings.redis_timeout_ms)), settings.cache_ttl_seconds
-    )
+    task_cache = TaskCache(SharedCache(connect_from_settings(settings)), settings.cache_ttl_seconds)
     tasks = store.MongoTaskStore()
 
     def remove_tasks(owner: str) -> None:

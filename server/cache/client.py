@@ -1,27 +1,94 @@
-"""The process's one Redis client (rate limiter, session checks, read cache)."""
+"""The process's one Redis client (rate limiter, session checks, read cache).
+
+Three shapes, one interface (redis-py's own clients, nothing hand-rolled):
+- `REDIS_URL`: one server;
+- `REDIS_SENTINELS`: the primary that the sentinels name for `REDIS_SENTINEL_MASTER`,
+  found again after a failover (redis.sentinel.Sentinel.master_for);
+- `REDIS_CLUSTER`: a Redis Cluster from any of its nodes (redis.cluster.RedisCluster),
+  which follows slot moves and failovers through MOVED/ASK replies.
+
+Every shape has short timeouts and one immediate retry: a retry on a fresh connection is
+what lets a call that met a just-failed-over primary reach the new one (Sentinel's pool asks
+the sentinels again on reconnect, Cluster refreshes its slot table), and only one, because
+redis-py's default (3 retries with backoff) multiplies the time a call waits on an outage
+before the limiter and the caches fall back. A down Redis costs a call at most about two
+timeouts plus one discovery round, never a hang.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
+from redis.sentinel import Sentinel
+
+from taskapi.server.config import Settings
+
+AnyRedis = redis.Redis | RedisCluster
+MAX_CONNECTIONS = 64  # bounded per node: more than the worker threads that share it
 
 
 def connect_redis(url: str, timeout_ms: int) -> redis.Redis | None:
-    """A client for `url`, or None without one (then: per-process limits, no cache).
-
-    Short timeouts and no retries: redis-py retries 3 times with backoff by default, and on
-    an outage that multiplies the time every call waits before the limiter and the caches
-    can fall back.
-    """
+    """A client for one server at `url`, or None without one (then: per-process limits, no cache)."""
     if not url:
         return None
-    timeout = timeout_ms / 1000
-    client: redis.Redis = redis.Redis.from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
-        max_connections=64,  # bounded: more than the worker threads that share it
+    client: redis.Redis = redis.Redis.from_url(url, max_connections=MAX_CONNECTIONS, **_common(timeout_ms))
+    return client
+
+
+def connect_from_settings(settings: Settings) -> AnyRedis | None:
+    """The cache's Redis as configured (REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER), or None."""
+    credentials: dict[str, Any] = {}
+    if settings.redis_username:
+        credentials["username"] = settings.redis_username
+    if settings.redis_password:
+        credentials["password"] = settings.redis_password
+    if settings.redis_sentinels:
+        return sentinel_primary(settings, credentials)
+    if settings.redis_cluster:
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in settings.redis_cluster],  # type: ignore[no-untyped-call]
+            max_connections=MAX_CONNECTIONS,
+            # `retry` (one, no backoff) also bounds how often a MOVED/ASK or a dead node is followed.
+            **_common(settings.redis_timeout_ms),
+            **credentials,
+        )
+    if settings.redis_url:
+        client: redis.Redis = redis.Redis.from_url(
+            settings.redis_url, max_connections=MAX_CONNECTIONS, **_common(settings.redis_timeout_ms), **credentials
+        )
+        return client
+    return None
+
+
+def sentinel_primary(settings: Settings, credentials: dict[str, Any]) -> redis.Redis:
+    common = _common(settings.redis_timeout_ms)
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+        list(settings.redis_sentinels),
+        # The sentinels themselves: the same timeouts and no retry (the client asks the next
+        # sentinel instead; redis-py's default would back off for seconds per sentinel). They
+        # usually run without ACLs, so no credentials.
+        sentinel_kwargs=common | {"retry": Retry(NoBackoff(), 0)},
+        **common,
+        **credentials,
+    )
+    client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        settings.redis_sentinel_master, max_connections=MAX_CONNECTIONS, **common, **credentials
     )
     return client
+
+
+def is_cluster(client: object) -> bool:
+    return isinstance(client, RedisCluster)
+
+
+def _common(timeout_ms: int) -> dict[str, Any]:
+    timeout = timeout_ms / 1000
+    return {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": Retry(NoBackoff(), 1),
+    }

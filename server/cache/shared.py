@@ -4,6 +4,19 @@ Every read degrades to a miss and every write to a no-op when Redis is down or
 slow (the client has short timeouts), so callers fall back to the store. A
 delete that could not reach Redis is remembered and retried before the next
 read, so an invalidation is never silently lost while this process lives.
+
+Epochs: a failover can lose writes. Replication is asynchronous, so the primary may
+acknowledge an invalidation (or a session's revocation) and die before its replica has
+it; the promoted replica then still holds the entry the write removed. So every entry
+that says "this is current" (a cached response, a live session) is stored with the
+replication id of the node that wrote it (INFO replication `master_replid`, 40 hex
+characters, read inside the writing script), and read back together with the id of the
+node serving it now (inside the same script or the limiter's). A promoted replica serves
+a new replication id, so everything written before the failover is a miss until it is
+filled again from the store: stale data cannot come back. A fill also carries the epoch
+its reader saw and is dropped when the node's epoch changed in between, so a read that
+straddles a failover cannot put back what a lost write replaced. Entries that are true
+under any epoch (a revocation) are not tagged.
 """
 
 from __future__ import annotations
@@ -15,16 +28,46 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
 
 log = logging.getLogger(__name__)
 
 CacheListener = Callable[[str, str], None]  # (cache name, "hit" | "miss" | "error")
+Command = tuple[str, ...]  # ("GET", key) or ("HGET", key, field)
+# What an unreachable Redis raises; RedisClusterException (no slots known) is not a RedisError.
+REDIS_DOWN = (redis.RedisError, redis.exceptions.RedisClusterException)
+
+EPOCH_BYTES = 40  # a replication id: 40 hex characters
+# Lua: the id of the history this node serves (a new one after a promotion).
+EPOCH_LUA = "local epoch = string.match(redis.call('INFO', 'replication'), 'master_replid:(%x+)') or ''\n"
+# KEYS: keys to read; ARGV[i]: the hash field for KEYS[i], or '' for GET. {epoch, replies...}
+_READ = (
+    EPOCH_LUA
+    + """
+local out = {epoch}
+for i = 1, #KEYS do
+  if ARGV[i] == '' then
+    out[i + 1] = redis.call('GET', KEYS[i])
+  else
+    out[i + 1] = redis.call('HGET', KEYS[i], ARGV[i])
+  end
+end
+return out
+"""
+)
+
+
+def untag(epoch: str, value: bytes | None) -> bytes | None:
+    """The payload of an entry written under `epoch`; None for a miss or another epoch's entry."""
+    if value is None or not epoch or value[:EPOCH_BYTES] != epoch.encode():
+        return None
+    return value[EPOCH_BYTES:]
 
 
 class SharedCache:
     _RETRY_DOWN_AFTER = 1.0  # seconds to skip Redis after a failure: calls stay fast during an outage
 
-    def __init__(self, client: redis.Redis | None, *, listener: CacheListener | None = None) -> None:
+    def __init__(self, client: redis.Redis | RedisCluster | None, *, listener: CacheListener | None = None) -> None:
         self.client = client
         self._listener = listener or (lambda cache, result: None)
         # Writes that must not be lost (invalidations, revocation markers), replayed before
@@ -32,6 +75,7 @@ class SharedCache:
         self._pending: dict[str, tuple[bytes | None, int]] = {}
         self._lock = threading.Lock()
         self._down_until = 0.0
+        self._read = self.script(_READ)
 
     @property
     def available(self) -> bool:
@@ -45,7 +89,7 @@ class SharedCache:
     def record(self, cache: str, result: str) -> None:
         self._listener(cache, result)
 
-    def run(self, build: Callable[[redis.client.Pipeline], object]) -> list[Any] | None:
+    def run(self, build: Callable[[Any], object]) -> list[Any] | None:
         """Run the commands `build` queues on the pipeline (what it returns is ignored) in one
         round trip: their replies, or None if Redis is unavailable."""
         if not self.available:
@@ -56,9 +100,20 @@ class SharedCache:
             pipe = self.client.pipeline(transaction=False)
             build(pipe)
             return pipe.execute()
-        except redis.RedisError as exc:
+        except REDIS_DOWN as exc:
             self._mark_down(exc)
             return None
+
+    def read(self, commands: Sequence[Command]) -> tuple[str, list[Any]] | None:
+        """(the node's epoch, the replies to `commands`), in one round trip; None if Redis is
+        unavailable. All keys share one hash slot (one user's), as Cluster requires."""
+        keys = [command[1] for command in commands]
+        fields = [command[2] if command[0] == "HGET" else "" for command in commands]
+        result = self.call_script(self._read, keys, fields)
+        if result is None:
+            return None
+        epoch = result[0].decode() if isinstance(result[0], bytes) else str(result[0])
+        return epoch, list(result[1:])
 
     def script(self, source: str) -> Callable[..., Any] | None:
         return self.client.register_script(source) if self.client is not None else None
@@ -69,7 +124,7 @@ class SharedCache:
         try:
             self._replay_pending()
             return script(keys=list(keys), args=list(args))
-        except redis.RedisError as exc:
+        except REDIS_DOWN as exc:
             self._mark_down(exc)
             return None
 
@@ -89,7 +144,7 @@ class SharedCache:
         if self.available:
             try:
                 self._replay_pending()
-            except redis.RedisError as exc:
+            except REDIS_DOWN as exc:
                 self._mark_down(exc)
 
     def _replay_pending(self) -> None:

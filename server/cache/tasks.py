@@ -6,6 +6,13 @@ user's tasks bumps the version and drops the hash, so no read after a write
 sees the old data, on any replica. A reader notes the version before reading
 the store and fills the cache only if it is unchanged (one Lua call), so a slow
 reader cannot put back data that a concurrent write already replaced.
+
+Failovers: each response is stored behind the epoch of the node that wrote it, and a
+read returns the epoch of the node serving it (`taskapi.server.cache.shared`); an entry
+from another epoch is a miss, and a fill whose reader saw another epoch is dropped. An
+invalidation that a failover lost cannot bring old data back: the promoted replica's
+entries all predate its epoch. Keys carry the owner's hash tag (`taskapi:{u:<id>}:tasks`),
+the tag of the owner's session entries and rate-limit budget (one Cluster slot per user).
 """
 
 from __future__ import annotations
@@ -13,19 +20,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from taskapi.server.cache.reads import delivered_reply, delivered_task_entry
-from taskapi.server.cache.shared import SharedCache
+from taskapi.server.cache.reads import delivered_read, delivered_task_entry
+from taskapi.server.cache.shared import EPOCH_LUA, SharedCache, untag
 from taskapi.server.domain.caller import Caller
 
 Response = TypeVar("Response")
 
-_FILL = """
+# KEYS: the hash, the version; ARGV: the version seen, the field, the value, the TTL, the epoch seen.
+_FILL = (
+    EPOCH_LUA
+    + """
+if epoch == '' or epoch ~= ARGV[5] then return 0 end
 local current = redis.call('GET', KEYS[2]) or '0'
 if current ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+redis.call('HSET', KEYS[1], ARGV[2], epoch .. ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 return 1
 """
+)
 
 _INVALIDATE = """
 redis.call('INCR', KEYS[2])
@@ -36,7 +48,7 @@ return 1
 
 
 def _keys(owner: str) -> tuple[str, str]:
-    return f"taskapi:tasks:{owner}", f"taskapi:tasks:{owner}:version"
+    return f"taskapi:{{u:{owner}}}:tasks", f"taskapi:{{u:{owner}}}:tasks:version"
 
 
 class TaskCache:
@@ -70,35 +82,35 @@ class TaskCache:
         entry = delivered_task_entry() or entry_of()
         if entry is None:
             return build()[0]
-        value, version = self.read(caller.user_id, entry)
+        value, seen = self.read(caller.user_id, entry)
         if value is not None:
             return parse(value)
         response, cacheable = build()
         if cacheable:
-            self.fill(caller.user_id, entry, serialize(response), version)
+            self.fill(caller.user_id, entry, serialize(response), seen)
         return response
 
     def read(self, owner: str, entry: str) -> tuple[bytes | None, str | None]:
-        """(cached bytes or None, the version to fill with or None if Redis is unavailable)."""
+        """(cached bytes or None, what to fill with: "<epoch>/<version>", None if Redis is unavailable)."""
         get_entry, get_version = self.commands(owner, entry)
-        (have_entry, entry_value), (have_version, version_value) = (
-            delivered_reply(get_entry),
-            delivered_reply(get_version),
-        )
-        if have_entry and have_version:
-            result: list[Any] | None = [entry_value, version_value]
+        have_entry, entry_value, epoch = delivered_read(get_entry)
+        have_version, version_value, version_epoch = delivered_read(get_version)
+        if have_entry and have_version and epoch == version_epoch:
+            result: tuple[str, list[Any]] | None = epoch, [entry_value, version_value]
         else:
-            result = self._cache.run(lambda pipe: (pipe.hget(*get_entry[1:]), pipe.get(get_version[1])))
+            result = self._cache.read([get_entry, get_version])
         if result is None:
             self._cache.record("task", "error")
             return None, None
-        value, version = result
+        epoch, (stored, version) = result
+        value = untag(epoch, stored)  # another epoch's entry: written before a failover, a miss
         self._cache.record("task", "hit" if value is not None else "miss")
-        return value, (version or b"0").decode()
+        return value, f"{epoch}/{(version or b'0').decode()}"
 
-    def fill(self, owner: str, entry: str, value: bytes, version: str | None) -> None:
-        if version is not None:
-            self._cache.call_script(self._fill, _keys(owner), [version, entry, value, self._ttl])
+    def fill(self, owner: str, entry: str, value: bytes, seen: str | None) -> None:
+        if seen is not None:
+            epoch, _, version = seen.partition("/")
+            self._cache.call_script(self._fill, _keys(owner), [version, entry, value, self._ttl, epoch])
 
     def invalidate(self, owner: str) -> None:
         done = self._cache.call_script(self._invalidate, _keys(owner), [self._ttl * 2])

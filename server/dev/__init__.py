@@ -108,7 +108,7 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
         # Before anything starts: no usable password is a clear error, not a half-started stack.
         admin_password = _admin_password(settings) if args.admin_email else ""
         redis_url = settings.redis_url
-        if not redis_url:
+        if not settings.redis_configured:  # REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER: use it
             redis_url = stack.enter_context(local_redis(workdir / "redis")).url
         smtp, mail = settings.smtp, f"{settings.smtp.url}  (SMTP_URL)" if settings.smtp else ""
         if smtp is None:
@@ -163,7 +163,7 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
                     f"  docs     {pages}/openapi/  (OpenAPI reference)",
                     f"  admin    {envoy.admin_url}  (Envoy)",
                     f"  access   {config.access_log}  (Envoy's JSON access log)",
-                    f"  redis    {_redact(redis_url)}",
+                    f"  redis    {_redact(redis_url) if settings.redis_url else settings.redis_shown}",
                     f"  mail     {mail}",
                     "Press Ctrl-C to stop.",
                 ]

@@ -125,7 +125,7 @@ class Accounts:
                 self._sessions.mark_rotated(record.id)  # informational: the successor's existence is the rotation
                 session = self._session(user, record.family, successor, moment)
                 if self._sessions.family_revoked(record.family):  # a logout raced us: our token dies with it
-                    self.end_sessions([record.family])
+                    self.end_sessions(record.user_id, [record.family])
                     raise Unauthenticated(SESSION_ENDED, reason="SESSION_REVOKED")
                 return session
         raise Unavailable("the session is being refreshed concurrently; retry", nothing_done=True)
@@ -137,7 +137,7 @@ class Accounts:
         return self._session(self._live_user(record), record.family, successor, issued.create_time)
 
     def _reused(self, record: RefreshToken) -> NoReturn:
-        self.end_sessions([record.family])
+        self.end_sessions(record.user_id, [record.family])
         log.warning("refresh token reuse: revoked session family of user %s", record.user_id)
         raise Unauthenticated("the refresh token was already used; the session is revoked", reason="REFRESH_REUSED")
 
@@ -156,7 +156,7 @@ class Accounts:
         """Idempotent: an unknown or already revoked token is not an error."""
         record = self._sessions.find(_hash_token(refresh_token))
         if record is not None:
-            self.end_sessions([record.family])
+            self.end_sessions(record.user_id, [record.family])
 
     def change_password(self, user_id: str, current: str, new: str, keep_family: str) -> None:
         user = self._users.find(user_id)
@@ -169,15 +169,16 @@ class Accounts:
             event=password_changed(user.email, user.name),  # the "your password was changed" notice
         )
         others = [family for family in self._sessions.families(user.id) if family != keep_family]
-        self.end_sessions(others)
+        self.end_sessions(user.id, others)
 
-    def end_sessions(self, families: list[str]) -> None:
+    def end_sessions(self, user_id: str, families: list[str]) -> None:
+        """End `user_id`'s sessions `families` (the cache keys them by user)."""
         self._sessions.revoke_families(families)
-        self._session_cache.revoke(families)
+        self._session_cache.revoke(user_id, families)
 
-    def forget_user_sessions(self, families: list[str]) -> None:
+    def forget_user_sessions(self, user_id: str, families: list[str]) -> None:
         """Make the next call of these sessions re-read the account (role change, deletion)."""
-        self._session_cache.recheck(families)
+        self._session_cache.recheck(user_id, families)
 
     def _start_session(self, user: User, family: str) -> Session:
         """A new family's first pair (sign-up, sign-in): a random refresh token."""

@@ -117,13 +117,16 @@ class CachedSession:
 
 
 class SessionCache(Protocol):
-    def lookup(self, family: str) -> CachedSession: ...
+    """Entries are keyed by (user id, family): the user id lets an implementation keep all
+    of one user's state together (one Redis Cluster slot)."""
 
-    def remember(self, family: str, seen: CachedSession, user_id: str, role: str) -> None:
-        """Cache "live as (user_id, role)" unless the entry changed since `seen` was read."""
+    def lookup(self, user_id: str, family: str) -> CachedSession: ...
 
-    def revoke(self, families: Sequence[str]) -> None:
+    def remember(self, user_id: str, family: str, seen: CachedSession, live_user: str, role: str) -> None:
+        """Cache "live as (live_user, role)" unless the entry changed since `seen` was read."""
+
+    def revoke(self, user_id: str, families: Sequence[str]) -> None:
         """Mark ended sessions, now or as soon as the cache answers again."""
 
-    def recheck(self, families: Sequence[str]) -> None:
+    def recheck(self, user_id: str, families: Sequence[str]) -> None:
         """Make the next call of these sessions re-read the account (role change, deletion)."""

@@ -30,14 +30,14 @@ class Sessions:
 
     def confirm(self, caller: Caller) -> Caller:
         """The caller as of now, with the account's current role; raises Unauthenticated."""
-        cached = self._cache.lookup(caller.session_id)
+        cached = self._cache.lookup(caller.user_id, caller.session_id)
         if cached.revoked:
             raise Unauthenticated(SESSION_ENDED, reason="SESSION_REVOKED")
         if cached.user_id is not None and cached.role is not None:
             user_id, role = cached.user_id, cached.role
         else:
             user_id, role = self._live_from_store(caller)
-            self._cache.remember(caller.session_id, cached, user_id, role)
+            self._cache.remember(caller.user_id, caller.session_id, cached, user_id, role)
         if user_id != caller.user_id:
             raise Unauthenticated(SESSION_ENDED, reason="SESSION_REVOKED")
         # The role is the account's current one, not the one minted into the token.

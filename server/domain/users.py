@@ -81,9 +81,9 @@ class Users:
         if updated is None:
             raise NotFound(_NOT_FOUND)
         if changes.get("disabled") and not user.disabled:
-            self._accounts.end_sessions(self._sessions.families(user.id))
+            self._accounts.end_sessions(user.id, self._sessions.families(user.id))
         elif "role" in changes:
-            self._accounts.forget_user_sessions(self._sessions.families(user.id))
+            self._accounts.forget_user_sessions(user.id, self._sessions.families(user.id))
         return updated
 
     def delete(self, caller: Caller, user_id: str) -> None:
@@ -94,7 +94,7 @@ class Users:
             raise NotFound(_NOT_FOUND)
         # The event lets the task side (its own service, once split) remove the user's tasks.
         families = self._users.delete_cascade(user.id, event=user_deleted(user.id))
-        self._accounts.forget_user_sessions(families)
+        self._accounts.forget_user_sessions(user.id, families)
         self._task_cache.invalidate(user_id)
 
     def list_page(self, caller: Caller, role: str | None, q: str, page_size: int, page_token: str) -> UserPage:

@@ -15,6 +15,7 @@ import pymongo.errors
 
 from taskapi.server.config import Settings
 from taskapi.server.domain.errors import ApiError, Unavailable
+from taskapi.server.store.audit import CommandAudit
 from taskapi.server.store.documents import ALL_DOCUMENTS
 from taskapi.server.store.outbox import MongoOutbox
 from taskapi.server.store.sessions import MongoSessionStore
@@ -47,6 +48,8 @@ def connect(settings: Settings) -> None:
             readPreference=settings.mongodb_read_preference,
             tz_aware=False,
             uuidRepresentation="standard",
+            # What the driver sends, for the query audit (store/audit.py); idle without listeners.
+            event_listeners=[CommandAudit()],
         )
     else:
         import mongomock  # only the embedded store needs it

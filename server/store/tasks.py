@@ -1,5 +1,6 @@
 """Tasks in MongoDB: the domain's TaskStore. Every query is scoped by owner unless an admin
-lists across owners (`TaskQuery.owner is None`)."""
+lists across owners (`TaskQuery.owner is None`): the owner is the shard key (docs/scaling.md),
+so each query goes to one shard. Each is reported to the query audit (`store/audit.py`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from bson import ObjectId
 
 from taskapi.server.domain.entities import NewTask, Task
 from taskapi.server.domain.ports import ASCENDING, SortKey, TaskQuery
+from taskapi.server.store import audit
+from taskapi.server.store.audit import TASKS, StoreQuery
 from taskapi.server.store.documents import TaskDoc
 from taskapi.server.store.ids import PRIMARY, object_id
 
@@ -51,6 +54,7 @@ class MongoTaskStore:
             update_time=task.create_time,
             complete_time=task.complete_time,
         )
+        audit.record(StoreQuery(TASKS, "insert", {"owner": doc.owner}))
         try:
             doc.save(force_insert=True)
         except me.NotUniqueError:  # (owner, request_id) exists: an idempotent retry
@@ -59,6 +63,7 @@ class MongoTaskStore:
 
     def find_by_request_id(self, owner: str, request_id: str) -> Task | None:
         # From the primary: it runs right after an insert lost to that very document.
+        audit.record(StoreQuery(TASKS, "find", {"owner": ObjectId(owner), "request_id": request_id}, 1))
         doc = TaskDoc.objects(owner=ObjectId(owner), request_id=request_id).read_preference(PRIMARY).first()
         return to_task(doc) if doc is not None else None
 
@@ -66,10 +71,9 @@ class MongoTaskStore:
         oid = object_id(task_id)
         if oid is None:
             return None
-        query = TaskDoc.objects(id=oid)
-        if owner is not None:
-            query = query.filter(owner=ObjectId(owner))
-        doc = query.first()
+        match: dict[str, Any] = {"_id": oid} if owner is None else {"_id": oid, "owner": ObjectId(owner)}
+        audit.record(StoreQuery(TASKS, "find", match, 1, cross_owner=owner is None))
+        doc = TaskDoc.objects(__raw__=match).first()
         return to_task(doc) if doc is not None else None
 
     def update(self, task_id: str, owner: str, version: int, changes: dict[str, Any]) -> Task | None:
@@ -78,6 +82,7 @@ class MongoTaskStore:
             return None
         sets = {f"set__{k}": list(v) if isinstance(v, tuple) else v for k, v in changes.items() if v is not None}
         unsets = {f"unset__{k}": True for k, v in changes.items() if v is None}
+        audit.record(StoreQuery(TASKS, "update", {"_id": oid, "owner": ObjectId(owner), "version": version}, 1))
         doc = TaskDoc.objects(id=oid, owner=ObjectId(owner), version=version).modify(
             new=True, inc__version=1, **sets, **unsets
         )
@@ -87,22 +92,29 @@ class MongoTaskStore:
         oid = object_id(task_id)
         if oid is None:
             return False
-        query = TaskDoc.objects(id=oid, owner=ObjectId(owner))
+        match: dict[str, Any] = {"_id": oid, "owner": ObjectId(owner)}
         if version is not None:
-            query = query.filter(version=version)
-        return bool(query.delete() > 0)
+            match["version"] = version
+        audit.record(StoreQuery(TASKS, "delete", match, 1))
+        return bool(TaskDoc.objects(__raw__=match).delete() > 0)
 
     def delete_owned(self, owner: str) -> int:
         """Delete every task of `owner` (a deleted user's, by the user.deleted consumer)."""
         oid = object_id(owner)
-        return int(TaskDoc.objects(owner=oid).delete()) if oid is not None else 0
+        if oid is None:
+            return 0
+        audit.record(StoreQuery(TASKS, "delete", {"owner": oid}))
+        return int(TaskDoc.objects(owner=oid).delete())
 
     def find_page(
         self, query: TaskQuery, after: Sequence[Any] | None, sort: Sequence[SortKey], limit: int
     ) -> tuple[list[Task], int]:
         match = _match(query)
+        cross = query.owner is None  # an admin's listing of every owner: a scatter-gather, on purpose
+        audit.record(StoreQuery(TASKS, "count", match, cross_owner=cross))
         total = TaskDoc.objects(__raw__=match).count()
         page_match = {"$and": [match, _keyset_after(sort, after)]} if after is not None else match
+        audit.record(StoreQuery(TASKS, "find", page_match, limit, cross_owner=cross))
         order = [("+" if direction == ASCENDING else "-") + name for name, direction in sort]
         page = [to_task(doc) for doc in TaskDoc.objects(__raw__=page_match).order_by(*order).limit(limit)]
         return page, total

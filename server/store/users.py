@@ -11,6 +11,8 @@ import mongoengine as me
 
 from taskapi.server.domain.entities import NewUser, User
 from taskapi.server.domain.events import NewEvent
+from taskapi.server.store import audit
+from taskapi.server.store.audit import TASKS, StoreQuery
 from taskapi.server.store.documents import OutboxDoc, PendingEventDoc, RefreshTokenDoc, TaskDoc, UserDoc
 from taskapi.server.store.ids import object_id
 
@@ -100,6 +102,7 @@ class MongoUserStore:
         # of a cascade that a crash cut short.
         UserDoc.objects(id=oid).delete()
         RefreshTokenDoc.objects(user_id=oid).delete()
+        audit.record(StoreQuery(TASKS, "delete", {"owner": oid}))
         TaskDoc.objects(owner=oid).delete()
         if event is not None:
             self._on_event()
@@ -121,5 +124,6 @@ class MongoUserStore:
             query = {
                 "$and": [query, {"$or": [{"create_time": {"$gt": time}}, {"create_time": time, "_id": {"$gt": oid}}]}]
             }
+        audit.record(StoreQuery("users", "find", query, limit))
         page = [to_user(doc) for doc in UserDoc.objects(__raw__=query).order_by("create_time", "id").limit(limit)]
         return page, total

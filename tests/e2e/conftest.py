@@ -20,6 +20,8 @@ from taskapi.server.app import App, Replica
 from taskapi.server.config import Settings
 from taskapi.server.domain.caller import ROLE_ADMIN
 from taskapi.server.edge import Envoy
+from taskapi.server.store import audit
+from taskapi.server.store.audit import StoreQuery
 from tests.conftest import make_settings, unique_email
 from tests.support.edge import Response, RestClient, running_edge
 
@@ -47,6 +49,18 @@ def running_stack(settings: Settings, workdir: Path, *, replicas: int = 2) -> It
             yield Stack(app, started, envoy, RestClient(envoy.rest_url), workdir)
     finally:
         app.close(grace=1.0)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def store_queries() -> Iterator[list[StoreQuery]]:
+    """Every query the store issues during the e2e run (docs/scaling.md, "Every task query is
+    targeted"). At the end the run fails if a task query was not scoped by owner (admins'
+    cross-owner listings aside) or a listing had no limit."""
+    seen: list[StoreQuery] = []
+    with audit.listening(seen.append):
+        yield seen
+    problems = audit.violations(seen)
+    assert not problems, "\n".join(problems[:20])
 
 
 @pytest.fixture(scope="session")

@@ -201,11 +201,13 @@ def test_a_session_check_that_raced_a_logout_cannot_revive_it(app: App, api: Api
     """A confirm that read the store just before a logout fills Redis just after it."""
     user = api.register()
     caller = app.tokens.verify(user.session.access_token)
-    key = live_session_key(caller.session_id)
+    key = live_session_key(caller.user_id, caller.session_id)
+    seen = app.session_cache.lookup(caller.user_id, caller.session_id).seen  # the slow reader's view...
     api.auth.Logout(auth_pb2.LogoutRequest(refresh_token=user.session.refresh_token))
+    epoch, _, value = seen.partition(b"|")
     stale_fill = app.shared_cache.call_script(
-        app.session_cache._fill, [key], [b"", f"{user.id}:USER", 60]
-    )  # what the slow reader would write
+        app.session_cache._fill, [key], [value, f"{user.id}:USER", 60, epoch]
+    )  # ...and what it would write after the logout
     client = app.shared_cache.client
     assert client is not None  # the session app runs with Redis
     assert stale_fill == 0 and client.get(key) == b"revoked"

@@ -19,7 +19,7 @@ from tests.integration.api import Api
 
 
 def _cache_fields(redis_url: str, user_id: str) -> set[str]:
-    fields = redis.Redis.from_url(redis_url).hkeys(f"taskapi:tasks:{user_id}")
+    fields = redis.Redis.from_url(redis_url).hkeys(f"taskapi:{{u:{user_id}}}:tasks")
     return {(f.decode() if isinstance(f, bytes) else f).split(":")[0] for f in fields}
 
 
@@ -71,6 +71,30 @@ def test_a_fill_that_raced_a_write_is_dropped(app: App, redis_url: str) -> None:
     _, version = cache.read(owner, "get:x")
     cache.fill(owner, "get:x", b"new data", version)
     assert cache.read(owner, "get:x")[0] == b"new data"
+
+
+def test_a_fill_read_under_another_epoch_is_dropped(app: App) -> None:
+    """A reader that saw the version before a failover (another replication id) cannot fill
+    after it: what it read from the store may predate a write whose invalidation was lost."""
+    cache: TaskCache = app.task_cache
+    owner = "e" * 24
+    _, seen = cache.read(owner, "get:x")
+    assert seen is not None
+    epoch, _, version = seen.partition("/")
+    assert len(epoch) == 40  # the node's replication id
+    cache.fill(owner, "get:x", b"from before", "0" * 40 + "/" + version)
+    assert cache.read(owner, "get:x")[0] is None
+    cache.fill(owner, "get:x", b"current", seen)
+    assert cache.read(owner, "get:x")[0] == b"current"
+
+
+def test_an_entry_of_another_epoch_is_a_miss(app: App, redis_url: str) -> None:
+    """What a promoted replica holds from before its promotion is never served."""
+    cache: TaskCache = app.task_cache
+    owner = "d" * 24
+    with redis.Redis.from_url(redis_url) as client:
+        client.hset(f"taskapi:{{u:{owner}}}:tasks", "get:x", b"0" * 40 + b"old data")
+    assert cache.read(owner, "get:x")[0] is None
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from taskapi.interceptors.metrics import Metrics
 from taskapi.interceptors.ratelimit import RateLimitInterceptor
 from taskapi.server.cache.client import connect_redis
-from taskapi.server.cache.reads import ReadPlan, delivered_reply
+from taskapi.server.cache.reads import ReadPlan, delivered_read
 from taskapi.server.cache.shared import SharedCache
 from taskapi.server.domain.limits import RateLimit
 from taskapi.v1 import auth_pb2, auth_pb2_grpc, task_pb2, task_pb2_grpc
@@ -229,7 +229,7 @@ class _CaptureDelivered(ServerInterceptor):
         self.seen: list[dict[tuple[str, ...], Any]] = []
 
     def intercept(self, method: Any, request: Any, context: Any, method_name: str) -> Any:
-        self.seen.append({command: delivered_reply(command) for command in self.commands})
+        self.seen.append({command: delivered_read(command) for command in self.commands})
         return method(request, context)
 
 
@@ -250,7 +250,7 @@ def test_planned_reads_reach_the_call_and_only_it(redis_url: str) -> None:
 
     plan = ReadPlan(
         SharedCache(None),
-        session_read=lambda family: session_read,
+        session_read=lambda user_id, family: session_read,
         task_reads=lambda owner, entry: task_reads if entry == "entry" else [],
         cached_methods={"/taskapi.v1.TaskService/GetTask": entry_of},
     )
@@ -259,8 +259,16 @@ def test_planned_reads_reach_the_call_and_only_it(redis_url: str) -> None:
     with run_server(chain) as (_, port), stubs(port) as (_, tasks):
         get_task(tasks)
     assert entries == [(TASK_ID, "1")]  # the plan was worked out once, before the call ran
-    assert capture.seen == [{session_read: (True, b"cached"), task_reads[0]: (True, b"v"), task_reads[1]: (True, None)}]
-    assert delivered_reply(session_read) == (False, None)  # bound to that call only
+    # Read under the node's epoch (its replication id), which the caches check tagged values against.
+    client = connect_redis(redis_url, 500)
+    assert client is not None
+    info: Any = client.info("replication")
+    client.close()
+    epoch = info["master_replid"]
+    assert capture.seen == [
+        {session_read: (True, b"cached", epoch), task_reads[0]: (True, b"v", epoch), task_reads[1]: (True, None, epoch)}
+    ]
+    assert delivered_read(session_read) == (False, None, "")  # bound to that call only
 
 
 def test_without_redis_limits_locally() -> None:
