@@ -78,7 +78,13 @@ SETTINGS = (
     Setting("MONGODB_TIMEOUT_MS"),
     Setting("MONGODB_READ_PREFERENCE"),
     # Redis: shared rate limits, cache and sessions; the job queue's too unless JOBS_REDIS_URL.
-    Setting("REDIS_URL", secret=True, required_by=BOTH),
+    # One of the three: a single server, a Sentinel set, or a Cluster (docs/scaling.md).
+    Setting("REDIS_URL", secret=True),  # may carry a password
+    Setting("REDIS_SENTINELS"),
+    Setting("REDIS_SENTINEL_MASTER"),
+    Setting("REDIS_CLUSTER"),
+    Setting("REDIS_USERNAME", secret=True),
+    Setting("REDIS_PASSWORD", secret=True),
     Setting("REDIS_TIMEOUT_MS"),
     Setting("CACHE_TTL_SECONDS"),
     # Auth
