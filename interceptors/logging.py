@@ -2,7 +2,10 @@
 JSON lines (`taskapi serve`, for log collectors) or readable text (`taskapi dev`).
 
 The line carries only what operators need to find a call: method, status code,
-duration, request id, caller id and client IP. Never tokens, passwords, emails or
+duration, request id, caller id and client IP. Every JSON line also carries `trace_id` and
+`span_id`: the current span's when tracing is on (interceptors/tracing.py), else, inside a
+call, those of the caller's `traceparent` (Envoy's span, so the line still joins Envoy's
+access log and any trace Envoy exports); null outside a call. Never tokens, passwords, emails or
 request bodies: nothing from the request message or its metadata is read here.
 Health checks and reflection are logged at DEBUG: Envoy checks every replica every
 2 s, and those lines would bury the requests. Metrics count them like any call.
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -19,8 +23,9 @@ from typing import Any
 
 import grpc
 from grpc_interceptor import ServerInterceptor
+from opentelemetry.trace import get_current_span
 
-from taskapi.interceptors.context import Continuation, current_call
+from taskapi.interceptors.context import Continuation, current_call, current_call_or_none
 from taskapi.interceptors.metrics import final_code
 
 log = logging.getLogger(__name__)
@@ -136,6 +141,24 @@ class _Clock:
         return f"{text}.{micros // 1000:03d}{self._suffix}"
 
 
+# version-trace_id-parent_id-flags, lowercase hex (W3C Trace Context).
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
+
+
+def trace_ids() -> tuple[str | None, str | None]:
+    """(trace id, span id) for a log line written now: the current span, else the caller's
+    traceparent of the call being served, else (None, None)."""
+    span_context = get_current_span().get_span_context()
+    if span_context.is_valid:
+        return f"{span_context.trace_id:032x}", f"{span_context.span_id:016x}"
+    state = current_call_or_none()
+    if state is not None and state.traceparent:
+        match = _TRACEPARENT.match(state.traceparent)
+        if match is not None:
+            return match.group(1), match.group(2)
+    return None, None
+
+
 class JsonFormatter(logging.Formatter):
     """Formats each record as one JSON object: time, level, logger, message, extras."""
 
@@ -151,6 +174,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        payload["trace_id"], payload["span_id"] = trace_ids()
         for key, value in record.__dict__.items():
             if key not in _RECORD_ATTRS:
                 payload[key] = value

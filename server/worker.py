@@ -35,6 +35,7 @@ from taskapi.server.jobs.metrics import JobMetrics
 from taskapi.server.jobs.queue import JOB_TYPES, JobConfig, JobQueue, connect_queue
 from taskapi.server.jobs.relay import Relay
 from taskapi.server.jobs.runner import JobRunner
+from taskapi.server.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -61,19 +62,25 @@ class Background:
 
 
 @contextmanager
-def running_worker(settings: Settings, metrics: JobMetrics, *, relay: bool) -> Iterator[Background]:
+def running_worker(
+    settings: Settings, metrics: JobMetrics, *, relay: bool, tracing: Tracing | None = None
+) -> Iterator[Background]:
     """Worker threads on the queue (and an outbox relay over this process's store if
     `relay`), until the block ends; then the jobs in hand finish. Needs the queue's Redis
-    and `settings.smtp`."""
+    and `settings.smtp`. With `tracing`, each job is a span continuing its event's trace,
+    and its store queries and Redis commands are spans inside it."""
     if settings.smtp is None:
         raise ValueError(NO_SMTP)
     store.connect(settings)
     queue = job_queue(settings, metrics)
     config = queue.config
+    tracer = tracing.tracer if tracing is not None else None
     task_cache = TaskCache(
-        SharedCache(connect_redis(settings.redis_url, settings.redis_timeout_ms)), settings.cache_ttl_seconds
+        SharedCache(connect_redis(settings.redis_url, settings.redis_timeout_ms, tracer)), settings.cache_ttl_seconds
     )
     tasks = store.MongoTaskStore()
+    if tracing is not None:
+        tasks = tracing.traced(tasks, "store.tasks")
 
     def remove_tasks(owner: str) -> None:
         tasks.delete_owned(owner)
@@ -85,6 +92,7 @@ def running_worker(settings: Settings, metrics: JobMetrics, *, relay: bool) -> I
         sender=settings.mail_from,
         remove_tasks=remove_tasks,
         metrics=metrics,
+        tracing=tracing,
     )
     runner = JobRunner(queue, handlers)
     runner.start()
@@ -117,8 +125,9 @@ def serve(settings: Settings) -> int:
     registry = CollectorRegistry()
     metrics = job_metrics(registry)
     endpoint = serve_metrics(registry, port=settings.worker_metrics_port, addr=settings.grpc_host)
+    tracing = Tracing(settings.tracing, component="taskapi-worker") if settings.tracing is not None else None
     try:
-        with running_worker(settings, metrics, relay=True):
+        with running_worker(settings, metrics, relay=True, tracing=tracing):
             log.info(
                 "worker running: email through %s; metrics on http://%s:%s/metrics",
                 smtp.url,
@@ -129,5 +138,7 @@ def serve(settings: Settings) -> int:
             log.info("stopping: finishing the jobs in hand (up to %s ms)", settings.jobs_time_limit_ms)
     finally:
         endpoint.close()
+        if tracing is not None:
+            tracing.shutdown()
     log.info("stopped")
     return 0

@@ -99,6 +99,15 @@ class EdgeConfig:
     max_connections: int = 10_000
     # "stdout", or a file path for the JSON access log.
     access_log: str = "stdout"
+    # Tracing: Envoy always continues a client's W3C traceparent, or starts one (so every
+    # call a replica logs has a trace id, also in the access log). Its own spans are
+    # exported only with an OTLP/gRPC collector here (host, port); else they are dropped.
+    otlp_endpoint: tuple[str, int] | None = None
+    trace_service_name: str = "taskapi-edge"
+    # Of requests that arrive without a sampling decision, the share Envoy samples (None:
+    # 100 with a collector, else 0: ids are still generated and propagated, so logs and the
+    # access log carry a trace id, but nothing is recorded).
+    trace_sampling_percent: float | None = None
 
 
 @cache
@@ -152,6 +161,13 @@ def render(config: EdgeConfig) -> str:
         # The strict-body filter with its allow-list, from the same descriptor.
         strict_json_lua=strict_json.lua_source(config.descriptor),
         access_log_path=config.access_log,
+        otlp_endpoint=list(config.otlp_endpoint) if config.otlp_endpoint is not None else None,
+        trace_service_name=config.trace_service_name,
+        trace_sampling_percent=(
+            config.trace_sampling_percent
+            if config.trace_sampling_percent is not None
+            else (100.0 if config.otlp_endpoint is not None else 0.0)
+        ),
     )
 
 

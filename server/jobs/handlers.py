@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
 
 import dramatiq
 
@@ -41,6 +42,13 @@ class RetryLater(dramatiq.Retry):
     Dramatiq logs a Retry without a traceback: a busy SMTP server is not a bug."""
 
 
+class JobTracing(Protocol):
+    """Given at wiring when tracing is on (taskapi.server.tracing.Tracing): a job's span,
+    continuing the trace of the call that recorded its event (`traceparent`, may be "")."""
+
+    def job_span(self, job_type: str, event_id: str, traceparent: str) -> AbstractContextManager[object]: ...
+
+
 class Handlers:
     def __init__(
         self,
@@ -50,7 +58,9 @@ class Handlers:
         sender: str,
         remove_tasks: Callable[[str], None],
         metrics: JobMetrics,
+        tracing: JobTracing | None = None,
     ) -> None:
+        self._tracing = tracing
         self._ledger = ledger
         self._mailer = mailer
         self._sender = sender
@@ -89,6 +99,13 @@ class Handlers:
 
         def job(data: dict[str, Any]) -> None:
             event = event_json.from_json(data)
+            if self._tracing is None:
+                run(event)
+                return
+            with self._tracing.job_span(job_type, event.id, event.trace_parent):
+                run(event)
+
+        def run(event: Event) -> None:
             key = f"{job_type}:{event.id}"
             claim = self._ledger.claim(key)
             if claim.done:
