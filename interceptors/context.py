@@ -28,6 +28,7 @@ class CallState:
     # The caller's W3C `traceparent`, as sent (Envoy always sends one): log lines carry its
     # trace id even when this server does not trace (interceptors/logging.py).
     traceparent: str | None = None
+    traced: bool = False  # the tracing layer runs this call in a span (tracing on)
     caller: Caller | None = None
     # Why the token was refused; raised by the access check, after the rate limiter counted the call.
     auth_error: Exception | None = None

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -141,21 +140,28 @@ class _Clock:
         return f"{text}.{micros // 1000:03d}{self._suffix}"
 
 
-# version-trace_id-parent_id-flags, lowercase hex (W3C Trace Context).
-_TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
+_TRACEPARENT_CHARS = 55  # "00-" + 32 hex trace id + "-" + 16 hex parent span id + "-01"
 
 
 def trace_ids() -> tuple[str | None, str | None]:
-    """(trace id, span id) for a log line written now: the current span, else the caller's
-    traceparent of the call being served, else (None, None)."""
-    span_context = get_current_span().get_span_context()
-    if span_context.is_valid:
-        return f"{span_context.trace_id:032x}", f"{span_context.span_id:016x}"
+    """(trace id, span id) for a log line written now: the current span's when tracing is
+    on; in a call that is not traced, the caller's traceparent's; else (None, None).
+
+    Inside an untraced call (tracing off) this is one context lookup and two slices: it runs
+    for every call's log line, and the span lookup alone costs ~0.4 us. The traceparent is
+    checked for shape only: Envoy replaces one that does not parse, and a direct client's
+    odd one is at worst odd text in its own line (the JSON encoder escapes it).
+    """
     state = current_call_or_none()
-    if state is not None and state.traceparent:
-        match = _TRACEPARENT.match(state.traceparent)
-        if match is not None:
-            return match.group(1), match.group(2)
+    if state is None or state.traced:
+        span_context = get_current_span().get_span_context()
+        if span_context.is_valid:
+            return f"{span_context.trace_id:032x}", f"{span_context.span_id:016x}"
+        if state is None:
+            return None, None
+    parent = state.traceparent
+    if parent is not None and len(parent) == _TRACEPARENT_CHARS and parent[2] == parent[35] == parent[52] == "-":
+        return parent[3:35], parent[36:52]
     return None, None
 
 

@@ -82,6 +82,7 @@ class TracingInterceptor(ServerInterceptor):
         except RuntimeError:
             pass
         else:
+            state.traced = True
             span.set_attribute("taskapi.request_id", state.request_id)
         token = otel_context.attach(set_span_in_context(span))
         try:
