@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from opentelemetry.trace import Tracer
 from prometheus_client import CollectorRegistry
 
 from taskapi.interceptors.metrics import serve_metrics
@@ -26,6 +27,7 @@ from taskapi.server import store
 from taskapi.server.cache.client import connect_redis
 from taskapi.server.cache.shared import SharedCache
 from taskapi.server.cache.tasks import TaskCache
+from taskapi.server.cache.tracing import traced_client
 from taskapi.server.config import Settings
 from taskapi.server.jobs.admin import NO_QUEUE
 from taskapi.server.jobs.delivery import DeliveryLedger
@@ -46,8 +48,12 @@ def job_metrics(registry: CollectorRegistry) -> JobMetrics:
     return JobMetrics(registry, JOB_TYPES.values())
 
 
-def job_queue(settings: Settings, metrics: JobMetrics) -> JobQueue:
-    return JobQueue(connect_queue(settings.queue_redis_url), JobConfig.from_settings(settings), metrics)
+def job_queue(settings: Settings, metrics: JobMetrics, tracer: Tracer | None = None) -> JobQueue:
+    """The queue; with a `tracer`, its Redis commands inside a span (a job's) are spans too."""
+    client = connect_queue(settings.queue_redis_url)
+    if tracer is not None:
+        client = traced_client(client, tracer)
+    return JobQueue(client, JobConfig.from_settings(settings), metrics)
 
 
 def outbox_relay(settings: Settings, queue: JobQueue, metrics: JobMetrics) -> Relay:
@@ -72,9 +78,9 @@ def running_worker(
     if settings.smtp is None:
         raise ValueError(NO_SMTP)
     store.connect(settings)
-    queue = job_queue(settings, metrics)
-    config = queue.config
     tracer = tracing.tracer if tracing is not None else None
+    queue = job_queue(settings, metrics, tracer)
+    config = queue.config
     task_cache = TaskCache(
         SharedCache(connect_redis(settings.redis_url, settings.redis_timeout_ms, tracer)), settings.cache_ttl_seconds
     )

@@ -6,6 +6,8 @@ and with tracing off `connect_redis` builds plain `redis.Redis`, so the request 
 exactly what it was. A pipeline (the limiter's one round trip, the cache's reads) is one
 span naming its commands; a single command (a script's EVALSHA, a SET) is one span.
 Only command names are recorded, never keys or values (keys hold hashed emails and ids).
+Spans are only children: a command outside any span (a worker's idle polling of the job
+queue, a cache replay) is not traced, rather than each becoming a trace of its own.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import redis
-from opentelemetry.trace import SpanKind, Tracer
+from opentelemetry.trace import SpanKind, Tracer, get_current_span
 
 _SYSTEM = {"db.system.name": "redis", "db.system": "redis"}
 
@@ -24,6 +26,8 @@ class TracedRedis(redis.Redis):
     tracer: Tracer
 
     def execute_command(self, *args: Any, **options: Any) -> Any:
+        if not get_current_span().is_recording():
+            return super().execute_command(*args, **options)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
         name = str(args[0]) if args else "COMMAND"
         attributes = {**_SYSTEM, "db.operation.name": name}
         with self.tracer.start_as_current_span(f"redis {name}", kind=SpanKind.CLIENT, attributes=attributes):
@@ -42,6 +46,8 @@ class TracedPipeline(redis.client.Pipeline):
     tracer: Tracer
 
     def execute(self, raise_on_error: bool = True) -> list[Any]:
+        if not get_current_span().is_recording():
+            return super().execute(raise_on_error)
         names = [str(args[0]) for args, _options in self.command_stack if args]
         attributes: dict[str, str | int] = {
             **_SYSTEM,

@@ -60,7 +60,7 @@ def call_log_lines() -> Iterator[io.StringIO]:
 
 
 def line_of(out: io.StringIO, request_id: str) -> dict[str, Any]:
-    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    lines: list[dict[str, Any]] = [json.loads(line) for line in out.getvalue().splitlines()]
     [line] = [line for line in lines if line.get("request_id") == request_id]
     return line
 
