@@ -89,16 +89,18 @@ class App:
             task_store = self.tracing.traced(task_store, "store.tasks")
         page_tokens = PageTokens(settings.jwt_secret)
         self.tokens = tokens_from(settings)
+        hasher = PasswordHasher(
+            rounds=settings.bcrypt_rounds,
+            concurrency=settings.bcrypt_concurrency,
+            # Password checks may hold at most half the workers; the rest serve everything else.
+            max_waiting=max(1, settings.workers // 2 - settings.bcrypt_concurrency),
+        )
+        self.metrics.measure_password_hashing(hasher.load, settings.bcrypt_concurrency)
         self.accounts = Accounts(
             users=users,
             sessions=sessions,
             session_cache=self.session_cache,
-            hasher=PasswordHasher(
-                rounds=settings.bcrypt_rounds,
-                concurrency=settings.bcrypt_concurrency,
-                # Password checks may hold at most half the workers; the rest serve everything else.
-                max_waiting=max(1, settings.workers // 2 - settings.bcrypt_concurrency),
-            ),
+            hasher=hasher,
             tokens=self.tokens,
             refresh_ttl_seconds=settings.refresh_token_ttl_seconds,
             reuse_grace_seconds=settings.refresh_reuse_grace_seconds,

@@ -29,7 +29,7 @@ from taskapi.server.cache.shared import SharedCache
 from taskapi.server.cache.tasks import TaskCache
 from taskapi.server.cache.tracing import traced_client
 from taskapi.server.config import Settings
-from taskapi.server.jobs.admin import NO_QUEUE
+from taskapi.server.jobs.admin import NO_QUEUE, JobsAdmin
 from taskapi.server.jobs.delivery import DeliveryLedger
 from taskapi.server.jobs.handlers import Handlers
 from taskapi.server.jobs.mail import Mailer
@@ -100,6 +100,7 @@ def running_worker(
         metrics=metrics,
         tracing=tracing,
     )
+    metrics.measure_queue(JobsAdmin(queue).counts)
     runner = JobRunner(queue, handlers)
     runner.start()
     sweeper = outbox_relay(settings, queue, metrics).start() if relay else None

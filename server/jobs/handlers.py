@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import dramatiq
 
+from taskapi.server.domain.entities import now
 from taskapi.server.domain.events import Event
 from taskapi.server.jobs import emails
 from taskapi.server.jobs import events as event_json
@@ -106,6 +107,7 @@ class Handlers:
                 run(event)
 
         def run(event: Event) -> None:
+            self._metrics.lag.labels(job_type).observe(max(0.0, (now() - event.occur_time).total_seconds()))
             key = f"{job_type}:{event.id}"
             claim = self._ledger.claim(key)
             if claim.done:
