@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 import yaml
-from prometheus_client import CollectorRegistry
 
 from taskapi.server import worker
 from taskapi.server.dev import free_port
@@ -48,7 +47,8 @@ def metric_names(expr: str) -> set[str]:
 
 def test_metric_names_are_read_from_promql() -> None:
     expr = (
-        'histogram_quantile(0.99, sum by (grpc_method, le) (rate(grpc_server_handling_seconds_bucket{grpc_service=~"a"}[5m])))'
+        "histogram_quantile(0.99, sum by (grpc_method, le)"
+        ' (rate(grpc_server_handling_seconds_bucket{grpc_service=~"a"}[5m])))'
         ' / on (x) taskapi:ratio_rate5m > 2 * 0.001 or up{job="x"} == 0'
     )
     assert metric_names(expr) == {"grpc_server_handling_seconds_bucket", "taskapi:ratio_rate5m", "up"}
