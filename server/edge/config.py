@@ -103,6 +103,9 @@ class EdgeConfig:
     # call a replica logs has a trace id, also in the access log). Its own spans are
     # exported only with an OTLP/gRPC collector here (host, port); else they are dropped.
     otlp_endpoint: tuple[str, int] | None = None
+    # False: no tracer at all; Envoy then neither starts nor continues trace contexts (a
+    # client's traceparent passes through as is). For measuring what the default costs.
+    trace_context: bool = True
     trace_service_name: str = "taskapi-edge"
     # Of requests that arrive without a sampling decision, the share Envoy samples (None:
     # 100 with a collector, else 0: ids are still generated and propagated, so logs and the
@@ -161,6 +164,7 @@ def render(config: EdgeConfig) -> str:
         # The strict-body filter with its allow-list, from the same descriptor.
         strict_json_lua=strict_json.lua_source(config.descriptor),
         access_log_path=config.access_log,
+        trace_context=config.trace_context,
         otlp_endpoint=list(config.otlp_endpoint) if config.otlp_endpoint is not None else None,
         trace_service_name=config.trace_service_name,
         trace_sampling_percent=(

@@ -54,6 +54,15 @@ def test_without_a_collector_envoy_traces_unsampled_and_exports_nowhere() -> Non
         assert manager["tracing"]["provider"]["typed_config"]["http_service"]["http_uri"]["cluster"] == "otlp_disabled"
 
 
+def test_without_a_trace_context_envoy_has_no_tracer(tmp_path: Path) -> None:
+    path = edge.write(edge_config([("127.0.0.1", 1)], trace_context=False), tmp_path)
+    assert edge.validate(path).returncode == 0
+    rendered = yaml.safe_load(path.read_text())
+    assert [cluster["name"] for cluster in rendered["static_resources"]["clusters"]] == [edge.CLUSTER]
+    for listener in rendered["static_resources"]["listeners"]:
+        assert "tracing" not in listener["filter_chains"][0]["filters"][0]["typed_config"]
+
+
 def test_rendered_config_keeps_admin_on_loopback(tmp_path: Path) -> None:
     rendered = edge.render(edge_config([("127.0.0.1", 1)], listen_address="0.0.0.0"))
     admin_block = rendered.split("static_resources:")[0]
