@@ -80,8 +80,11 @@ def per_call_us(stub: task_pb2_grpc.TaskServiceStub, calls: int) -> float:
 class _Context:
     """The ServicerContext methods the chain calls, with no transport behind them."""
 
+    def __init__(self, metadata: tuple[tuple[str, str], ...] = ()) -> None:
+        self._metadata = metadata or (("authorization", "Bearer user-1"), ("user-agent", "grpc-python/bench"))
+
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
-        return (("authorization", "Bearer user-1"), ("user-agent", "grpc-python/bench"))
+        return self._metadata
 
     def peer(self) -> str:
         return "ipv4:127.0.0.1:50000"
@@ -98,7 +101,9 @@ class _Details(grpc.HandlerCallDetails):
     invocation_metadata: tuple[tuple[str, str | bytes], ...] = ()
 
 
-def in_process_us(interceptors: Sequence[grpc.ServerInterceptor], calls: int) -> tuple[float, float]:
+def in_process_us(
+    interceptors: Sequence[grpc.ServerInterceptor], calls: int, metadata: tuple[tuple[str, str], ...] = ()
+) -> tuple[float, float]:
     """(CPU, wall) us per call, best of ROUNDS, of resolving and running the handler as grpc does."""
     servicer = grpc.method_handlers_generic_handler(
         "taskapi.v1.TaskService",
@@ -108,7 +113,11 @@ def in_process_us(interceptors: Sequence[grpc.ServerInterceptor], calls: int) ->
     # grpcio's own per-call step: the registered interceptors' intercept_service, in order.
     pipeline = _interceptor.service_pipeline(interceptors)
     # Duck-typed: _Context has the ServicerContext methods the chain calls, not the whole class.
-    request, context, details = task_pb2.GetTaskRequest(id=TASK_ID), cast(grpc.ServicerContext, _Context()), _Details()
+    request, context, details = (
+        task_pb2.GetTaskRequest(id=TASK_ID),
+        cast(grpc.ServicerContext, _Context(metadata)),
+        _Details(),
+    )
 
     resolve = pipeline.execute if pipeline is not None else lambda find, d: find(d)
     handler = resolve(servicer.service, details)

@@ -242,6 +242,13 @@ def main() -> None:
     parser.add_argument("--get-share", type=float, default=0.8, help="GetTask share of the mix; the rest ListTasks")
     parser.add_argument("--no-floor", action="store_true", help="skip the Envoy-only 404 rows")
     parser.add_argument("--burst", type=int, default=0, help="then this many simultaneous connections, one call each")
+    parser.add_argument(
+        "--edge-tracing",
+        choices=("default", "none"),
+        default="default",
+        help="default: Envoy's tracer as deployed without a collector (unsampled trace contexts); "
+        "none: no tracer at all, to measure what the default costs",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
@@ -262,6 +269,7 @@ def main() -> None:
                 [(settings.grpc_host, r.port) for r in replicas],
                 access_log=os.devnull,
                 health_check_interval_seconds=2.0,
+                trace_context=args.edge_tracing == "default",
             )
             with open(workdir / "envoy.log", "wb") as envoy_log:
                 envoy = Envoy(
@@ -271,7 +279,7 @@ def main() -> None:
                     envoy.wait_healthy(replicas=args.replicas)
                     print(
                         f"replicas={args.replicas} envoy workers={args.envoy_workers} seconds={args.seconds} "
-                        f"get share={args.get_share} "
+                        f"get share={args.get_share} edge tracing={args.edge_tracing} "
                         f"cores={os.cpu_count()} tasks={sum(len(a.task_ids) for a in accounts)}",
                         flush=True,
                     )

@@ -53,6 +53,7 @@ class CallStateInterceptor(ServerInterceptor):
             method=method_name,
             client_ip=self._client_ip(context.peer(), metadata.get("x-forwarded-for", "")),
             request_id=request_id[:128],
+            traceparent=metadata.get("traceparent"),
         )
         state.response_metadata.append(("x-request-id", state.request_id))
         token = bind_call(state)

@@ -6,19 +6,23 @@ The first interceptor is the outermost: it sees the call first and its end last.
                     rejected further in (auth, rate limit, validation).
     2. CallState    binds method, client IP and request id for everything inside, and
                     sends the response metadata (rate-limit headers, x-request-id).
-    3. Logging      inside CallState (it logs the request id, caller and client IP from
+    3. Tracing      (only when tracing is on) the call's server span, continuing the
+                    caller's traceparent; inside CallState (the span names the request id),
+                    outside Logging, so the call's log line carries the span's ids.
+    4. Logging      inside CallState (it logs the request id, caller and client IP from
                     it), outside Errors (it logs the final status code).
-    4. Errors       turns every exception from below into a status with details, so
+    5. Errors       turns every exception from below into a status with details, so
                     what is outside it only ever sees a finished status.
-    5. Token        verifies the bearer token (no I/O) and names the caller; a bad token
+    6. Token        verifies the bearer token (no I/O) and names the caller; a bad token
                     is only recorded, so the rate limiter still counts the call by IP.
-    6. RateLimit    after Token, because the per-user budget needs the caller; one Redis
+    7. RateLimit    after Token, because the per-user budget needs the caller; one Redis
                     round trip that also prefetches what Access and the handler read.
-    7. Access       rejects a bad token, confirms the session is live (revoked, disabled,
+    8. Access       rejects a bad token, confirms the session is live (revoked, disabled,
                     current role) from the prefetched read, and applies the access level.
-    8. Validation   checks field rules once the caller may call the method at all.
+    9. Validation   checks field rules once the caller may call the method at all.
 
-Metrics, Logging and RateLimit are optional here so tests can build a chain without them.
+Metrics, Tracing, Logging and RateLimit are optional here so tests can build a chain
+without them; Tracing is absent unless tracing is on, so a call pays nothing for it then.
 
 The layers run inside ONE grpc.ServerInterceptor (InterceptorChain), which composes
 their handlers once per method rather than once per call: grpc-interceptor's
@@ -49,6 +53,7 @@ from taskapi.interceptors.logging import LoggingInterceptor
 from taskapi.interceptors.metrics import MetricsInterceptor
 from taskapi.interceptors.ratelimit import RateLimitInterceptor
 from taskapi.interceptors.status import ErrorInterceptor, Translator
+from taskapi.interceptors.tracing import TracingInterceptor
 from taskapi.interceptors.validation import ValidationInterceptor
 
 
@@ -61,12 +66,14 @@ def build_chain(
     metrics: MetricsInterceptor | None = None,
     logging: LoggingInterceptor | None = None,
     ratelimit: RateLimitInterceptor | None = None,
+    tracing: TracingInterceptor | None = None,
 ) -> list[grpc.ServerInterceptor]:
     """The chain, ready for `grpc.server(interceptors=...)`: one interceptor running all layers."""
     policy = AccessPolicy(services)
     chain: list[ServerInterceptor | None] = [
         metrics,
         CallStateInterceptor(trusted_proxies),
+        tracing,
         logging,
         ErrorInterceptor(translators),
         TokenInterceptor(authenticator, policy),

@@ -25,6 +25,10 @@ class CallState:
     method: str  # full gRPC method, "/taskapi.v1.TaskService/GetTask"
     client_ip: str
     request_id: str
+    # The caller's W3C `traceparent`, as sent (Envoy always sends one): log lines carry its
+    # trace id even when this server does not trace (interceptors/logging.py).
+    traceparent: str | None = None
+    traced: bool = False  # the tracing layer runs this call in a span (tracing on)
     caller: Caller | None = None
     # Why the token was refused; raised by the access check, after the rate limiter counted the call.
     auth_error: Exception | None = None
@@ -59,6 +63,11 @@ def current_call() -> CallState:
     if state is None:
         raise RuntimeError("no gRPC call in progress")
     return state
+
+
+def current_call_or_none() -> CallState | None:
+    """The state of the call being served, or None outside a call (a log line at start-up)."""
+    return _current.get()
 
 
 def current_caller() -> Caller:

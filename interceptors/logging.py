@@ -2,7 +2,10 @@
 JSON lines (`taskapi serve`, for log collectors) or readable text (`taskapi dev`).
 
 The line carries only what operators need to find a call: method, status code,
-duration, request id, caller id and client IP. Never tokens, passwords, emails or
+duration, request id, caller id and client IP. Every JSON line also carries `trace_id` and
+`span_id`: the current span's when tracing is on (interceptors/tracing.py), else, inside a
+call, those of the caller's `traceparent` (Envoy's span, so the line still joins Envoy's
+access log and any trace Envoy exports); null outside a call. Never tokens, passwords, emails or
 request bodies: nothing from the request message or its metadata is read here.
 Health checks and reflection are logged at DEBUG: Envoy checks every replica every
 2 s, and those lines would bury the requests. Metrics count them like any call.
@@ -19,8 +22,9 @@ from typing import Any
 
 import grpc
 from grpc_interceptor import ServerInterceptor
+from opentelemetry.trace import get_current_span
 
-from taskapi.interceptors.context import Continuation, current_call
+from taskapi.interceptors.context import Continuation, current_call, current_call_or_none
 from taskapi.interceptors.metrics import final_code
 
 log = logging.getLogger(__name__)
@@ -136,6 +140,31 @@ class _Clock:
         return f"{text}.{micros // 1000:03d}{self._suffix}"
 
 
+_TRACEPARENT_CHARS = 55  # "00-" + 32 hex trace id + "-" + 16 hex parent span id + "-01"
+
+
+def trace_ids() -> tuple[str | None, str | None]:
+    """(trace id, span id) for a log line written now: the current span's when tracing is
+    on; in a call that is not traced, the caller's traceparent's; else (None, None).
+
+    Inside an untraced call (tracing off) this is one context lookup and two slices: it runs
+    for every call's log line, and the span lookup alone costs ~0.4 us. The traceparent is
+    checked for shape only: Envoy replaces one that does not parse, and a direct client's
+    odd one is at worst odd text in its own line (the JSON encoder escapes it).
+    """
+    state = current_call_or_none()
+    if state is None or state.traced:
+        span_context = get_current_span().get_span_context()
+        if span_context.is_valid:
+            return f"{span_context.trace_id:032x}", f"{span_context.span_id:016x}"
+        if state is None:
+            return None, None
+    parent = state.traceparent
+    if parent is not None and len(parent) == _TRACEPARENT_CHARS and parent[2] == parent[35] == parent[52] == "-":
+        return parent[3:35], parent[36:52]
+    return None, None
+
+
 class JsonFormatter(logging.Formatter):
     """Formats each record as one JSON object: time, level, logger, message, extras."""
 
@@ -151,6 +180,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        payload["trace_id"], payload["span_id"] = trace_ids()
         for key, value in record.__dict__.items():
             if key not in _RECORD_ATTRS:
                 payload[key] = value

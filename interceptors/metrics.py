@@ -8,6 +8,9 @@ several servers in one process (tests, benchmarks) keep separate counts.
     grpc_server_handling_seconds{grpc_type,grpc_service,grpc_method}   (histogram)
     taskapi_ratelimit_decisions_total{decision="allowed|rejected",backend="redis|local"}
     taskapi_cache_requests_total{cache,result="hit|miss|error"}
+    taskapi_password_hashing{state="running|waiting"}     bcrypt work now (the bcrypt queue)
+    taskapi_password_hashing_slots                       hashes allowed at once (BCRYPT_CONCURRENCY)
+    taskapi_password_hashing_refused_total               calls shed with UNAVAILABLE: the queue was full
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import grpc
 from grpc_interceptor import ServerInterceptor, parse_method_name
 from grpc_interceptor.exceptions import GrpcException
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from taskapi.interceptors.context import Continuation, recorded_code
 
@@ -91,6 +96,10 @@ class Metrics:
             registry=registry,
         )
 
+    def measure_password_hashing(self, load: Callable[[], tuple[int, int, int]], slots: int) -> None:
+        """Read (running, waiting, refused) from `load` at every scrape (the PasswordHasher's)."""
+        self.registry.register(_PasswordHashing(load, slots))
+
     def cache_hit(self, cache: str) -> None:
         self.cache_requests.labels(cache, "hit").inc()
 
@@ -102,6 +111,29 @@ class Metrics:
 
     def ratelimit_decision(self, *, allowed: bool, backend: str) -> None:
         self.ratelimit_decisions.labels("allowed" if allowed else "rejected", backend).inc()
+
+
+class _PasswordHashing(Collector):
+    def __init__(self, load: Callable[[], tuple[int, int, int]], slots: int) -> None:
+        self._load = load
+        self._slots = slots
+
+    def collect(self) -> Iterator[Metric]:
+        running, waiting, refused = self._load()
+        now = GaugeMetricFamily(
+            "taskapi_password_hashing", "Password hashes (bcrypt) running, and waiting for a slot.", labels=["state"]
+        )
+        now.add_metric(["running"], running)
+        now.add_metric(["waiting"], waiting)
+        yield now
+        yield GaugeMetricFamily(
+            "taskapi_password_hashing_slots", "Password hashes allowed to run at once.", value=self._slots
+        )
+        yield CounterMetricFamily(
+            "taskapi_password_hashing_refused",
+            "Calls refused with UNAVAILABLE because the password-hashing queue was full.",
+            value=refused,
+        )
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,13 @@ command -v redis-server >/dev/null || apt_packages+=(redis-server)
 # redis-sentinel: the Sentinel failover tests (tests/integration/test_redis_sentinel.py) run real sentinels.
 command -v redis-sentinel >/dev/null || apt_packages+=(redis-sentinel)
 if $dev; then
-  # Client toolchains (clients/go, clients/web tests), and wrk for bench/. Go is built GOPATH-style and
+  # Client toolchains (clients/go, clients/web tests), wrk for bench/, and Prometheus. Go is built GOPATH-style and
   # offline against these Debian packages. golang-github-golang-protobuf-1-5-dev is
   # named explicitly: grpc's codec goes through github.com/golang/protobuf, and the
   # 1.3 package apt would otherwise pick cannot marshal protoc-gen-go 1.28 messages.
   dev_apt=(golang-go protoc-gen-go protoc-gen-go-grpc golang-google-grpc-dev golang-google-protobuf-dev
-           golang-google-genproto-dev golang-github-golang-protobuf-1-5-dev chromium wrk)
+           golang-google-genproto-dev golang-github-golang-protobuf-1-5-dev chromium wrk
+           prometheus)  # promtool checks deploy/prometheus/; a real Prometheus scrapes a stack in tests
   for package in "${dev_apt[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || apt_packages+=("$package")
   done

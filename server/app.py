@@ -42,6 +42,7 @@ from taskapi.server.domain.tasks import Tasks
 from taskapi.server.domain.tokens import Tokens
 from taskapi.server.domain.users import Users
 from taskapi.server.jobs.queue import JobQueue
+from taskapi.server.tracing import Tracing, current_traceparent
 from taskapi.v1 import auth_pb2, auth_pb2_grpc, task_pb2, task_pb2_grpc, user_pb2, user_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,11 @@ class App:
         self.settings = settings
         settings.warn_about_defaults()
         store.connect(settings)
+        # Tracing (OTEL_*; off by default): built first, so what follows is wired with it or untouched.
+        self.tracing = Tracing(settings.tracing, component="taskapi-server") if settings.tracing is not None else None
+        tracer = self.tracing.tracer if self.tracing is not None else None
         # REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER (docs/scaling.md); never logged with its credentials.
-        self.redis = connect_from_settings(settings)
+        self.redis = connect_from_settings(settings, tracer)
         self.metrics = Metrics(CollectorRegistry())
         self.shared_cache = SharedCache(self.redis, listener=self._count_cache)
         self.task_cache = TaskCache(self.shared_cache, settings.cache_ttl_seconds)
@@ -74,27 +78,37 @@ class App:
         if self.job_queue is not None:
             self.relay = worker.outbox_relay(settings, self.job_queue, self.job_metrics).start()
         # Writes that record an event wake the relay: the job is queued within milliseconds.
-        users = store.MongoUserStore(on_event=self.relay.wake if self.relay is not None else None)
+        users = store.MongoUserStore(
+            on_event=self.relay.wake if self.relay is not None else None,
+            traceparent=current_traceparent if self.tracing is not None else None,
+        )
         sessions = store.MongoSessionStore()
+        task_store = store.MongoTaskStore()
+        if self.tracing is not None:  # every store query a span of the call that made it
+            users = self.tracing.traced(users, "store.users")
+            sessions = self.tracing.traced(sessions, "store.sessions")
+            task_store = self.tracing.traced(task_store, "store.tasks")
         page_tokens = PageTokens(settings.jwt_secret)
         self.tokens = tokens_from(settings)
+        hasher = PasswordHasher(
+            rounds=settings.bcrypt_rounds,
+            concurrency=settings.bcrypt_concurrency,
+            # Password checks may hold at most half the workers; the rest serve everything else.
+            max_waiting=max(1, settings.workers // 2 - settings.bcrypt_concurrency),
+        )
+        self.metrics.measure_password_hashing(hasher.load, settings.bcrypt_concurrency)
         self.accounts = Accounts(
             users=users,
             sessions=sessions,
             session_cache=self.session_cache,
-            hasher=PasswordHasher(
-                rounds=settings.bcrypt_rounds,
-                concurrency=settings.bcrypt_concurrency,
-                # Password checks may hold at most half the workers; the rest serve everything else.
-                max_waiting=max(1, settings.workers // 2 - settings.bcrypt_concurrency),
-            ),
+            hasher=hasher,
             tokens=self.tokens,
             refresh_ttl_seconds=settings.refresh_token_ttl_seconds,
             reuse_grace_seconds=settings.refresh_reuse_grace_seconds,
             secret=settings.jwt_secret,
         )
         self.sessions = Sessions(self.tokens, users, sessions, self.session_cache)
-        self.tasks = Tasks(store.MongoTaskStore(), self.task_cache, page_tokens)
+        self.tasks = Tasks(task_store, self.task_cache, page_tokens)
         self.users = Users(users, sessions, self.accounts, self.task_cache, page_tokens)
         self.replicas: list[Replica] = []
         # The Redis reads each call needs, declared by their owners and run in the limiter's round trip.
@@ -121,6 +135,7 @@ class App:
                 metrics=self.metrics,
                 reads=reads,
             ),
+            tracing=self.tracing.interceptor() if self.tracing is not None else None,
         )
         self.metrics_endpoint = serve_metrics(
             self.metrics.registry, port=settings.metrics_port, addr=settings.grpc_host
@@ -203,6 +218,8 @@ class App:
         self.metrics_endpoint.close()
         if self.redis is not None:
             self.redis.close()
+        if self.tracing is not None:
+            self.tracing.shutdown()  # sends the spans still buffered
 
 
 @dataclass

@@ -60,6 +60,40 @@ class SmtpSettings:
         return f"{scheme}://{self.host}:{self.port}{query}"
 
 
+SAMPLERS = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
+OTLP_FORM = "an http:// or https:// URL of an OTLP/gRPC collector, e.g. http://127.0.0.1:4317"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TracingSettings:
+    """OpenTelemetry tracing, read from the standard OTEL_* variables (docs/operations.md).
+    Present only when an OTLP endpoint is set: tracing is off by default."""
+
+    endpoint: str  # OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, else OTEL_EXPORTER_OTLP_ENDPOINT
+    insecure: bool = True  # plaintext gRPC: an http:// endpoint, or OTEL_EXPORTER_OTLP_INSECURE=true
+    # OTEL_EXPORTER_OTLP_HEADERS: often an API key; never logged, never in repr.
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    timeout_seconds: float = 10.0  # OTEL_EXPORTER_OTLP_TIMEOUT (ms in the variable)
+    service_name: str = "taskapi"  # OTEL_SERVICE_NAME
+    resource_attributes: tuple[tuple[str, str], ...] = ()  # OTEL_RESOURCE_ATTRIBUTES
+    sampler: str = "parentbased_always_on"  # OTEL_TRACES_SAMPLER
+    sampler_ratio: float = 1.0  # OTEL_TRACES_SAMPLER_ARG, for the *traceidratio samplers
+    export_delay_ms: int = 5000  # OTEL_BSP_SCHEDULE_DELAY: how often finished spans are sent
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        """The endpoint's host and port (4317 when it names none), for Envoy's OTLP cluster."""
+        url = urllib.parse.urlsplit(self.endpoint)
+        return url.hostname or "127.0.0.1", url.port or 4317
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     # Serving
@@ -128,6 +162,8 @@ class Settings:
     outbox_relay: bool = True  # servers queue their own events (false: leave it to `taskapi worker`)
     outbox_poll_seconds: float = 5.0  # the relay's sweep; writes in this process wake it at once
     worker_metrics_port: int = 9465  # `taskapi worker`'s /metrics (0: any free port)
+    # OpenTelemetry tracing (OTEL_*); None: off, and the request path pays nothing for it.
+    tracing: TracingSettings | None = None
 
     @property
     def queue_redis_url(self) -> str:
@@ -208,6 +244,7 @@ class Settings:
             outbox_relay=reader.choice("OUTBOX_RELAY", "true", ("true", "false")) == "true",
             outbox_poll_seconds=reader.seconds("OUTBOX_POLL_SECONDS", cls.outbox_poll_seconds),
             worker_metrics_port=reader.port("TASKAPI_WORKER_METRICS_PORT", cls.worker_metrics_port),
+            tracing=_tracing_settings(env, reader),
         )
         _check_redis(settings)
         return settings
@@ -387,6 +424,57 @@ def _mail_from(raw: str) -> str:
             f"MAIL_FROM must be an address, optionally with a name (Tasks <no-reply@example.com>), got {raw!r}"
         )
     return raw
+
+
+def _tracing_settings(env: Mapping[str, str], reader: _Reader) -> TracingSettings | None:
+    """The standard OTEL_* variables the OpenTelemetry SDK would read, read here instead (the
+    rule: configuration only through Settings) and handed to the SDK explicitly. Off unless an
+    OTLP endpoint is set; OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none turn it off too."""
+    endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+    disabled = env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"  # the spec: case-insensitive
+    exporter = reader.choice("OTEL_TRACES_EXPORTER", "otlp", ("otlp", "none"))
+    if not endpoint or disabled or exporter == "none":
+        return None
+    url = urllib.parse.urlsplit(endpoint)
+    try:
+        url.port  # noqa: B018  # raises on a bad port
+    except ValueError:
+        raise ConfigError(f"OTEL_EXPORTER_OTLP_ENDPOINT must be {OTLP_FORM}, got {endpoint!r}") from None
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ConfigError(f"OTEL_EXPORTER_OTLP_ENDPOINT must be {OTLP_FORM}, got {endpoint!r}")
+    insecure_default = "true" if url.scheme == "http" else "false"
+    insecure = reader.choice("OTEL_EXPORTER_OTLP_INSECURE", insecure_default, ("true", "false")) == "true"
+    sampler = reader.choice("OTEL_TRACES_SAMPLER", TracingSettings.sampler, SAMPLERS)
+    ratio_text = env.get("OTEL_TRACES_SAMPLER_ARG", "1.0")
+    ratio = _parse(float, ratio_text)
+    if ratio is None or not 0.0 <= ratio <= 1.0:
+        raise ConfigError(f"OTEL_TRACES_SAMPLER_ARG must be a number from 0 to 1, got {ratio_text!r}")
+    return TracingSettings(
+        endpoint=endpoint,
+        insecure=insecure,
+        # The values are not shown: a header here is usually a credential.
+        headers=_key_values(env.get("OTEL_EXPORTER_OTLP_HEADERS", ""), "OTEL_EXPORTER_OTLP_HEADERS", show=False),
+        timeout_seconds=reader.integer("OTEL_EXPORTER_OTLP_TIMEOUT", 10_000, minimum=1) / 1000,
+        service_name=reader.text("OTEL_SERVICE_NAME", "") or TracingSettings.service_name,
+        resource_attributes=_key_values(env.get("OTEL_RESOURCE_ATTRIBUTES", ""), "OTEL_RESOURCE_ATTRIBUTES"),
+        sampler=sampler,
+        sampler_ratio=ratio,
+        export_delay_ms=reader.integer("OTEL_BSP_SCHEDULE_DELAY", TracingSettings.export_delay_ms, minimum=1),
+    )
+
+
+def _key_values(raw: str, name: str, *, show: bool = True) -> tuple[tuple[str, str], ...]:
+    """`key1=value1,key2=value2` (the OTel spec's W3C-baggage-like list), values URL-decoded."""
+    pairs = []
+    for part in raw.split(","):
+        if not part.strip():
+            continue
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            shown = repr(raw) if show else "a value (not shown)"
+            raise ConfigError(f"{name} must be key=value pairs separated by commas, got {shown}")
+        pairs.append((key.strip(), urllib.parse.unquote(value.strip())))
+    return tuple(pairs)
 
 
 def _parse(kind: Callable[[str], _T], raw: str) -> _T | None:

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from opentelemetry.trace import Tracer
 from prometheus_client import CollectorRegistry
 
 from taskapi.interceptors.metrics import serve_metrics
@@ -26,8 +27,9 @@ from taskapi.server import store
 from taskapi.server.cache.client import connect_from_settings
 from taskapi.server.cache.shared import SharedCache
 from taskapi.server.cache.tasks import TaskCache
+from taskapi.server.cache.tracing import traced_client
 from taskapi.server.config import Settings
-from taskapi.server.jobs.admin import NO_QUEUE
+from taskapi.server.jobs.admin import NO_QUEUE, JobsAdmin
 from taskapi.server.jobs.delivery import DeliveryLedger
 from taskapi.server.jobs.handlers import Handlers
 from taskapi.server.jobs.mail import Mailer
@@ -35,6 +37,7 @@ from taskapi.server.jobs.metrics import JobMetrics
 from taskapi.server.jobs.queue import JOB_TYPES, JobConfig, JobQueue, connect_queue
 from taskapi.server.jobs.relay import Relay
 from taskapi.server.jobs.runner import JobRunner
+from taskapi.server.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +48,12 @@ def job_metrics(registry: CollectorRegistry) -> JobMetrics:
     return JobMetrics(registry, JOB_TYPES.values())
 
 
-def job_queue(settings: Settings, metrics: JobMetrics) -> JobQueue:
-    return JobQueue(connect_queue(settings.queue_redis_url), JobConfig.from_settings(settings), metrics)
+def job_queue(settings: Settings, metrics: JobMetrics, tracer: Tracer | None = None) -> JobQueue:
+    """The queue; with a `tracer`, its Redis commands inside a span (a job's) are spans too."""
+    client = connect_queue(settings.queue_redis_url)
+    if tracer is not None:
+        client = traced_client(client, tracer)
+    return JobQueue(client, JobConfig.from_settings(settings), metrics)
 
 
 def outbox_relay(settings: Settings, queue: JobQueue, metrics: JobMetrics) -> Relay:
@@ -61,17 +68,23 @@ class Background:
 
 
 @contextmanager
-def running_worker(settings: Settings, metrics: JobMetrics, *, relay: bool) -> Iterator[Background]:
+def running_worker(
+    settings: Settings, metrics: JobMetrics, *, relay: bool, tracing: Tracing | None = None
+) -> Iterator[Background]:
     """Worker threads on the queue (and an outbox relay over this process's store if
     `relay`), until the block ends; then the jobs in hand finish. Needs the queue's Redis
-    and `settings.smtp`."""
+    and `settings.smtp`. With `tracing`, each job is a span continuing its event's trace,
+    and its store queries and Redis commands are spans inside it."""
     if settings.smtp is None:
         raise ValueError(NO_SMTP)
     store.connect(settings)
-    queue = job_queue(settings, metrics)
+    tracer = tracing.tracer if tracing is not None else None
+    queue = job_queue(settings, metrics, tracer)
     config = queue.config
-    task_cache = TaskCache(SharedCache(connect_from_settings(settings)), settings.cache_ttl_seconds)
+    task_cache = TaskCache(SharedCache(connect_from_settings(settings, tracer)), settings.cache_ttl_seconds)
     tasks = store.MongoTaskStore()
+    if tracing is not None:
+        tasks = tracing.traced(tasks, "store.tasks")
 
     def remove_tasks(owner: str) -> None:
         tasks.delete_owned(owner)
@@ -83,7 +96,9 @@ def running_worker(settings: Settings, metrics: JobMetrics, *, relay: bool) -> I
         sender=settings.mail_from,
         remove_tasks=remove_tasks,
         metrics=metrics,
+        tracing=tracing,
     )
+    metrics.measure_queue(JobsAdmin(queue).counts)
     runner = JobRunner(queue, handlers)
     runner.start()
     sweeper = outbox_relay(settings, queue, metrics).start() if relay else None
@@ -115,8 +130,9 @@ def serve(settings: Settings) -> int:
     registry = CollectorRegistry()
     metrics = job_metrics(registry)
     endpoint = serve_metrics(registry, port=settings.worker_metrics_port, addr=settings.grpc_host)
+    tracing = Tracing(settings.tracing, component="taskapi-worker") if settings.tracing is not None else None
     try:
-        with running_worker(settings, metrics, relay=True):
+        with running_worker(settings, metrics, relay=True, tracing=tracing):
             log.info(
                 "worker running: email through %s; metrics on http://%s:%s/metrics",
                 smtp.url,
@@ -127,5 +143,7 @@ def serve(settings: Settings) -> int:
             log.info("stopping: finishing the jobs in hand (up to %s ms)", settings.jobs_time_limit_ms)
     finally:
         endpoint.close()
+        if tracing is not None:
+            tracing.shutdown()
     log.info("stopped")
     return 0

@@ -13,11 +13,14 @@ the sentinels again on reconnect, Cluster refreshes its slot table), and only on
 redis-py's default (3 retries with backoff) multiplies the time a call waits on an outage
 before the limiter and the caches fall back. A down Redis costs a call at most about two
 timeouts plus one discovery round, never a hang.
+
+With a tracer (tracing on), every round trip of a single-server or Sentinel client is a span
+(cache/tracing.py); a Cluster client is not traced (its pipelines fan out per node).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from redis.backoff import NoBackoff
@@ -27,20 +30,36 @@ from redis.sentinel import Sentinel
 
 from taskapi.server.config import Settings
 
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
+
 AnyRedis = redis.Redis | RedisCluster
 MAX_CONNECTIONS = 64  # bounded per node: more than the worker threads that share it
 
 
-def connect_redis(url: str, timeout_ms: int) -> redis.Redis | None:
+def connect_redis(url: str, timeout_ms: int, tracer: Tracer | None = None) -> redis.Redis | None:
     """A client for one server at `url`, or None without one (then: per-process limits, no cache)."""
     if not url:
         return None
     client: redis.Redis = redis.Redis.from_url(url, max_connections=MAX_CONNECTIONS, **_common(timeout_ms))
-    return client
+    return _traced(client, tracer)
 
 
-def connect_from_settings(settings: Settings) -> AnyRedis | None:
+def connect_from_settings(settings: Settings, tracer: Tracer | None = None) -> AnyRedis | None:
     """The cache's Redis as configured (REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER), or None."""
+    client = _connect(settings)
+    return _traced(client, tracer) if isinstance(client, redis.Redis) else client
+
+
+def _traced(client: redis.Redis, tracer: Tracer | None) -> redis.Redis:
+    if tracer is None:
+        return client
+    from taskapi.server.cache.tracing import traced_client  # only when tracing is on
+
+    return traced_client(client, tracer)
+
+
+def _connect(settings: Settings) -> AnyRedis | None:
     credentials: dict[str, Any] = {}
     if settings.redis_username:
         credentials["username"] = settings.redis_username

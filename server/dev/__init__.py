@@ -124,7 +124,9 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
         # LIFO: registered before Envoy's stop, so the replicas stop after Envoy is gone.
         stack.callback(app.close)
         # The worker takes what the App's relay queues (its own relay only if the App has none).
-        stack.enter_context(worker.running_worker(settings, app.job_metrics, relay=app.relay is None))
+        stack.enter_context(
+            worker.running_worker(settings, app.job_metrics, relay=app.relay is None, tracing=app.tracing)
+        )
         if args.admin_email:  # inside this process: the only one holding the embedded store
             _create_admin(app, args.admin_email, admin_password, out)
         replicas = [app.start_replica(port=0) for _ in range(args.replicas)]
@@ -139,6 +141,8 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
             # A file, not the console: the server already prints a line per call there.
             access_log=str(workdir / "envoy-access.log"),
             replica_concurrency=settings.workers,
+            # Envoy's spans go where the server's go (OTEL_EXPORTER_OTLP_ENDPOINT), if anywhere.
+            otlp_endpoint=settings.tracing.host_port if settings.tracing is not None else None,
         )
         envoy = Envoy(config, workdir, concurrency=2, stdout=None, stderr=None, start_new_session=True)
         stack.enter_context(envoy)

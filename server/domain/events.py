@@ -39,6 +39,9 @@ class NewEvent:
     occur_time: datetime
     # Personal data (an address, a name) only where the handler needs it, never in a log line.
     payload: dict[str, str] = field(default_factory=dict, repr=False)
+    # The W3C traceparent of the call that recorded it ("" untraced): the job that handles
+    # the event continues that trace. Set by the store, which records it with the event.
+    trace_parent: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -5,6 +5,9 @@ limits keep a burst of sign-ins from taking the server down with it:
 - at most `concurrency` hashes run at once, leaving cores for every other call;
 - at most `max_waiting` calls queue for a slot; past that the call is refused
   with UNAVAILABLE and a retry delay instead of holding one more worker thread.
+
+`load()` reports how many hashes run and wait, and how many calls were refused since the
+start, for /metrics (the wiring turns them into taskapi_password_hashing_* metrics).
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ class PasswordHasher:
         self._rounds = rounds
         self._slots = threading.BoundedSemaphore(concurrency)
         self._waiting = threading.BoundedSemaphore(concurrency + max_waiting)
+        # For load(): holders of a waiting permit (running or queued), running, refused.
+        self._lock = threading.Lock()
+        self._held = self._running = self._refused = 0
         # Checked against for unknown emails, so a miss costs what a hit costs.
         self._dummy_hash = bcrypt.hashpw(b"timing-equalizer", bcrypt.gensalt(rounds))
 
@@ -43,24 +49,39 @@ class PasswordHasher:
             matches = bcrypt.checkpw(secret[:MAX_PASSWORD_BYTES], stored)
         return matches and acceptable
 
+    def load(self) -> tuple[int, int, int]:
+        """(running, waiting for a slot, refused since start)."""
+        with self._lock:
+            return self._running, self._held - self._running, self._refused
+
+    def _count(self, *, held: int = 0, running: int = 0, refused: int = 0) -> None:
+        with self._lock:
+            self._held += held
+            self._running += running
+            self._refused += refused
+
     def _slot(self) -> _Slot:
         if not self._waiting.acquire(blocking=False):
+            self._count(refused=1)
             raise Unavailable(
                 "the server is busy checking passwords; retry shortly",
                 retry_after_seconds=1.0,
                 nothing_done=True,
                 reason="PASSWORD_HASHING_BUSY",
             )
-        return _Slot(self._slots, self._waiting)
+        self._count(held=1)
+        return _Slot(self)
 
 
 class _Slot:
-    def __init__(self, slots: threading.BoundedSemaphore, waiting: threading.BoundedSemaphore) -> None:
-        self._slots, self._waiting = slots, waiting
+    def __init__(self, hasher: PasswordHasher) -> None:
+        self._hasher = hasher
 
     def __enter__(self) -> None:
-        self._slots.acquire()
+        self._hasher._slots.acquire()
+        self._hasher._count(running=1)
 
     def __exit__(self, *exc: object) -> None:
-        self._slots.release()
-        self._waiting.release()
+        self._hasher._count(held=-1, running=-1)
+        self._hasher._slots.release()
+        self._hasher._waiting.release()

@@ -114,6 +114,18 @@ class EdgeConfig:
     # Calls waiting at the edge for a replica, all replicas together; more are shed (503).
     queue_size: int = 2048
     overload_retry_seconds: int = 1
+    # Tracing: Envoy always continues a client's W3C traceparent, or starts one (so every
+    # call a replica logs has a trace id, also in the access log). Its own spans are
+    # exported only with an OTLP/gRPC collector here (host, port); else they are dropped.
+    otlp_endpoint: tuple[str, int] | None = None
+    # False: no tracer at all; Envoy then neither starts nor continues trace contexts (a
+    # client's traceparent passes through as is). For measuring what the default costs.
+    trace_context: bool = True
+    trace_service_name: str = "taskapi-edge"
+    # Of requests that arrive without a sampling decision, the share Envoy samples (None:
+    # 100 with a collector, else 0: ids are still generated and propagated, so logs and the
+    # access log carry a trace id, but nothing is recorded).
+    trace_sampling_percent: float | None = None
 
 
 @cache
@@ -174,6 +186,14 @@ def render(config: EdgeConfig) -> str:
         replica_concurrency=config.replica_concurrency,
         queue_size=config.queue_size,
         overload_retry_seconds=config.overload_retry_seconds,
+        trace_context=config.trace_context,
+        otlp_endpoint=list(config.otlp_endpoint) if config.otlp_endpoint is not None else None,
+        trace_service_name=config.trace_service_name,
+        trace_sampling_percent=(
+            config.trace_sampling_percent
+            if config.trace_sampling_percent is not None
+            else (100.0 if config.otlp_endpoint is not None else 0.0)
+        ),
     )
 
 

@@ -19,13 +19,16 @@ class MalformedEvent(ValueError):
 
 
 def to_json(event: Event) -> dict[str, Any]:
-    return {
+    data: dict[str, Any] = {
         "id": event.id,
         "type": event.type,
         "subject": event.subject,
         "occur_time": event.occur_time.isoformat(timespec="milliseconds") + "Z",  # naive UTC in the store
         "payload": dict(event.payload),
     }
+    if event.trace_parent:  # only when traced: older workers ignore the key
+        data["traceparent"] = event.trace_parent
+    return data
 
 
 def from_json(data: object) -> Event:
@@ -45,6 +48,8 @@ def from_json(data: object) -> Event:
         subject=_text(data, "subject"),
         occur_time=occur_time if occur_time.tzinfo is None else occur_time.astimezone(UTC).replace(tzinfo=None),
         payload={_checked(key, "payload"): _checked(value, key, empty=True) for key, value in payload.items()},
+        # The trace of the call that recorded the event, if any (W3C traceparent; "" for none).
+        trace_parent=_traceparent(data.get("traceparent")),
     )
 
 
@@ -56,3 +61,8 @@ def _checked(value: object, name: str, *, empty: bool = False) -> str:
     if not isinstance(value, str) or len(value) > _MAX_FIELD or not (value or empty):
         raise MalformedEvent(f"{name}: not a string of at most {_MAX_FIELD} characters")
     return value
+
+
+def _traceparent(value: object) -> str:
+    """A W3C traceparent is 55 characters; anything else here starts no trace."""
+    return value if isinstance(value, str) and len(value) <= 64 else ""

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from email.message import EmailMessage
-from typing import Any
+from typing import Any, Protocol
 
 import dramatiq
 
+from taskapi.server.domain.entities import now
 from taskapi.server.domain.events import Event
 from taskapi.server.jobs import emails
 from taskapi.server.jobs import events as event_json
@@ -47,6 +49,13 @@ class MalformedJob(Exception):
     version): no retry can help, so it goes straight to the dead letters (`throws`)."""
 
 
+class JobTracing(Protocol):
+    """Given at wiring when tracing is on (taskapi.server.tracing.Tracing): a job's span,
+    continuing the trace of the call that recorded its event (`traceparent`, may be "")."""
+
+    def job_span(self, job_type: str, event_id: str, traceparent: str) -> AbstractContextManager[object]: ...
+
+
 class Handlers:
     def __init__(
         self,
@@ -56,7 +65,9 @@ class Handlers:
         sender: str,
         remove_tasks: Callable[[str], None],
         metrics: JobMetrics,
+        tracing: JobTracing | None = None,
     ) -> None:
+        self._tracing = tracing
         self._ledger = ledger
         self._mailer = mailer
         self._sender = sender
@@ -99,6 +110,14 @@ class Handlers:
             except event_json.MalformedEvent as exc:
                 log.warning("%s: malformed job argument (%s), dead-lettered", job_type, exc)
                 raise MalformedJob(str(exc)) from None
+            if self._tracing is None:
+                run(event)
+                return
+            with self._tracing.job_span(job_type, event.id, event.trace_parent):
+                run(event)
+
+        def run(event: Event) -> None:
+            self._metrics.lag.labels(job_type).observe(max(0.0, (now() - event.occur_time).total_seconds()))
             key = f"{job_type}:{event.id}"
             claim = self._ledger.claim(key)
             if claim.done:

@@ -14,6 +14,7 @@ class PendingEventDoc(me.EmbeddedDocument):
     type = me.StringField(required=True)
     occur_time = me.DateTimeField(required=True)
     payload = me.DictField()
+    traceparent = me.StringField()  # the recording call's trace context, for the job's spans
 
 
 class UserDoc(me.Document):
@@ -46,6 +47,7 @@ class OutboxDoc(me.Document):
     subject = me.StringField(required=True)
     occur_time = me.DateTimeField(required=True)
     payload = me.DictField()
+    traceparent = me.StringField()
     state = me.StringField(required=True, choices=("pending", "void"))
 
 

@@ -88,6 +88,7 @@ def _embedded(doc: UserDoc) -> list[Event]:
             subject=str(doc.id),
             occur_time=item.occur_time,
             payload=dict(item.payload),
+            trace_parent=item.traceparent or "",
         )
         for item in doc.pending_events
     ]
@@ -95,5 +96,10 @@ def _embedded(doc: UserDoc) -> list[Event]:
 
 def _event(doc: OutboxDoc) -> Event:
     return Event(
-        id=doc.event_id, type=doc.type, subject=doc.subject, occur_time=doc.occur_time, payload=dict(doc.payload)
+        id=doc.event_id,
+        type=doc.type,
+        subject=doc.subject,
+        occur_time=doc.occur_time,
+        payload=dict(doc.payload),
+        trace_parent=doc.traceparent or "",
     )

@@ -30,14 +30,28 @@ def to_user(doc: UserDoc) -> User:
     )
 
 
-def pending_event(event: NewEvent) -> PendingEventDoc:
-    return PendingEventDoc(event_id=event.id, type=event.type, occur_time=event.occur_time, payload=event.payload)
+def pending_event(event: NewEvent, traceparent: str = "") -> PendingEventDoc:
+    return PendingEventDoc(
+        event_id=event.id,
+        type=event.type,
+        occur_time=event.occur_time,
+        payload=event.payload,
+        traceparent=traceparent or None,
+    )
+
+
+def _untraced() -> str:
+    return ""
 
 
 class MongoUserStore:
-    def __init__(self, on_event: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, on_event: Callable[[], None] | None = None, *, traceparent: Callable[[], str] | None = None
+    ) -> None:
         # Called after a write that recorded an event: this process's relay hands it out at once.
         self._on_event = on_event or (lambda: None)
+        # The current trace context, recorded with each event (taskapi.server.tracing, when on).
+        self._traceparent = traceparent or _untraced
 
     def find(self, user_id: str) -> User | None:
         oid = object_id(user_id)
@@ -59,7 +73,7 @@ class MongoUserStore:
             disabled=False,
             create_time=user.create_time,
             update_time=user.create_time,
-            pending_events=[pending_event(event)] if event is not None else [],
+            pending_events=[pending_event(event, self._traceparent())] if event is not None else [],
         )
         try:
             doc.save(force_insert=True)  # the user and its event: one document, one atomic write
@@ -75,7 +89,7 @@ class MongoUserStore:
             return None
         updates: dict[str, Any] = {f"set__{k}": v for k, v in changes.items()}
         if event is not None:
-            updates["push__pending_events"] = pending_event(event)  # in the same atomic update
+            updates["push__pending_events"] = pending_event(event, self._traceparent())  # in the same atomic update
         doc = UserDoc.objects(id=oid).modify(new=True, **updates)
         if doc is not None and event is not None:
             self._on_event()
@@ -96,6 +110,7 @@ class MongoUserStore:
                 set__subject=user_id,
                 set__occur_time=event.occur_time,
                 set__payload=event.payload,
+                set__traceparent=self._traceparent() or None,
                 set__state="pending",
             )
         # The user first: from then on the event goes out, and its consumer removes the tasks

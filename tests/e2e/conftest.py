@@ -39,13 +39,14 @@ class Stack:
 
 
 @contextmanager
-def running_stack(settings: Settings, workdir: Path, *, replicas: int = 2) -> Iterator[Stack]:
-    """An App with `replicas` replicas behind a real Envoy; everything stopped on exit."""
+def running_stack(settings: Settings, workdir: Path, *, replicas: int = 2, **edge: Any) -> Iterator[Stack]:
+    """An App with `replicas` replicas behind a real Envoy (`edge`: EdgeConfig fields); everything
+    stopped on exit."""
     app = App(settings)
     try:
         started = [app.start_replica(0) for _ in range(replicas)]
         upstreams = [(settings.grpc_host, replica.port) for replica in started]
-        with running_edge(upstreams, workdir) as envoy:
+        with running_edge(upstreams, workdir, **edge) as envoy:
             yield Stack(app, started, envoy, RestClient(envoy.rest_url), workdir)
     finally:
         app.close(grace=1.0)

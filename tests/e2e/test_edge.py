@@ -27,6 +27,42 @@ def test_rendered_config_passes_envoy_validate(tmp_path: Path) -> None:
     assert "OK" in result.stdout + result.stderr
 
 
+def test_rendered_config_with_an_otlp_collector_passes_envoy_validate(tmp_path: Path) -> None:
+    config = edge_config([("127.0.0.1", 50051)], otlp_endpoint=("collector.example.com", 4317))
+    path = edge.write(config, tmp_path)
+    result = edge.validate(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rendered = yaml.safe_load(path.read_text())
+    clusters = {cluster["name"]: cluster for cluster in rendered["static_resources"]["clusters"]}
+    assert "otlp_disabled" not in clusters
+    address = clusters["otlp_collector"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+    assert address["socket_address"] == {"address": "collector.example.com", "port_value": 4317}
+    for listener in rendered["static_resources"]["listeners"]:
+        manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+        assert manager["tracing"]["random_sampling"]["value"] == 100.0
+        tracer = manager["tracing"]["provider"]["typed_config"]
+        assert tracer["grpc_service"]["envoy_grpc"]["cluster_name"] == "otlp_collector"
+
+
+def test_without_a_collector_envoy_traces_unsampled_and_exports_nowhere() -> None:
+    rendered = yaml.safe_load(edge.render(edge_config([("127.0.0.1", 1)])))
+    clusters = {cluster["name"]: cluster for cluster in rendered["static_resources"]["clusters"]}
+    assert "otlp_collector" not in clusters and clusters["otlp_disabled"]["load_assignment"]["endpoints"] == []
+    for listener in rendered["static_resources"]["listeners"]:
+        manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+        assert manager["tracing"]["random_sampling"]["value"] == 0.0
+        assert manager["tracing"]["provider"]["typed_config"]["http_service"]["http_uri"]["cluster"] == "otlp_disabled"
+
+
+def test_without_a_trace_context_envoy_has_no_tracer(tmp_path: Path) -> None:
+    path = edge.write(edge_config([("127.0.0.1", 1)], trace_context=False), tmp_path)
+    assert edge.validate(path).returncode == 0
+    rendered = yaml.safe_load(path.read_text())
+    assert [cluster["name"] for cluster in rendered["static_resources"]["clusters"]] == [edge.CLUSTER]
+    for listener in rendered["static_resources"]["listeners"]:
+        assert "tracing" not in listener["filter_chains"][0]["filters"][0]["typed_config"]
+
+
 def test_rendered_config_keeps_admin_on_loopback(tmp_path: Path) -> None:
     rendered = edge.render(edge_config([("127.0.0.1", 1)], listen_address="0.0.0.0"))
     admin_block = rendered.split("static_resources:")[0]

@@ -23,6 +23,7 @@ from taskapi.interceptors.chain import build_chain
 from taskapi.interceptors.logging import LoggingInterceptor
 from taskapi.interceptors.metrics import MetricsInterceptor
 from taskapi.interceptors.ratelimit import RateLimitInterceptor
+from taskapi.interceptors.tracing import TracingInterceptor
 from taskapi.server.domain.caller import Caller
 from taskapi.server.domain.errors import NotFound, Unauthenticated
 from taskapi.v1 import auth_pb2, auth_pb2_grpc, task_pb2, task_pb2_grpc
@@ -78,6 +79,7 @@ def make_chain(
     metrics: MetricsInterceptor | None = None,
     logging: LoggingInterceptor | None = None,
     ratelimit: RateLimitInterceptor | None = None,
+    tracing: TracingInterceptor | None = None,
 ) -> list[grpc.ServerInterceptor]:
     """The production chain (interceptors/chain.py) with the given optional layers."""
     return build_chain(
@@ -87,6 +89,7 @@ def make_chain(
         metrics=metrics,
         logging=logging,
         ratelimit=ratelimit,
+        tracing=tracing,
     )
 
 

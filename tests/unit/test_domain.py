@@ -191,3 +191,19 @@ def test_tasks_and_users_share_the_rule() -> None:
     assert "title" not in TASK_UPDATES.defaults and "name" not in USER_UPDATES.defaults
     assert USER_UPDATES.paths(["*"], set(), SELF_EDITABLE) == {"name"}
     assert USER_UPDATES.paths(["*"], set(), ADMIN_EDITABLE) == {"name", "role", "disabled"}
+
+
+def test_password_hasher_reports_its_queue_and_counts_refusals() -> None:
+    from taskapi.server.domain.errors import Unavailable
+    from taskapi.server.domain.passwords import PasswordHasher
+
+    hasher = PasswordHasher(rounds=4, concurrency=1, max_waiting=0)
+    assert hasher.load() == (0, 0, 0)
+    hashed = hasher.hash("correct horse battery")
+    assert hasher.verify("correct horse battery", hashed) and hasher.load() == (0, 0, 0)
+    with hasher._slot():  # one hash in progress: the queue (1 slot, no waiting room) is full
+        assert hasher.load() == (1, 0, 0)
+        with pytest.raises(Unavailable):
+            hasher.verify("correct horse battery", hashed)
+        assert hasher.load() == (1, 0, 1)
+    assert hasher.load() == (0, 0, 1)
