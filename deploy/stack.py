@@ -106,6 +106,19 @@ SETTINGS = (
     Setting("LOGIN_BACKOFF_SECONDS"),
     # The Envoy pods' addresses, whose X-Forwarded-For the servers believe: set your pod CIDR.
     Setting("TRUSTED_PROXIES", "10.0.0.0/8"),
+    # Tracing (OpenTelemetry's standard variables; off while no endpoint is set)
+    Setting("OTEL_EXPORTER_OTLP_ENDPOINT"),
+    Setting("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+    Setting("OTEL_EXPORTER_OTLP_HEADERS", secret=True),  # often an API key
+    Setting("OTEL_EXPORTER_OTLP_INSECURE"),
+    Setting("OTEL_EXPORTER_OTLP_TIMEOUT"),
+    Setting("OTEL_SERVICE_NAME"),
+    Setting("OTEL_RESOURCE_ATTRIBUTES"),
+    Setting("OTEL_TRACES_SAMPLER"),
+    Setting("OTEL_TRACES_SAMPLER_ARG"),
+    Setting("OTEL_TRACES_EXPORTER"),
+    Setting("OTEL_SDK_DISABLED"),
+    Setting("OTEL_BSP_SCHEDULE_DELAY"),
     # Background work
     Setting("SMTP_URL", secret=True, required_by=("worker",)),  # may carry credentials
     Setting("MAIL_FROM"),
