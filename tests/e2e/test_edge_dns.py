@@ -20,7 +20,7 @@ UNAUTHENTICATED = 16
 def test_dns_upstream_renders_a_strict_dns_cluster(tmp_path: Path) -> None:
     config = edge_config([("taskapi-server", 50051)], upstream_dns=True, dns_refresh_seconds=3)
     rendered = yaml.safe_load(edge.render(config))
-    (cluster,) = rendered["static_resources"]["clusters"]
+    (cluster,) = [c for c in rendered["static_resources"]["clusters"] if c["name"].startswith("taskapi_")]
     # STRICT_DNS, in the form Envoy 1.40 no longer calls deprecated: the DNS cluster extension.
     dns = cluster["cluster_type"]["typed_config"]
     assert "type" not in cluster
@@ -36,7 +36,7 @@ def test_dns_upstream_renders_a_strict_dns_cluster(tmp_path: Path) -> None:
 
 def test_static_upstreams_stay_static() -> None:
     rendered = yaml.safe_load(edge.render(edge_config([("127.0.0.1", 50051)])))
-    (cluster,) = rendered["static_resources"]["clusters"]
+    (cluster,) = [c for c in rendered["static_resources"]["clusters"] if c["name"].startswith("taskapi_")]
     assert cluster["type"] == "STATIC"
     assert "cluster_type" not in cluster
 
