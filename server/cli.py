@@ -1,6 +1,7 @@
 """The `taskapi` command.
 
-taskapi serve          run one replica until SIGTERM/SIGINT, then drain
+taskapi serve          run one replica until SIGTERM/SIGINT, then drain (`--services auth,users`
+                       or `--services tasks`: only those services; default all)
 taskapi create-admin   create an admin account in MONGODB_URI (never from a request)
 taskapi dev            the whole stack locally: replicas, Envoy, Redis, a worker, a mail sink
                        (`--admin-email` creates an admin inside it)
@@ -11,6 +12,7 @@ taskapi jobs           background jobs: counts, `dead` (the dead letters), `retr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import getpass
 import logging
 import os
@@ -19,7 +21,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
-from taskapi.server.config import ConfigError, Settings
+from taskapi.server.config import ConfigError, Settings, parse_services
 
 if TYPE_CHECKING:
     from taskapi.server.domain.accounts import Accounts
@@ -108,7 +110,7 @@ def create_admin(settings: Settings, email: str, name: str) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    store.connect(settings)
+    store.connect(settings, (store.ACCOUNTS,))
     accounts = Accounts(
         users=store.MongoUserStore(),
         sessions=store.MongoSessionStore(),
@@ -146,7 +148,13 @@ def _run(argv: list[str]) -> int:
         prog="taskapi", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="run one gRPC replica")
+    serve_parser = commands.add_parser("serve", help="run one gRPC replica")
+    serve_parser.add_argument(
+        "--services",
+        metavar="LIST",
+        help="the services this replica serves: auth, tasks, users, separated by commas, or all "
+        "(default TASKAPI_SERVICES, else all)",
+    )
     admin = commands.add_parser("create-admin", help="create an admin account")
     admin.add_argument("--email", required=True)
     admin.add_argument("--name", default="Administrator")
@@ -164,6 +172,8 @@ def _run(argv: list[str]) -> int:
     settings = Settings.from_env()
     configure_logging(settings.log_level, settings.log_format or "json")
     if args.command == "serve":
+        if args.services is not None:
+            settings = dataclasses.replace(settings, services=parse_services(args.services))
         return serve(settings)
     if args.command == "worker":
         from taskapi.server import worker

@@ -1,7 +1,8 @@
 """The background side, wired: `taskapi worker`.
 
-What app.py is to the servers: the one module that builds the job queue, the jobs with
-what they need (the SMTP server, the task store, the task cache) and the outbox relay.
+What app.py is to the servers: the one module that builds the job queue, the email jobs
+with the SMTP server, and the outbox relay. (The task side of a deletion is the task
+service's own job: app.py runs it in every server that serves tasks.)
 
     taskapi worker   runs the jobs and an outbox relay until SIGTERM/SIGINT, then finishes
                      the jobs in hand; serves its own /metrics (TASKAPI_WORKER_METRICS_PORT)
@@ -15,7 +16,7 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -23,9 +24,6 @@ from prometheus_client import CollectorRegistry
 
 from taskapi.interceptors.metrics import serve_metrics
 from taskapi.server import store
-from taskapi.server.cache.client import connect_redis
-from taskapi.server.cache.shared import SharedCache
-from taskapi.server.cache.tasks import TaskCache
 from taskapi.server.config import Settings
 from taskapi.server.jobs.admin import NO_QUEUE
 from taskapi.server.jobs.delivery import DeliveryLedger
@@ -38,6 +36,8 @@ from taskapi.server.jobs.runner import JobRunner
 
 log = logging.getLogger(__name__)
 
+TaskCleanup = Callable[[str], None]  # owner id -> that owner's tasks and cache gone
+
 NO_SMTP = "SMTP_URL is not set: the worker sends email (smtp://user:password@host:587?starttls=true)"
 
 
@@ -47,6 +47,17 @@ def job_metrics(registry: CollectorRegistry) -> JobMetrics:
 
 def job_queue(settings: Settings, metrics: JobMetrics) -> JobQueue:
     return JobQueue(connect_queue(settings.queue_redis_url), JobConfig.from_settings(settings), metrics)
+
+
+def task_side_jobs(settings: Settings, queue: JobQueue, tasks: TaskCleanup) -> JobRunner:
+    """The task service's consumer: the task side of a deletion, on its own queue."""
+    config = queue.config
+    handlers = Handlers(
+        ledger=DeliveryLedger(queue.client, config.namespace, lease_ms=config.lease_ms),
+        metrics=queue.metrics,
+        remove_tasks=tasks,
+    )
+    return JobRunner(queue, handlers, threads=1)  # one deletion at a time is plenty
 
 
 def outbox_relay(settings: Settings, queue: JobQueue, metrics: JobMetrics) -> Relay:
@@ -67,23 +78,13 @@ def running_worker(settings: Settings, metrics: JobMetrics, *, relay: bool) -> I
     and `settings.smtp`."""
     if settings.smtp is None:
         raise ValueError(NO_SMTP)
-    store.connect(settings)
+    store.connect(settings, (store.ACCOUNTS,))  # the outbox: the worker reads nothing of the tasks
     queue = job_queue(settings, metrics)
     config = queue.config
-    task_cache = TaskCache(
-        SharedCache(connect_redis(settings.redis_url, settings.redis_timeout_ms)), settings.cache_ttl_seconds
-    )
-    tasks = store.MongoTaskStore()
-
-    def remove_tasks(owner: str) -> None:
-        tasks.delete_owned(owner)
-        task_cache.invalidate(owner)
-
     handlers = Handlers(
         ledger=DeliveryLedger(queue.client, config.namespace, lease_ms=config.lease_ms),
         mailer=Mailer(settings.smtp, timeout=config.smtp_timeout_seconds),
         sender=settings.mail_from,
-        remove_tasks=remove_tasks,
         metrics=metrics,
     )
     runner = JobRunner(queue, handlers)
