@@ -40,15 +40,27 @@ def configure_logging(level: str, log_format: str = "json") -> None:
     redact_grpc_metadata()
 
 
-def serve(settings: Settings) -> int:
+def serve(settings: Settings, admin_email: str | None = None) -> int:
     from taskapi.server.app import App
+    from taskapi.server.domain.errors import ApiError
 
+    if admin_email:  # before anything starts: no usable password is a clear error
+        try:
+            password = admin_password(settings, interactive=sys.stdin.isatty())
+        except ValueError as error:
+            print(f"error: --admin-email: {error}", file=sys.stderr)
+            return 2
     app = App(settings)
+    if admin_email:  # into this process's store (the embedded one lives only here)
+        try:
+            print(add_admin(app.accounts, admin_email, password), flush=True)
+        except ApiError as error:
+            print(f"taskapi serve: --admin-email: {error.message}; left as it is", flush=True)
     replica = app.start_replica()
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
-    log.info("serving gRPC on %s", replica.address)
+    log.info("serving gRPC on %s (%s)", replica.address, ", ".join(settings.services))
     stopping.wait()
     log.info("draining (up to %ss)", settings.shutdown_grace_seconds)
     app.close()
@@ -155,6 +167,12 @@ def _run(argv: list[str]) -> int:
         help="the services this replica serves: auth, tasks, users, separated by commas, or all "
         "(default TASKAPI_SERVICES, else all)",
     )
+    serve_parser.add_argument(
+        "--admin-email",
+        metavar="EMAIL",
+        help="create this admin in the store at start, if absent (password: TASKAPI_ADMIN_PASSWORD); "
+        "for an embedded store, which no other process can reach",
+    )
     admin = commands.add_parser("create-admin", help="create an admin account")
     admin.add_argument("--email", required=True)
     admin.add_argument("--name", default="Administrator")
@@ -174,7 +192,10 @@ def _run(argv: list[str]) -> int:
     if args.command == "serve":
         if args.services is not None:
             settings = dataclasses.replace(settings, services=parse_services(args.services))
-        return serve(settings)
+        if args.admin_email and not settings.serves_accounts:
+            print("error: --admin-email needs the account services (--services auth,users)", file=sys.stderr)
+            return 2
+        return serve(settings, args.admin_email)
     if args.command == "worker":
         from taskapi.server import worker
 

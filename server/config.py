@@ -375,6 +375,12 @@ def _mail_from(raw: str) -> str:
     return raw
 
 
+def child_environment(overrides: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment with `overrides`: what a child `taskapi` process (the split
+    `taskapi dev` starts some) reads its Settings from."""
+    return dict(os.environ) | dict(overrides)
+
+
 def _parse(kind: Callable[[str], _T], raw: str) -> _T | None:
     """`kind(raw)`, or None when `raw` is not one."""
     try:
