@@ -98,7 +98,7 @@ class App:
         authenticator: Authenticator
         session_read = RedisSessionCache.command
         if settings.serves_accounts:
-            if self.job_queue is not None:
+            if self.job_queue is not None and settings.outbox_relay:
                 self.relay = worker.outbox_relay(settings, self.job_queue, self.job_metrics).start()
             self._build_accounts(settings, page_tokens)
             authenticator = Sessions(self.tokens, self._user_store, self._session_store, self.session_cache)
@@ -200,7 +200,9 @@ class App:
         return tuple(SERVICE_OF[name] for name in self.settings.services)
 
     def _job_queue(self, settings: Settings) -> JobQueue | None:
-        if not settings.outbox_relay:
+        # The task service consumes its jobs whatever OUTBOX_RELAY says (no one else can);
+        # the account services queue their events only with it.
+        if not settings.outbox_relay and not settings.serves_tasks:
             return None
         if not settings.queue_redis_url:
             log.warning("REDIS_URL is not set: no background work (email); events wait in the store for a relay")

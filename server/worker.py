@@ -57,7 +57,8 @@ def task_side_jobs(settings: Settings, queue: JobQueue, tasks: TaskCleanup) -> J
         metrics=queue.metrics,
         remove_tasks=tasks,
     )
-    return JobRunner(queue, handlers, threads=1)  # one deletion at a time is plenty
+    # One deletion at a time is plenty; a short poll, so a server's shutdown does not wait on it.
+    return JobRunner(queue, handlers, threads=1, poll_ms=100)
 
 
 def outbox_relay(settings: Settings, queue: JobQueue, metrics: JobMetrics) -> Relay:

@@ -19,7 +19,9 @@ log = logging.getLogger(__name__)
 
 
 class JobRunner:
-    def __init__(self, queue: JobQueue, handlers: Handlers, *, threads: int | None = None) -> None:
+    def __init__(
+        self, queue: JobQueue, handlers: Handlers, *, threads: int | None = None, poll_ms: int | None = None
+    ) -> None:
         self._queue = queue
         self._queues = sorted(handlers.queues)
         self._threads = threads or queue.config.threads
@@ -29,7 +31,7 @@ class JobRunner:
             queue.broker,
             queues=set(self._queues),  # only the queues of the jobs declared here
             worker_threads=self._threads,
-            worker_timeout=queue.config.poll_ms,
+            worker_timeout=poll_ms or queue.config.poll_ms,  # also how long a stop waits for idle consumers
         )
 
     def start(self) -> None:

@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
+from taskapi.server import edge
 from taskapi.server.edge import Envoy
 from tests.conftest import GENEROUS, TEST_SECRET
 from tests.e2e.conftest import Account, Stack, assert_error, login, register, resource
-from tests.support.edge import RestClient, running_edge
+from tests.support.edge import RestClient, edge_config, running_edge
 from tests.support.jobs import Process, namespace, running
 
 UNAVAILABLE = 14
@@ -153,3 +155,48 @@ def test_the_split_edge_routes_each_service_to_its_own_health_checked_cluster(st
         assert ours == {"taskapi_auth", "taskapi_users", "taskapi_tasks"}
         for name in ours:
             assert f"{name}::127.0.0.1" in clusters and "health_flags::healthy" in clusters
+
+
+SPLIT_UPSTREAMS = {
+    "auth": [("127.0.0.1", 1)],
+    "users": [("127.0.0.1", 1)],
+    "tasks": [("127.0.0.1", 2), ("127.0.0.1", 3)],
+}
+
+
+def test_the_split_config_passes_envoy_validate_and_routes_every_rpc_to_its_service(tmp_path: Path) -> None:
+    config = edge_config([], service_upstreams=SPLIT_UPSTREAMS)
+    result = edge.validate(edge.write(config, tmp_path))
+    assert result.returncode == 0, result.stderr
+    rendered = yaml.safe_load(edge.render(config))
+    clusters = {c["name"]: c for c in rendered["static_resources"]["clusters"]}
+    assert set(clusters) == {"taskapi_auth", "taskapi_users", "taskapi_tasks"}
+    for key, name in (("auth", "AuthService"), ("users", "UserService"), ("tasks", "TaskService")):
+        cluster = clusters[f"taskapi_{key}"]
+        assert cluster["health_checks"][0]["grpc_health_check"]["service_name"] == f"taskapi.v1.{name}"
+        ports = [
+            e["endpoint"]["address"]["socket_address"]["port_value"]
+            for e in cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+        ]
+        assert ports == [port for _, port in SPLIT_UPSTREAMS[key]]
+    for listener in rendered["static_resources"]["listeners"]:
+        routes = listener["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0][
+            "routes"
+        ]
+        for route in routes:
+            match = route["match"].get("path") or route["match"].get("prefix", "")
+            for key, name in (("auth", "AuthService"), ("users", "UserService"), ("tasks", "TaskService")):
+                if match.startswith(f"/taskapi.v1.{name}/"):
+                    assert route["route"]["cluster"] == f"taskapi_{key}", route
+
+
+@pytest.mark.parametrize(
+    "upstreams",
+    [{"auth": [("127.0.0.1", 1)], "users": [("127.0.0.1", 1)]}, SPLIT_UPSTREAMS | {"billing": [("127.0.0.1", 4)]}],
+    ids=["a service without replicas", "an unknown service"],
+)
+def test_a_split_config_must_place_every_service_and_only_those(upstreams: dict[str, list[tuple[str, int]]]) -> None:
+    with pytest.raises(ValueError, match="service_upstreams needs replicas for each of auth, tasks, users"):
+        edge.render(edge_config([], service_upstreams=upstreams))
+    with pytest.raises(ValueError, match="at least one upstream"):
+        edge.render(edge_config([]))
