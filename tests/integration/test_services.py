@@ -272,3 +272,49 @@ app.close(grace=0)
     store.connect(make_settings())
     assert set(me.get_db(store.TASKS).list_collection_names()) <= {"tasks"}
     assert set(me.get_db(store.ACCOUNTS).list_collection_names()) <= {"users", "refresh_tokens", "outbox"}
+
+
+def test_taskapi_jobs_sees_and_retries_the_task_services_dead_letters(redis_url: str) -> None:
+    """The task service's queue is one of `taskapi jobs`' queues: a cleanup that failed for
+    good is listed with the email jobs' dead letters, and a retry goes back to that queue."""
+    from prometheus_client import CollectorRegistry
+
+    from taskapi.server import worker
+    from taskapi.server.jobs.admin import JobsAdmin
+
+    settings = make_settings(redis_url, jobs_namespace=namespace(), **(FAST_JOBS | {"jobs_max_retries": 0}))
+    queue = worker.job_queue(settings, worker.job_metrics(CollectorRegistry()))
+    removed: list[str] = []
+
+    def broken(owner: str) -> None:
+        raise RuntimeError("the task store is gone")
+
+    event = Event(
+        id="e" * 32, type="user.deleted", occur_time=user_deleted("x").occur_time, subject="6b0ad69f3e182fdd97bd66ce"
+    )
+    failing = worker.task_side_jobs(settings, queue, broken)
+    failing.start()
+    try:
+        queue.enqueue(event)
+        deadline = time.monotonic() + 10
+        while not (dead := JobsAdmin(queue).dead()):
+            assert time.monotonic() < deadline, "the failing cleanup never reached the dead letters"
+            time.sleep(0.05)
+    finally:
+        failing.stop()
+    assert [(job.job_type, job.subject) for job in dead] == [(USER_DELETED_CLEANUP, event.subject)]
+    assert JobsAdmin(queue).counts().dead == 1
+    fixed_queue = worker.job_queue(settings, worker.job_metrics(CollectorRegistry()))
+    fixed = worker.task_side_jobs(settings, fixed_queue, removed.append)
+    fixed.start()
+    try:
+        assert [job.job_id for job in JobsAdmin(queue).retry(None)] == [event.id]
+        deadline = time.monotonic() + 10
+        while removed != [event.subject]:
+            assert time.monotonic() < deadline, "the retried cleanup never ran"
+            time.sleep(0.05)
+        assert JobsAdmin(queue).counts().dead == 0
+    finally:
+        fixed.stop()
+        queue.client.close()
+        fixed_queue.client.close()
