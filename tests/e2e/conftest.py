@@ -11,6 +11,7 @@ own with `running_stack`.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import uuid
 from collections.abc import Iterator
@@ -66,8 +67,14 @@ class Stack:
 
 
 @contextmanager
-def running_stack(settings: Settings, workdir: Path, *, replicas: int = 2) -> Iterator[Stack]:
-    """An App with `replicas` replicas behind a real Envoy; everything stopped on exit."""
+def running_stack(settings: Settings, workdir: Path, *, replicas: int = 2, layout: str = "single") -> Iterator[Stack]:
+    """An App with `replicas` replicas behind a real Envoy; everything stopped on exit.
+    `layout="split"`: in this process, an App serving the account services and one serving
+    the task service, `replicas` each, one Envoy cluster per service."""
+    if layout == "split":
+        with running_split_stack(settings, workdir, replicas=replicas) as stack:
+            yield stack
+        return
     app = App(settings)
     try:
         started = [app.start_replica(0) for _ in range(replicas)]
@@ -76,6 +83,27 @@ def running_stack(settings: Settings, workdir: Path, *, replicas: int = 2) -> It
             yield Stack(app, started, envoy, RestClient(envoy.rest_url), workdir)
     finally:
         app.close(grace=1.0)
+
+
+@contextmanager
+def running_split_stack(settings: Settings, workdir: Path, *, replicas: int = 2) -> Iterator[Stack]:
+    accounts = App(dataclasses.replace(settings, services=("auth", "users")))
+    tasks = App(dataclasses.replace(settings, services=("tasks",)))
+    try:
+        account_replicas = [accounts.start_replica(0) for _ in range(replicas)]
+        task_replicas = [tasks.start_replica(0) for _ in range(replicas)]
+        account_addresses = [(settings.grpc_host, replica.port) for replica in account_replicas]
+        upstreams = {
+            "auth": account_addresses,
+            "users": account_addresses,
+            "tasks": [(settings.grpc_host, replica.port) for replica in task_replicas],
+        }
+        with running_edge([], workdir, service_upstreams=upstreams) as envoy:
+            started = account_replicas + task_replicas
+            yield Stack(accounts, started, envoy, RestClient(envoy.rest_url), workdir, "split")
+    finally:
+        tasks.close(grace=1.0)
+        accounts.close(grace=1.0)
 
 
 SPLIT_ENV = {

@@ -85,15 +85,18 @@ def upstream_requests(envoy: Envoy) -> dict[int, int]:
 
 
 def cluster_stats(envoy: Envoy, prefix: str = "outlier_detection.") -> dict[str, int]:
-    """The replicas cluster's counters and gauges under `prefix`, by the rest of their name
-    (`ejections_active` for cluster.taskapi_replicas.outlier_detection.ejections_active)."""
-    head = f"cluster.{CLUSTER}.{prefix}"
-    body = envoy.admin_get(f"/stats?filter=^{head}&format=json")
-    return {
-        item["name"].removeprefix(head): int(item["value"])
-        for item in json.loads(body).get("stats", [])
-        if "value" in item
-    }
+    """Our clusters' counters and gauges under `prefix`, by the rest of their name, summed over
+    the clusters (`ejections_active` for cluster.taskapi_replicas.outlier_detection.ejections_active;
+    split, the sum over taskapi_auth, taskapi_users and taskapi_tasks)."""
+    body = envoy.admin_get(f"/stats?filter={prefix.replace('.', '[.]')}&format=json")
+    totals: dict[str, int] = {}
+    for item in json.loads(body).get("stats", []):
+        for cluster in CLUSTERS:
+            head = f"cluster.{cluster}.{prefix}"
+            if "value" in item and item["name"].startswith(head):
+                name = item["name"].removeprefix(head)
+                totals[name] = totals.get(name, 0) + int(item["value"])
+    return totals
 
 
 @dataclass(frozen=True)
