@@ -64,6 +64,7 @@ DEFAULT_REST_PORT = 8080
 DEFAULT_GRPC_PORT = 8081
 DEFAULT_ADMIN_PORT = 9901
 DEFAULT_WEB_PORT = 3000
+DEFAULT_REPLICAS = 2
 # Dev-only: the browser pages are served from the checkout (server/dev/ -> the repo root).
 CLIENTS_DIR = Path(__file__).resolve().parents[2] / "clients"
 READY_TIMEOUT_SECONDS = 60.0
@@ -97,6 +98,9 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
     from taskapi.server.dev.mailsink import mail_sink
 
     settings = Settings.from_env()
+    if args.split and args.replicas is not None:
+        # Each embedded store lives in one process: a second account process would hold other accounts.
+        raise DevError("--replicas does not apply with --split: one process per side, each with its own embedded store")
     ports = {
         "--rest-port": claim_port(args.listen, args.rest_port, "--rest-port"),
         "--grpc-port": claim_port(args.listen, args.grpc_port, "--grpc-port"),
@@ -139,7 +143,7 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
             stack.enter_context(worker.running_worker(settings, app.job_metrics, relay=app.relay is None))
             if args.admin_email:  # inside this process: the only one holding the embedded store
                 _create_admin(app, args.admin_email, admin_password, out)
-            replicas = [app.start_replica(port=0) for _ in range(args.replicas)]
+            replicas = [app.start_replica(port=0) for _ in range(args.replicas or DEFAULT_REPLICAS)]
             upstreams = {"upstreams": [(settings.grpc_host, replica.port) for replica in replicas]}
             endpoints = ", ".join(f"{settings.grpc_host}:{r.port}" for r in replicas)
             metrics = f"http://{settings.grpc_host}:{app.metrics_port}/metrics"
@@ -386,7 +390,12 @@ def _parser() -> argparse.ArgumentParser:
         prog="taskapi dev",
         description="Run Redis, N server replicas and Envoy locally (REST under /api/v1/, gRPC).",
     )
-    parser.add_argument("--replicas", type=_positive, default=2, help="server replicas (default 2; not with --split)")
+    parser.add_argument(
+        "--replicas",
+        type=_positive,
+        default=None,
+        help=f"server replicas (default {DEFAULT_REPLICAS}; not with --split)",
+    )
     parser.add_argument(
         "--split",
         action="store_true",
