@@ -118,17 +118,22 @@ def test_a_malformed_grpc_timeout_breaks_no_other_call(hostile: Stack, someone: 
 
 def test_a_valid_grpc_timeout_is_still_honoured_on_the_grpc_port(hostile: Stack) -> None:
     # 1 ns: the call must end DEADLINE_EXCEEDED, except when the replica wins the race
-    # against Envoy's timer (seen under load); a dropped header never would.
-    codes = {
-        raw_grpc_call(
+    # against Envoy's timer (seen under load), or when the replica's grpc, past the deadline
+    # itself, resets the stream (RST_STREAM after its headers: about one call in seven on a
+    # loaded box); a dropped header never would give any of those but UNAUTHENTICATED.
+    outcomes: set[grpc.StatusCode | str | None] = set()
+    for _ in range(20):
+        reply = raw_grpc_call(
             ("127.0.0.1", hostile.envoy.config.grpc_port), LOGIN, _login(), headers=[(b"grpc-timeout", b"1n")]
-        ).code
-        for _ in range(5)
-    }
-    assert grpc.StatusCode.DEADLINE_EXCEEDED in codes and codes <= {
+        )
+        outcomes.add("reset" if reply.code is None and reply.reset is not None else reply.code)
+        if grpc.StatusCode.DEADLINE_EXCEEDED in outcomes:
+            break
+    assert grpc.StatusCode.DEADLINE_EXCEEDED in outcomes and outcomes <= {
         grpc.StatusCode.DEADLINE_EXCEEDED,
         grpc.StatusCode.UNAUTHENTICATED,
-    }, codes
+        "reset",
+    }, outcomes
 
 
 def _assert_others_unharmed(stack: Stack, account: Account) -> None:
