@@ -19,6 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
+from taskapi.interceptors.auth import Authenticator
 from taskapi.interceptors.chain import build_chain
 from taskapi.interceptors.logging import LoggingInterceptor
 from taskapi.interceptors.metrics import Metrics, MetricsInterceptor, serve_metrics
@@ -30,6 +31,7 @@ from taskapi.server.api.task_service import TaskServicer
 from taskapi.server.api.user_service import UserServicer
 from taskapi.server.cache.client import connect_from_settings
 from taskapi.server.cache.reads import ReadPlan
+from taskapi.server.cache.session_state import RedisSessionState
 from taskapi.server.cache.sessions import RedisSessionCache
 from taskapi.server.cache.shared import SharedCache
 from taskapi.server.cache.tasks import TaskCache
@@ -37,11 +39,12 @@ from taskapi.server.config import Settings
 from taskapi.server.domain.accounts import Accounts
 from taskapi.server.domain.page_tokens import PageTokens
 from taskapi.server.domain.passwords import PasswordHasher
-from taskapi.server.domain.sessions import Sessions
+from taskapi.server.domain.sessions import PublishedSessions, Sessions
 from taskapi.server.domain.tasks import Tasks
 from taskapi.server.domain.tokens import Tokens
 from taskapi.server.domain.users import Users
 from taskapi.server.jobs.queue import JobQueue
+from taskapi.server.jobs.runner import JobRunner
 from taskapi.server.tracing import Tracing, current_traceparent
 from taskapi.v1 import auth_pb2, auth_pb2_grpc, task_pb2, task_pb2_grpc, user_pb2, user_pb2_grpc
 
@@ -53,15 +56,25 @@ SERVICES = (
     user_pb2.DESCRIPTOR.services_by_name["UserService"],
 )
 SERVICE_NAMES = tuple(s.full_name for s in SERVICES)
+# `--services` names (config.SERVICES) -> the gRPC service each one is.
+SERVICE_OF = {"auth": "taskapi.v1.AuthService", "tasks": "taskapi.v1.TaskService", "users": "taskapi.v1.UserService"}
 
 
 class App:
-    """The process-wide dependencies every replica shares."""
+    """The process-wide dependencies every replica shares.
+
+    `settings.services` says which services the replicas serve (docs/services.md): the
+    account services (auth, users) and the task service (tasks) are built only where they
+    are served, each on its own store, so one code base runs as one service or as several.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         settings.warn_about_defaults()
-        store.connect(settings)
+        sides = ((store.ACCOUNTS,) if settings.serves_accounts else ()) + (
+            (store.TASKS,) if settings.serves_tasks else ()
+        )
+        store.connect(settings, sides)
         # Tracing (OTEL_*; off by default): built first, so what follows is wired with it or untouched.
         self.tracing = Tracing(settings.tracing, component="taskapi-server") if settings.tracing is not None else None
         tracer = self.tracing.tracer if self.tracing is not None else None
@@ -71,57 +84,49 @@ class App:
         self.shared_cache = SharedCache(self.redis, listener=self._count_cache)
         self.task_cache = TaskCache(self.shared_cache, settings.cache_ttl_seconds)
         self.session_cache = RedisSessionCache(self.shared_cache)
+        self.session_state = RedisSessionState(self.shared_cache, access_ttl_seconds=settings.access_token_ttl_seconds)
         # The outbox relay: queues the events this process's writes record (docs/background-work.md).
         self.job_metrics = worker.job_metrics(self.metrics.registry)
         self.job_queue = self._job_queue(settings)
         self.relay = None
-        if self.job_queue is not None:
-            self.relay = worker.outbox_relay(settings, self.job_queue, self.job_metrics).start()
-        # Writes that record an event wake the relay: the job is queued within milliseconds.
-        users = store.MongoUserStore(
-            on_event=self.relay.wake if self.relay is not None else None,
-            traceparent=current_traceparent if self.tracing is not None else None,
-        )
-        sessions = store.MongoSessionStore()
-        task_store = store.MongoTaskStore()
-        if self.tracing is not None:  # every store query a span of the call that made it
-            users = self.tracing.traced(users, "store.users")
-            sessions = self.tracing.traced(sessions, "store.sessions")
-            task_store = self.tracing.traced(task_store, "store.tasks")
+        self.task_jobs: JobRunner | None = None
         page_tokens = PageTokens(settings.jwt_secret)
         self.tokens = tokens_from(settings)
-        hasher = PasswordHasher(
-            rounds=settings.bcrypt_rounds,
-            concurrency=settings.bcrypt_concurrency,
-            # Password checks may hold at most half the workers; the rest serve everything else.
-            max_waiting=max(1, settings.workers // 2 - settings.bcrypt_concurrency),
-        )
-        self.metrics.measure_password_hashing(hasher.load, settings.bcrypt_concurrency)
-        self.accounts = Accounts(
-            users=users,
-            sessions=sessions,
-            session_cache=self.session_cache,
-            hasher=hasher,
-            tokens=self.tokens,
-            refresh_ttl_seconds=settings.refresh_token_ttl_seconds,
-            reuse_grace_seconds=settings.refresh_reuse_grace_seconds,
-            secret=settings.jwt_secret,
-        )
-        self.sessions = Sessions(self.tokens, users, sessions, self.session_cache)
-        self.tasks = Tasks(task_store, self.task_cache, page_tokens)
-        self.users = Users(users, sessions, self.accounts, self.task_cache, page_tokens)
+        self._tasks: Tasks | None = None
+        if settings.serves_tasks:
+            task_store = store.MongoTaskStore()
+            if self.tracing is not None:  # every store query a span of the call that made it
+                task_store = self.tracing.traced(task_store, "store.tasks")
+            self._tasks = Tasks(task_store, self.task_cache, page_tokens)
+            if self.job_queue is not None:  # the task side of a deletion: this service's own consumer
+                self.task_jobs = worker.task_side_jobs(settings, self.job_queue, self.remove_tasks_of, self.tracing)
+                self.task_jobs.start()
+        self._accounts: Accounts | None = None
+        self._users: Users | None = None
+        authenticator: Authenticator
+        session_read = RedisSessionCache.command
+        if settings.serves_accounts:
+            if self.job_queue is not None and settings.outbox_relay:
+                self.relay = worker.outbox_relay(settings, self.job_queue, self.job_metrics).start()
+            self._build_accounts(settings, page_tokens)
+            authenticator = Sessions(self.tokens, self._user_store, self._session_store, self.session_cache)
+        else:
+            # The task service alone: the token and the state the account services publish.
+            authenticator = PublishedSessions(self.tokens, self.session_state, fallback=settings.tasks_session_fallback)
+            session_read = RedisSessionState.command
+        self.authenticator = authenticator
         self.replicas: list[Replica] = []
         # The Redis reads each call needs, declared by their owners and run in the limiter's round trip.
         reads = ReadPlan(
             self.shared_cache,
-            session_read=RedisSessionCache.command,
+            session_read=session_read,
             task_reads=TaskCache.commands,
             cached_methods=task_service.CACHED_READS,
         )
         # Built once: replicas share the limiter's per-process fallback state.
         self.interceptors = build_chain(
-            authenticator=self.sessions,
-            services=SERVICES,
+            authenticator=authenticator,
+            services=SERVICES,  # every access level, so an RPC served elsewhere is UNIMPLEMENTED, not 401
             trusted_proxies=settings.trusted_proxies,
             translators=[store.translate_error],
             metrics=MetricsInterceptor(self.metrics),
@@ -141,12 +146,81 @@ class App:
             self.metrics.registry, port=settings.metrics_port, addr=settings.grpc_host
         )
 
+    def _build_accounts(self, settings: Settings, page_tokens: PageTokens) -> None:
+        # Writes that record an event wake the relay: the job is queued within milliseconds.
+        users = store.MongoUserStore(
+            on_event=self.relay.wake if self.relay is not None else None,
+            traceparent=current_traceparent if self.tracing is not None else None,
+        )
+        sessions = store.MongoSessionStore()
+        if self.tracing is not None:  # every store query a span of the call that made it
+            users = self.tracing.traced(users, "store.users")
+            sessions = self.tracing.traced(sessions, "store.sessions")
+        self._user_store, self._session_store = users, sessions
+        hasher = PasswordHasher(
+            rounds=settings.bcrypt_rounds,
+            concurrency=settings.bcrypt_concurrency,
+            # Password checks may hold at most half the workers; the rest serve everything else.
+            max_waiting=max(1, settings.workers // 2 - settings.bcrypt_concurrency),
+        )
+        self.metrics.measure_password_hashing(hasher.load, settings.bcrypt_concurrency)
+        self._accounts = Accounts(
+            users=self._user_store,
+            sessions=self._session_store,
+            session_cache=self.session_cache,
+            hasher=hasher,
+            tokens=self.tokens,
+            refresh_ttl_seconds=settings.refresh_token_ttl_seconds,
+            reuse_grace_seconds=settings.refresh_reuse_grace_seconds,
+            secret=settings.jwt_secret,
+            session_state=self.session_state,
+        )
+        self._users = Users(
+            self._user_store,
+            self._session_store,
+            self._accounts,
+            page_tokens,
+            # In one process with the task service: a deletion's tasks go at once (the event's
+            # consumer finds nothing left); split, only the consumer removes them.
+            local_task_cleanup=self.remove_tasks_of if settings.serves_tasks else None,
+        )
+
+    @property
+    def accounts(self) -> Accounts:
+        if self._accounts is None:
+            raise RuntimeError("this App does not serve the account services (--services)")
+        return self._accounts
+
+    @property
+    def tasks(self) -> Tasks:
+        if self._tasks is None:
+            raise RuntimeError("this App does not serve the task service (--services)")
+        return self._tasks
+
+    @property
+    def users(self) -> Users:
+        if self._users is None:
+            raise RuntimeError("this App does not serve the account services (--services)")
+        return self._users
+
+    def remove_tasks_of(self, owner: str) -> None:
+        """The task side of a deletion: every task of `owner`, and their cache. Idempotent."""
+        store.MongoTaskStore().delete_owned(owner)
+        self.task_cache.invalidate(owner)
+
     @property
     def metrics_port(self) -> int:
         return self.metrics_endpoint.port
 
+    @property
+    def served_services(self) -> tuple[str, ...]:
+        """The gRPC names of the services this App's replicas serve."""
+        return tuple(SERVICE_OF[name] for name in self.settings.services)
+
     def _job_queue(self, settings: Settings) -> JobQueue | None:
-        if not settings.outbox_relay:
+        # The task service consumes its jobs whatever OUTBOX_RELAY says (no one else can);
+        # the account services queue their events only with it.
+        if not settings.outbox_relay and not settings.serves_tasks:
             return None
         if not settings.queue_redis_url:
             # The queue needs one Redis server (REDIS_SENTINELS and REDIS_CLUSTER are the cache's only).
@@ -178,17 +252,21 @@ class App:
             interceptors=self.interceptors,
             options=limits,
         )
-        auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(self.accounts), server)
-        task_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(self.tasks, self.task_cache), server)
-        user_pb2_grpc.add_UserServiceServicer_to_server(UserServicer(self.users, self.accounts), server)
+        served = self.served_services
+        if "auth" in settings.services:
+            auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(self.accounts), server)
+        if self._tasks is not None:
+            task_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(self.tasks, self.task_cache), server)
+        if "users" in settings.services:
+            user_pb2_grpc.add_UserServiceServicer_to_server(UserServicer(self.users, self.accounts), server)
         health_servicer = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        reflection.enable_server_reflection((*served, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
         bound = server.add_insecure_port(host_port(settings.grpc_host, settings.grpc_port if port is None else port))
         if bound == 0:
             raise OSError(f"cannot listen on {settings.grpc_host}:{port}")
         server.start()
-        for name in ("", *SERVICE_NAMES):
+        for name in ("", *served):  # exactly the services served here
             health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         replica = Replica(
             server=server,
@@ -211,6 +289,8 @@ class App:
             time.sleep(self.settings.drain_seconds)
         for stopped in [replica.server.stop(grace) for replica in replicas]:
             stopped.wait()
+        if self.task_jobs is not None:
+            self.task_jobs.stop()
         if self.relay is not None:
             self.relay.stop()  # after the replicas: its last pass queues what their last calls recorded
         if self.job_queue is not None:

@@ -1,6 +1,7 @@
 """The `taskapi` command.
 
-taskapi serve          run one replica until SIGTERM/SIGINT, then drain
+taskapi serve          run one replica until SIGTERM/SIGINT, then drain (`--services auth,users`
+                       or `--services tasks`: only those services; default all)
 taskapi create-admin   create an admin account in MONGODB_URI (never from a request)
 taskapi dev            the whole stack locally: replicas, Envoy, Redis, a worker, a mail sink
                        (`--admin-email` creates an admin inside it)
@@ -11,6 +12,7 @@ taskapi jobs           background jobs: counts, `dead` (the dead letters), `retr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import getpass
 import logging
 import os
@@ -19,7 +21,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
-from taskapi.server.config import ConfigError, Settings
+from taskapi.server.config import ConfigError, Settings, parse_services
 
 if TYPE_CHECKING:
     from taskapi.server.domain.accounts import Accounts
@@ -38,15 +40,27 @@ def configure_logging(level: str, log_format: str = "json") -> None:
     redact_grpc_metadata()
 
 
-def serve(settings: Settings) -> int:
+def serve(settings: Settings, admin_email: str | None = None) -> int:
     from taskapi.server.app import App
+    from taskapi.server.domain.errors import ApiError
 
+    if admin_email:  # before anything starts: no usable password is a clear error
+        try:
+            password = admin_password(settings, interactive=sys.stdin.isatty())
+        except ValueError as error:
+            print(f"error: --admin-email: {error}", file=sys.stderr)
+            return 2
     app = App(settings)
+    if admin_email:  # into this process's store (the embedded one lives only here)
+        try:
+            print(add_admin(app.accounts, admin_email, password), flush=True)
+        except ApiError as error:
+            print(f"taskapi serve: --admin-email: {error.message}; left as it is", flush=True)
     replica = app.start_replica()
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
-    log.info("serving gRPC on %s", replica.address)
+    log.info("serving gRPC on %s (%s)", replica.address, ", ".join(settings.services))
     stopping.wait()
     log.info("draining (up to %ss)", settings.shutdown_grace_seconds)
     app.close()
@@ -108,7 +122,7 @@ def create_admin(settings: Settings, email: str, name: str) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    store.connect(settings)
+    store.connect(settings, (store.ACCOUNTS,))
     accounts = Accounts(
         users=store.MongoUserStore(),
         sessions=store.MongoSessionStore(),
@@ -146,7 +160,19 @@ def _run(argv: list[str]) -> int:
         prog="taskapi", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="run one gRPC replica")
+    serve_parser = commands.add_parser("serve", help="run one gRPC replica")
+    serve_parser.add_argument(
+        "--services",
+        metavar="LIST",
+        help="the services this replica serves: auth, tasks, users, separated by commas, or all "
+        "(default TASKAPI_SERVICES, else all)",
+    )
+    serve_parser.add_argument(
+        "--admin-email",
+        metavar="EMAIL",
+        help="create this admin in the store at start, if absent (password: TASKAPI_ADMIN_PASSWORD); "
+        "for an embedded store, which no other process can reach",
+    )
     admin = commands.add_parser("create-admin", help="create an admin account")
     admin.add_argument("--email", required=True)
     admin.add_argument("--name", default="Administrator")
@@ -164,7 +190,12 @@ def _run(argv: list[str]) -> int:
     settings = Settings.from_env()
     configure_logging(settings.log_level, settings.log_format or "json")
     if args.command == "serve":
-        return serve(settings)
+        if args.services is not None:
+            settings = dataclasses.replace(settings, services=parse_services(args.services))
+        if args.admin_email and not settings.serves_accounts:
+            print("error: --admin-email needs the account services (--services auth,users)", file=sys.stderr)
+            return 2
+        return serve(settings, args.admin_email)
     if args.command == "worker":
         from taskapi.server import worker
 

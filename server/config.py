@@ -31,6 +31,13 @@ MIN_JWT_SECRET_CHARS = 32
 
 
 SMTP_SECURITY = ("none", "starttls", "tls")
+# The services a replica can serve (`taskapi serve --services`, TASKAPI_SERVICES): auth and
+# users are the account services (one store), tasks the task service (a store of its own).
+SERVICES = ("auth", "tasks", "users")
+ACCOUNT_SERVICES = ("auth", "users")
+# What the task service does with a call whose session state it cannot read (Redis down):
+# "token" serves it as the access token says until the token expires; "refuse" answers UNAVAILABLE.
+SESSION_FALLBACKS = ("token", "refuse")
 
 
 class ConfigError(ValueError):
@@ -110,12 +117,17 @@ class Settings:
     log_level: str = "INFO"
     # "json" or "text"; empty: the command's own (`taskapi serve` json, `taskapi dev` text).
     log_format: str = ""
+    # The services this replica serves (any of SERVICES; all by default: the single layout).
+    services: tuple[str, ...] = SERVICES
     # Store: empty URI selects the embedded in-memory store (mongomock).
     mongodb_uri: str = ""
     mongodb_db: str = "taskapi"
     mongodb_pool_size: int = 100
     mongodb_timeout_ms: int = 2000
     mongodb_read_preference: str = "primary"
+    # Each side's own store; empty: MONGODB_URI (empty too: each side's own embedded store).
+    tasks_mongodb_uri: str = ""
+    accounts_mongodb_uri: str = ""
     # Redis: empty URL runs without it (per-process rate limits, no cache).
     redis_url: str = ""
     # High availability (docs/scaling.md): Sentinel-managed primary, or a Redis Cluster. At most one
@@ -159,6 +171,7 @@ class Settings:
     jobs_max_backoff_ms: int = 3_600_000  # ... up to an hour: ten retries span about 2 to 4 hours
     jobs_time_limit_ms: int = 60_000  # a job running longer is interrupted and retried
     jobs_heartbeat_timeout_ms: int = 60_000  # a worker silent this long is dead: its jobs run elsewhere
+    tasks_session_fallback: str = "token"  # one of SESSION_FALLBACKS (docs/services.md)
     outbox_relay: bool = True  # servers queue their own events (false: leave it to `taskapi worker`)
     outbox_poll_seconds: float = 5.0  # the relay's sweep; writes in this process wake it at once
     worker_metrics_port: int = 9465  # `taskapi worker`'s /metrics (0: any free port)
@@ -168,6 +181,22 @@ class Settings:
     @property
     def queue_redis_url(self) -> str:
         return self.jobs_redis_url or self.redis_url
+
+    @property
+    def tasks_store_uri(self) -> str:
+        return self.tasks_mongodb_uri or self.mongodb_uri
+
+    @property
+    def accounts_store_uri(self) -> str:
+        return self.accounts_mongodb_uri or self.mongodb_uri
+
+    @property
+    def serves_tasks(self) -> bool:
+        return "tasks" in self.services
+
+    @property
+    def serves_accounts(self) -> bool:
+        return any(service in self.services for service in ACCOUNT_SERVICES)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -189,6 +218,7 @@ class Settings:
             drain_seconds=reader.seconds("TASKAPI_DRAIN_SECONDS", cls.drain_seconds),
             log_level=reader.choice("LOG_LEVEL", cls.log_level, LOG_LEVELS, upper=True),
             log_format=reader.choice("LOG_FORMAT", cls.log_format, LOG_FORMATS),
+            services=reader.services("TASKAPI_SERVICES", cls.services),
             mongodb_uri=reader.text("MONGODB_URI", ""),
             mongodb_db=reader.text("MONGODB_DB", cls.mongodb_db),
             mongodb_pool_size=reader.integer("MONGODB_POOL_SIZE", cls.mongodb_pool_size, minimum=1),
@@ -196,6 +226,8 @@ class Settings:
             mongodb_read_preference=reader.choice(
                 "MONGODB_READ_PREFERENCE", cls.mongodb_read_preference, READ_PREFERENCES
             ),
+            tasks_mongodb_uri=reader.text("TASKS_MONGODB_URI", ""),
+            accounts_mongodb_uri=reader.text("ACCOUNTS_MONGODB_URI", ""),
             redis_url=reader.text("REDIS_URL", ""),
             redis_sentinels=reader.addresses("REDIS_SENTINELS"),
             redis_sentinel_master=reader.text("REDIS_SENTINEL_MASTER", cls.redis_sentinel_master),
@@ -241,6 +273,9 @@ class Settings:
             jobs_heartbeat_timeout_ms=reader.integer(
                 "JOBS_HEARTBEAT_TIMEOUT_MS", cls.jobs_heartbeat_timeout_ms, minimum=500
             ),
+            tasks_session_fallback=reader.choice(
+                "TASKS_SESSION_FALLBACK", cls.tasks_session_fallback, SESSION_FALLBACKS
+            ),
             outbox_relay=reader.choice("OUTBOX_RELAY", "true", ("true", "false")) == "true",
             outbox_poll_seconds=reader.seconds("OUTBOX_POLL_SECONDS", cls.outbox_poll_seconds),
             worker_metrics_port=reader.port("TASKAPI_WORKER_METRICS_PORT", cls.worker_metrics_port),
@@ -271,7 +306,7 @@ class Settings:
                 "JWT_SECRET is not set: using an ephemeral random secret. Tokens die with this "
                 "process and only replicas in this process can verify them. Set JWT_SECRET in production."
             )
-        if not self.mongodb_uri:
+        if not (self.tasks_store_uri if self.serves_tasks else self.accounts_store_uri):
             log.warning("MONGODB_URI is not set: using the embedded in-memory store; data dies with this process.")
 
 
@@ -349,6 +384,10 @@ class _Reader:
             found.append((host, port))
         return tuple(found)
 
+    def services(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        raw = self._env.get(name)
+        return default if raw is None else parse_services(raw, name)
+
     def networks(self, name: str, default: tuple[Network, ...]) -> tuple[Network, ...]:
         raw = self._env.get(name)
         if raw is None:
@@ -378,6 +417,19 @@ def _check_redis(settings: Settings) -> None:
 
 
 _MAX_URL = 2048
+
+
+def parse_services(raw: str, name: str = "--services") -> tuple[str, ...]:
+    """`auth,users`, `tasks`, `all`: the services in SERVICES order; ConfigError naming `name`."""
+    parts = {part.strip() for part in raw.split(",") if part.strip()}
+    if parts == {"all"}:
+        return SERVICES
+    if not parts or parts - set(SERVICES):
+        raise ConfigError(
+            f"{name} must be 'all' or services from {', '.join(SERVICES)} separated by commas, got {raw!r}"
+        )
+    return tuple(service for service in SERVICES if service in parts)
+
 
 SMTP_URL_FORM = "smtp://[user:password@]host[:port][?starttls=true|false] or smtps://[user:password@]host[:port]"
 
@@ -475,6 +527,12 @@ def _key_values(raw: str, name: str, *, show: bool = True) -> tuple[tuple[str, s
             raise ConfigError(f"{name} must be key=value pairs separated by commas, got {shown}")
         pairs.append((key.strip(), urllib.parse.unquote(value.strip())))
     return tuple(pairs)
+
+
+def child_environment(overrides: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment with `overrides`: what a child `taskapi` process (the split
+    `taskapi dev` starts some) reads its Settings from."""
+    return dict(os.environ) | dict(overrides)
 
 
 def _parse(kind: Callable[[str], _T], raw: str) -> _T | None:

@@ -1,7 +1,8 @@
 """The background side, wired: `taskapi worker`.
 
-What app.py is to the servers: the one module that builds the job queue, the jobs with
-what they need (the SMTP server, the task store, the task cache) and the outbox relay.
+What app.py is to the servers: the one module that builds the job queue, the email jobs
+with the SMTP server, and the outbox relay. (The task side of a deletion is the task
+service's own job: app.py runs it in every server that serves tasks.)
 
     taskapi worker   runs the jobs and an outbox relay until SIGTERM/SIGINT, then finishes
                      the jobs in hand; serves its own /metrics (TASKAPI_WORKER_METRICS_PORT)
@@ -15,7 +16,7 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -24,9 +25,6 @@ from prometheus_client import CollectorRegistry
 
 from taskapi.interceptors.metrics import serve_metrics
 from taskapi.server import store
-from taskapi.server.cache.client import connect_from_settings
-from taskapi.server.cache.shared import SharedCache
-from taskapi.server.cache.tasks import TaskCache
 from taskapi.server.cache.tracing import traced_client
 from taskapi.server.config import Settings
 from taskapi.server.jobs.admin import NO_QUEUE, JobsAdmin
@@ -41,6 +39,8 @@ from taskapi.server.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
+TaskCleanup = Callable[[str], None]  # owner id -> that owner's tasks and cache gone
+
 NO_SMTP = "SMTP_URL is not set: the worker sends email (smtp://user:password@host:587?starttls=true)"
 
 
@@ -54,6 +54,21 @@ def job_queue(settings: Settings, metrics: JobMetrics, tracer: Tracer | None = N
     if tracer is not None:
         client = traced_client(client, tracer)
     return JobQueue(client, JobConfig.from_settings(settings), metrics)
+
+
+def task_side_jobs(
+    settings: Settings, queue: JobQueue, tasks: TaskCleanup, tracing: Tracing | None = None
+) -> JobRunner:
+    """The task service's consumer: the task side of a deletion, on its own queue."""
+    config = queue.config
+    handlers = Handlers(
+        ledger=DeliveryLedger(queue.client, config.namespace, lease_ms=config.lease_ms),
+        metrics=queue.metrics,
+        remove_tasks=tasks,
+        tracing=tracing,
+    )
+    # One deletion at a time is plenty; a short poll, so a server's shutdown does not wait on it.
+    return JobRunner(queue, handlers, threads=1, poll_ms=100)
 
 
 def outbox_relay(settings: Settings, queue: JobQueue, metrics: JobMetrics) -> Relay:
@@ -77,24 +92,14 @@ def running_worker(
     and its store queries and Redis commands are spans inside it."""
     if settings.smtp is None:
         raise ValueError(NO_SMTP)
-    store.connect(settings)
+    store.connect(settings, (store.ACCOUNTS,))  # the outbox: the worker reads nothing of the tasks
     tracer = tracing.tracer if tracing is not None else None
     queue = job_queue(settings, metrics, tracer)
     config = queue.config
-    task_cache = TaskCache(SharedCache(connect_from_settings(settings, tracer)), settings.cache_ttl_seconds)
-    tasks = store.MongoTaskStore()
-    if tracing is not None:
-        tasks = tracing.traced(tasks, "store.tasks")
-
-    def remove_tasks(owner: str) -> None:
-        tasks.delete_owned(owner)
-        task_cache.invalidate(owner)
-
     handlers = Handlers(
         ledger=DeliveryLedger(queue.client, config.namespace, lease_ms=config.lease_ms),
         mailer=Mailer(settings.smtp, timeout=config.smtp_timeout_seconds),
         sender=settings.mail_from,
-        remove_tasks=remove_tasks,
         metrics=metrics,
         tracing=tracing,
     )

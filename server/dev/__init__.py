@@ -1,6 +1,6 @@
 """`taskapi dev`: the whole stack on one machine, for development and demos.
 
-    taskapi dev [--replicas N] [--rest-port P] [--grpc-port P] [--admin-port P]
+    taskapi dev [--split] [--replicas N] [--rest-port P] [--grpc-port P] [--admin-port P]
                 [--metrics-port P] [--cors-origin ORIGIN ...] [--listen ADDRESS]
                 [--admin-email EMAIL]
 
@@ -13,6 +13,9 @@ Starts, in order:
   4. a job worker in this process (the one `taskapi worker` runs), taking the jobs
      the App's outbox relay queues: a new user's welcome email arrives at once;
   5. a real Envoy in front of them (server/edge.py): JSON REST and gRPC.
+With --split, step 3 is two processes instead (dev/split.py): `taskapi serve --services
+auth,users` and `taskapi serve --services tasks`, each with its own embedded store, and
+Envoy routes each service to a cluster of its own; the worker still runs here.
 Waits until Envoy's health checks pass for every replica, prints where to reach
 the stack, and on Ctrl-C or SIGTERM stops Envoy, the worker (after the jobs in
 hand), drains the replicas, closes the app and stops the sink and its Redis, in
@@ -42,12 +45,13 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
+from taskapi.server.dev.split import ChildExited, SplitServices, split_services
 from taskapi.server.edge import EdgeConfig, Envoy
 
 if TYPE_CHECKING:
@@ -60,6 +64,7 @@ DEFAULT_REST_PORT = 8080
 DEFAULT_GRPC_PORT = 8081
 DEFAULT_ADMIN_PORT = 9901
 DEFAULT_WEB_PORT = 3000
+DEFAULT_REPLICAS = 2
 # Dev-only: the browser pages are served from the checkout (server/dev/ -> the repo root).
 CLIENTS_DIR = Path(__file__).resolve().parents[2] / "clients"
 READY_TIMEOUT_SECONDS = 60.0
@@ -93,6 +98,9 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
     from taskapi.server.dev.mailsink import mail_sink
 
     settings = Settings.from_env()
+    if args.split and args.replicas is not None:
+        # Each embedded store lives in one process: a second account process would hold other accounts.
+        raise DevError("--replicas does not apply with --split: one process per side, each with its own embedded store")
     ports = {
         "--rest-port": claim_port(args.listen, args.rest_port, "--rest-port"),
         "--grpc-port": claim_port(args.listen, args.grpc_port, "--grpc-port"),
@@ -120,22 +128,33 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
             settings, redis_url=redis_url, smtp=smtp, metrics_port=metrics_port, drain_seconds=0.0
         )
 
-        app = App(settings)
-        # LIFO: registered before Envoy's stop, so the replicas stop after Envoy is gone.
-        stack.callback(app.close)
-        # The worker takes what the App's relay queues (its own relay only if the App has none).
-        stack.enter_context(
-            worker.running_worker(settings, app.job_metrics, relay=app.relay is None, tracing=app.tracing)
-        )
-        if args.admin_email:  # inside this process: the only one holding the embedded store
-            _create_admin(app, args.admin_email, admin_password, out)
-        replicas = [app.start_replica(port=0) for _ in range(args.replicas)]
+        if args.split:
+            split = _start_split(stack, settings, metrics_port, args.admin_email or "", admin_password)
+            upstreams: dict[str, Any] = {"service_upstreams": split.service_upstreams()}
+            endpoints = ", ".join(child.label for child in split.children)
+            metrics = f"http://{settings.grpc_host}:{split.accounts.metrics_port}/metrics"
+            metrics += f"  (tasks: http://{settings.grpc_host}:{split.tasks.metrics_port}/metrics)"
+            check: Callable[[], None] = split.check
+        else:
+            app = App(settings)
+            # LIFO: registered before Envoy's stop, so the replicas stop after Envoy is gone.
+            stack.callback(app.close)
+            # The worker takes what the App's relay queues (its own relay only if the App has none).
+            stack.enter_context(
+                worker.running_worker(settings, app.job_metrics, relay=app.relay is None, tracing=app.tracing)
+            )
+            if args.admin_email:  # inside this process: the only one holding the embedded store
+                _create_admin(app, args.admin_email, admin_password, out)
+            replicas = [app.start_replica(port=0) for _ in range(args.replicas or DEFAULT_REPLICAS)]
+            upstreams = {"upstreams": [(settings.grpc_host, replica.port) for replica in replicas]}
+            endpoints = ", ".join(f"{settings.grpc_host}:{r.port}" for r in replicas)
+            metrics = f"http://{settings.grpc_host}:{app.metrics_port}/metrics"
+            check = lambda: None  # noqa: E731 - the replicas live in this process
 
         config = EdgeConfig(
             rest_port=ports["--rest-port"],
             grpc_port=ports["--grpc-port"],
             admin_port=ports["--admin-port"],
-            upstreams=[(settings.grpc_host, replica.port) for replica in replicas],
             listen_address=args.listen,
             cors_origins=tuple(args.cors_origin or EdgeConfig.cors_origins),
             # A file, not the console: the server already prints a line per call there.
@@ -143,15 +162,15 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
             replica_concurrency=settings.workers,
             # Envoy's spans go where the server's go (OTEL_EXPORTER_OTLP_ENDPOINT), if anywhere.
             otlp_endpoint=settings.tracing.host_port if settings.tracing is not None else None,
+            **upstreams,
         )
         envoy = Envoy(config, workdir, concurrency=2, stdout=None, stderr=None, start_new_session=True)
         stack.enter_context(envoy)
         try:
-            envoy.wait_healthy(replicas=len(replicas), timeout=READY_TIMEOUT_SECONDS)
-        except (RuntimeError, TimeoutError) as exc:
+            _wait_healthy(envoy, check)
+        except (RuntimeError, TimeoutError, ChildExited) as exc:
             raise DevError(f"the stack did not become healthy: {exc}") from exc
 
-        metrics = f"http://{settings.grpc_host}:{app.metrics_port}/metrics"
         pages = stack.enter_context(serve_pages(args.listen, ports["--web-port"]))
         api_origin = envoy.rest_url.split("/api/")[0]
         print(
@@ -159,9 +178,7 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
                 [
                     "Task API dev stack is up.",
                     f"  REST     {envoy.rest_url}",
-                    f"  gRPC     {envoy.grpc_target}  (through Envoy; replicas: "
-                    + ", ".join(f"{settings.grpc_host}:{r.port}" for r in replicas)
-                    + ")",
+                    f"  gRPC     {envoy.grpc_target}  (through Envoy; replicas: {endpoints})",
                     f"  metrics  {metrics}",
                     f"  web      {pages}/web/?api={api_origin}  (the browser client)",
                     f"  docs     {pages}/openapi/  (OpenAPI reference)",
@@ -178,7 +195,47 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
         while not stop.wait(0.5):
             if envoy.process is not None and envoy.process.poll() is not None:
                 raise DevError(f"envoy exited unexpectedly with status {envoy.process.returncode}")
+            try:
+                check()
+            except ChildExited as exc:
+                raise DevError(f"{exc} (unexpectedly)") from exc
         print("Stopping: envoy, the worker, replicas (draining), then mail and redis.", file=out, flush=True)
+
+
+def _start_split(
+    stack: ExitStack, settings: Settings, metrics_port: int, admin_email: str, admin_password: str
+) -> SplitServices:
+    """The two service processes, and the worker here (its relay off: theirs run)."""
+    from prometheus_client import CollectorRegistry
+
+    from taskapi.server import worker
+
+    task_metrics_port = free_port(settings.grpc_host) if metrics_port else 0
+    split = stack.enter_context(
+        split_services(
+            settings,
+            [free_port(settings.grpc_host), free_port(settings.grpc_host)],
+            [metrics_port, task_metrics_port],
+            admin_email=admin_email,
+            admin_password=admin_password,
+        )
+    )
+    registry = CollectorRegistry()
+    stack.enter_context(worker.running_worker(settings, worker.job_metrics(registry), relay=False))
+    return split
+
+
+def _wait_healthy(envoy: Envoy, check: Callable[[], None]) -> None:
+    """Until Envoy sees every endpoint healthy; `check` raises when a service process died."""
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    while True:
+        check()
+        try:
+            envoy.wait_healthy(replicas=envoy.endpoints, timeout=0.5)
+            return
+        except TimeoutError:
+            if time.monotonic() > deadline:
+                raise
 
 
 def _admin_password(settings: Settings) -> str:
@@ -338,7 +395,18 @@ def _parser() -> argparse.ArgumentParser:
         prog="taskapi dev",
         description="Run Redis, N server replicas and Envoy locally (REST under /api/v1/, gRPC).",
     )
-    parser.add_argument("--replicas", type=_positive, default=2, help="server replicas (default 2)")
+    parser.add_argument(
+        "--replicas",
+        type=_positive,
+        default=None,
+        help=f"server replicas (default {DEFAULT_REPLICAS}; not with --split)",
+    )
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="the account services (auth, users) and the task service as processes of their own, "
+        "each with its own embedded store, each with its own Envoy cluster",
+    )
     parser.add_argument("--rest-port", type=_port, default=DEFAULT_REST_PORT, help="Envoy REST port (8080)")
     parser.add_argument("--grpc-port", type=_port, default=DEFAULT_GRPC_PORT, help="Envoy gRPC port (8081)")
     parser.add_argument(

@@ -41,7 +41,7 @@ from taskapi.server.domain.errors import AlreadyExists, InvalidArgument, Unauthe
 from taskapi.server.domain.events import password_changed, user_registered
 from taskapi.server.domain.limits import LOGIN_FAILED_REASON
 from taskapi.server.domain.passwords import PasswordHasher
-from taskapi.server.domain.ports import SessionCache, SessionStore, UserStore
+from taskapi.server.domain.ports import SessionCache, SessionState, SessionStore, UserStore
 from taskapi.server.domain.sessions import SESSION_ENDED
 from taskapi.server.domain.tokens import Tokens
 
@@ -76,8 +76,11 @@ class Accounts:
         refresh_ttl_seconds: int,
         reuse_grace_seconds: float,
         secret: str,
+        session_state: SessionState | None = None,
     ) -> None:
         self._users = users
+        # Published for the task service, which reads no store of ours (docs/services.md).
+        self._session_state = session_state
         self._sessions = sessions
         self._session_cache = session_cache
         self._hasher = hasher
@@ -175,15 +178,28 @@ class Accounts:
         """End `user_id`'s sessions `families` (the cache keys them by user)."""
         self._sessions.revoke_families(families)
         self._session_cache.revoke(user_id, families)
+        if self._session_state is not None:
+            self._session_state.publish_revoked(user_id, families)
 
-    def forget_user_sessions(self, user_id: str, families: list[str]) -> None:
-        """Make the next call of these sessions re-read the account (role change, deletion)."""
+    def forget_user_sessions(self, user_id: str, families: list[str], user: User | None = None) -> None:
+        """Make the next call of these sessions re-read the account: `user` as it is now (a
+        role change), or None: the account is gone, and so are its sessions."""
         self._session_cache.recheck(user_id, families)
+        if self._session_state is not None:
+            if user is None:
+                self._session_state.publish_revoked(user_id, families)
+            else:
+                self._session_state.publish_live(families, user.id, user.role)
+
+    def _publish(self, family: str, user: User) -> None:
+        if self._session_state is not None:
+            self._session_state.publish_live([family], user.id, user.role)
 
     def _start_session(self, user: User, family: str) -> Session:
         """A new family's first pair (sign-up, sign-in): a random refresh token."""
         refresh_token = secrets.token_urlsafe(32)
         self._insert_token(refresh_token, family, user, now())
+        self._publish(family, user)
         return Session(
             access_token=self._tokens.issue(user, family),
             refresh_token=refresh_token,
@@ -203,6 +219,7 @@ class Accounts:
     def _session(self, user: User, family: str, refresh_token: str, issued: datetime) -> Session:
         """The pair a rotation issued at `issued`: rebuilt identically from the same inputs."""
         issued_at = int(issued.replace(tzinfo=UTC).timestamp())
+        self._publish(family, user)
         jti = hmac.digest(self._successor_key, b"jti:" + refresh_token.encode(), "sha256").hex()[:32]
         return Session(
             access_token=self._tokens.issue(user, family, issued=issued_at, jti=jti),

@@ -68,8 +68,9 @@ class UserStore(Protocol):
         """`event` (about this user) is recorded by the same write as `changes`."""
 
     def delete_cascade(self, user_id: str, *, event: NewEvent | None = None) -> list[str]:
-        """Delete the user with their tasks and sessions; the session families that ended.
-        `event` is recorded before anything is deleted, and handed out once the user is gone."""
+        """Delete the user and their sessions; the session families that ended. `event` is
+        recorded before anything is deleted, and handed out once the user is gone (its consumer
+        on the task side removes the tasks)."""
 
     def find_page(
         self, role: str | None, q: str, after: tuple[datetime, str] | None, limit: int
@@ -130,3 +131,26 @@ class SessionCache(Protocol):
 
     def recheck(self, user_id: str, families: Sequence[str]) -> None:
         """Make the next call of these sessions re-read the account (role change, deletion)."""
+
+
+@dataclass(frozen=True)
+class PublishedSession:
+    """What the account services published about a session: live as (user_id, role),
+    revoked, or nothing (`known` False: never published, or expired)."""
+
+    known: bool = True
+    revoked: bool = False
+    user_id: str | None = None
+    role: str | None = None
+
+
+class SessionState(Protocol):
+    """Session state the account services publish for the task service (docs/services.md)."""
+
+    def lookup(self, user_id: str, family: str) -> PublishedSession | None:
+        """None when the state cannot be read (Redis down)."""
+
+    def publish_live(self, families: Sequence[str], user_id: str, role: str) -> None:
+        """Live as (user_id, role), unless revoked already; outlives the access tokens minted now."""
+
+    def publish_revoked(self, user_id: str, families: Sequence[str]) -> None: ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +12,7 @@ from taskapi.server.domain.entities import User, now
 from taskapi.server.domain.errors import NotFound, PermissionDenied
 from taskapi.server.domain.events import user_deleted
 from taskapi.server.domain.page_tokens import PageTokens, query_digest
-from taskapi.server.domain.ports import SessionStore, TaskCacheInvalidation, UserStore
+from taskapi.server.domain.ports import SessionStore, UserStore
 from taskapi.server.domain.updates import UpdateRule
 
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 100
@@ -41,14 +42,17 @@ class Users:
         users: UserStore,
         sessions: SessionStore,
         accounts: Accounts,
-        task_cache: TaskCacheInvalidation,
         page_tokens: PageTokens,
+        *,
+        local_task_cleanup: Callable[[str], None] | None = None,
     ) -> None:
         self._users = users
         self._sessions = sessions
         self._accounts = accounts
-        self._task_cache = task_cache
         self._page_tokens = page_tokens
+        # The task side's cleanup, when this process serves tasks too (the single layout): a
+        # deletion's tasks go at once. Either way the deletion event's consumer removes them.
+        self._local_task_cleanup = local_task_cleanup
 
     def get(self, caller: Caller, user_id: str) -> User:
         if user_id != caller.user_id and not caller.is_admin:
@@ -83,7 +87,7 @@ class Users:
         if changes.get("disabled") and not user.disabled:
             self._accounts.end_sessions(user.id, self._sessions.families(user.id))
         elif "role" in changes:
-            self._accounts.forget_user_sessions(user.id, self._sessions.families(user.id))
+            self._accounts.forget_user_sessions(user.id, self._sessions.families(user.id), updated)
         return updated
 
     def delete(self, caller: Caller, user_id: str) -> None:
@@ -92,10 +96,12 @@ class Users:
         user = self._users.find(user_id)
         if user is None:
             raise NotFound(_NOT_FOUND)
-        # The event lets the task side (its own service, once split) remove the user's tasks.
+        # The event lets the task side (its own service, with its own store) remove the tasks;
+        # the sessions end now, so the user's tokens fail everywhere before that.
         families = self._users.delete_cascade(user.id, event=user_deleted(user.id))
         self._accounts.forget_user_sessions(user.id, families)
-        self._task_cache.invalidate(user_id)
+        if self._local_task_cleanup is not None:
+            self._local_task_cleanup(user.id)
 
     def list_page(self, caller: Caller, role: str | None, q: str, page_size: int, page_token: str) -> UserPage:
         digest = query_digest("users", caller.user_id, role, q)

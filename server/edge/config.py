@@ -8,8 +8,8 @@ a request id, so Envoy's retry routes follow the contract's own declarations.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -27,6 +27,10 @@ TEMPLATE_NAME = "envoy.yaml.j2"
 DESCRIPTOR = Path(str(ENVOY_FILES.joinpath("taskapi.binpb")))
 CLUSTER = "taskapi_replicas"
 SERVICES = ("taskapi.v1.AuthService", "taskapi.v1.TaskService", "taskapi.v1.UserService")
+# The split layout (EdgeConfig.service_upstreams): each service has a cluster of its own,
+# health-checked on that service's name and balanced on its own.
+SERVICE_KEYS = {"auth": "taskapi.v1.AuthService", "tasks": "taskapi.v1.TaskService", "users": "taskapi.v1.UserService"}
+SERVICE_CLUSTERS = {key: f"taskapi_{key}" for key in SERVICE_KEYS}
 # Declared repeatable in the protos (`idempotency_level`): retried after any failure.
 IDEMPOTENT_METHODS = tuple(policy.path for policy in rpc_policies().values() if policy.repeatable)
 # Repeatable when they carry a request id (AIP-155): over REST Envoy sees it in the query
@@ -88,9 +92,13 @@ class EdgeConfig:
     rest_port: int
     grpc_port: int
     admin_port: int
+    # The single layout: every service on these replicas (one cluster, `taskapi_replicas`):
     # (host, port) per replica; with `upstream_dns`, (name, port): every address the name
     # resolves to is a replica.
-    upstreams: Sequence[tuple[str, int]]
+    upstreams: Sequence[tuple[str, int]] = ()
+    # The split layout, when set: service ("auth", "tasks", "users") -> the replicas serving it,
+    # one cluster each (`taskapi_auth`, ...); every service needs at least one. `upstreams` is unused.
+    service_upstreams: Mapping[str, Sequence[tuple[str, int]]] = field(default_factory=dict)
     listen_address: str = "127.0.0.1"
     # Discover replicas through DNS (Envoy's STRICT_DNS): a Kubernetes headless Service or a
     # compose service name resolves to one address per ready replica, re-resolved every
@@ -128,6 +136,39 @@ class EdgeConfig:
     trace_sampling_percent: float | None = None
 
 
+@dataclass(frozen=True)
+class Cluster:
+    name: str
+    upstreams: Sequence[tuple[str, int]]
+    health_service: str  # what the gRPC health check asks about ("": the whole server)
+
+
+def clusters(config: EdgeConfig) -> list[Cluster]:
+    """The upstream clusters `config` describes: one for the single layout, one per service split."""
+    if not config.service_upstreams:
+        if not config.upstreams:
+            raise ValueError("the edge needs at least one upstream replica")
+        return [Cluster(CLUSTER, list(config.upstreams), "")]
+    unknown = set(config.service_upstreams) - set(SERVICE_KEYS)
+    missing = [key for key in SERVICE_KEYS if not config.service_upstreams.get(key)]
+    if unknown or missing:
+        raise ValueError(f"service_upstreams needs replicas for each of {', '.join(SERVICE_KEYS)} and nothing else")
+    return [
+        Cluster(SERVICE_CLUSTERS[key], list(config.service_upstreams[key]), SERVICE_KEYS[key]) for key in SERVICE_KEYS
+    ]
+
+
+def cluster_of(config: EdgeConfig, path: str) -> str:
+    """The cluster a gRPC path (`/taskapi.v1.TaskService/GetTask`) or service name routes to."""
+    if not config.service_upstreams:
+        return CLUSTER
+    service = path.strip("/").split("/")[0]
+    for key, name in SERVICE_KEYS.items():
+        if name == service:
+            return SERVICE_CLUSTERS[key]
+    return SERVICE_CLUSTERS["auth"]  # health and the REST catch-all: any replica answers those
+
+
 @cache
 def template() -> jinja2.Template:
     environment = jinja2.Environment(
@@ -141,16 +182,19 @@ def template() -> jinja2.Template:
 
 def render(config: EdgeConfig) -> str:
     """The Envoy YAML for `config`."""
-    if not config.upstreams:
-        raise ValueError("the edge needs at least one upstream replica")
     if config.upstream_dns and config.dns_refresh_seconds <= 0:
         raise ValueError("dns_refresh_seconds must be positive with upstream_dns")
+    upstream_clusters = clusters(config)
     return template().render(
         admin_port=config.admin_port,
         rest_port=config.rest_port,
         grpc_port=config.grpc_port,
         listen_address=config.listen_address,
-        upstreams=list(config.upstreams),
+        clusters=upstream_clusters,
+        # Every route names its cluster: the one cluster, or its service's.
+        service_routes=[(service, cluster_of(config, service)) for service in SERVICES],
+        health_cluster=cluster_of(config, "grpc.health.v1.Health"),
+        catch_all_cluster=cluster_of(config, ""),
         upstream_dns=config.upstream_dns,
         dns_refresh_rate=_duration(config.dns_refresh_seconds),
         cors_origins=[{"safe_regex": {"regex": ".*"}} if o == "*" else {"exact": o} for o in config.cors_origins],
@@ -160,8 +204,8 @@ def render(config: EdgeConfig) -> str:
         # Envoy cannot load.
         descriptor_path=config.descriptor_at or str(Path(config.descriptor).resolve()),
         services=list(SERVICES),
-        repeatable_methods=list(IDEMPOTENT_METHODS),
-        request_id_methods=list(REQUEST_ID_METHODS),
+        repeatable_methods=[(method, cluster_of(config, method)) for method in IDEMPOTENT_METHODS],
+        request_id_methods=[(method, cluster_of(config, method)) for method in REQUEST_ID_METHODS],
         with_request_id=WITH_REQUEST_ID,
         rest_prefix=REST_PREFIX,
         retry_safe_header=RETRY_SAFE_HEADER,

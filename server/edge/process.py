@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 from typing import IO, Any, Self
 
-from taskapi.server.edge.config import CLUSTER, EdgeConfig, write
+from taskapi.server.edge.config import EdgeConfig, clusters, write
 
 log = logging.getLogger(__name__)
 
@@ -118,17 +118,21 @@ class Envoy:
                 raise TimeoutError(f"envoy did not see {replicas} healthy replicas within {timeout}s")
             time.sleep(0.1)
 
+    @property
+    def endpoints(self) -> int:
+        """Upstream endpoints over all clusters (a replica in two clusters counts twice)."""
+        return sum(len(cluster.upstreams) for cluster in clusters(self.config))
+
     def healthy_upstreams(self) -> int:
-        """How many replicas Envoy's health checks currently pass (-1 if admin is not up)."""
-        stat = f"cluster.{CLUSTER}.membership_healthy"
+        """How many endpoints Envoy's health checks currently pass, over every cluster (-1 if
+        admin is not up)."""
+        stats = {f"cluster.{cluster.name}.membership_healthy" for cluster in clusters(self.config)}
         try:
-            body = self.admin_get(f"/stats?filter=^{stat}$&format=json")
+            body = self.admin_get("/stats?filter=membership_healthy$&format=json")
         except OSError:
             return -1
-        for item in json.loads(body).get("stats", []):
-            if item.get("name") == stat:
-                return int(item.get("value", 0))
-        return -1
+        found = [int(item.get("value", 0)) for item in json.loads(body).get("stats", []) if item.get("name") in stats]
+        return sum(found) if len(found) == len(stats) else -1
 
     def admin_get(self, path: str) -> str:
         with urllib.request.urlopen(self.admin_url + path, timeout=2) as response:

@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from taskapi.server.config import Settings
 from taskapi.server.jobs.metrics import JobMetrics
-from taskapi.server.jobs.queue import QUEUE, JobConfig, JobQueue, connect_queue, job_message
+from taskapi.server.jobs.queue import JOB_QUEUES, QUEUES, JobConfig, JobQueue, connect_queue, job_message
 
 NO_QUEUE = "REDIS_URL (or JOBS_REDIS_URL) is not set: the job queue lives in Redis"
 
@@ -56,28 +56,33 @@ class JobsAdmin:
     def counts(self) -> Counts:
         key = self._queue.key
         pipe = self._client.pipeline(transaction=True)
-        pipe.llen(key(QUEUE))
-        pipe.hlen(key(f"{QUEUE}.msgs"))
-        pipe.hlen(key(f"{QUEUE}.DQ.msgs"))
-        pipe.zcard(key(f"{QUEUE}.XQ"))
+        for name in QUEUES:  # every service's queue: one view of the background work
+            pipe.llen(key(name))
+            pipe.hlen(key(f"{name}.msgs"))
+            pipe.hlen(key(f"{name}.DQ.msgs"))
+            pipe.zcard(key(f"{name}.XQ"))
         pipe.hgetall(key("succeeded"))
-        waiting, held, retrying, dead, succeeded = pipe.execute()
+        *per_queue, succeeded = pipe.execute()
+        waiting, held, retrying, dead = (sum(int(n) for n in per_queue[i::4]) for i in range(4))
         return Counts(
-            queued=int(waiting),
-            in_progress=max(0, int(held) - int(waiting)),  # fetched by a worker, not yet acknowledged
-            retrying=int(retrying),
-            dead=int(dead),
+            queued=waiting,
+            in_progress=max(0, held - waiting),  # fetched by a worker, not yet acknowledged
+            retrying=retrying,
+            dead=dead,
             succeeded={name.decode(): int(count) for name, count in sorted(succeeded.items())},
         )
 
     def dead(self) -> list[DeadJob]:
+        return [job for name in QUEUES for job in self._dead(name)]
+
+    def _dead(self, queue: str) -> list[DeadJob]:
         key = self._queue.key
         # redis-py types its replies loosely; these are what a client without decode_responses returns.
-        entries = cast(list[tuple[bytes, float]], self._client.zrange(key(f"{QUEUE}.XQ"), 0, -1, withscores=True))
+        entries = cast(list[tuple[bytes, float]], self._client.zrange(key(f"{queue}.XQ"), 0, -1, withscores=True))
         if not entries:
             return []
         ids = [redis_id for redis_id, _ in entries]
-        datas = cast(list[bytes | None], self._client.hmget(key(f"{QUEUE}.XQ.msgs"), ids))
+        datas = cast(list[bytes | None], self._client.hmget(key(f"{queue}.XQ.msgs"), ids))
         jobs = []
         for (redis_id, score), data in zip(entries, datas, strict=True):
             if data is None:  # expired between the two reads
@@ -111,8 +116,9 @@ class JobsAdmin:
             self._queue.broker.enqueue(fresh)
             self._queue.metrics.enqueued.labels(job.job_type).inc()
             pipe = self._client.pipeline(transaction=True)
-            pipe.zrem(self._queue.key(f"{QUEUE}.XQ"), job.redis_id)
-            pipe.hdel(self._queue.key(f"{QUEUE}.XQ.msgs"), job.redis_id)
+            queue = JOB_QUEUES[job.job_type]
+            pipe.zrem(self._queue.key(f"{queue}.XQ"), job.redis_id)
+            pipe.hdel(self._queue.key(f"{queue}.XQ.msgs"), job.redis_id)
             pipe.execute()
             retried.append(job)
         return retried

@@ -2,9 +2,9 @@
 
     welcome_email            user.registered        the welcome email
     password_changed_email   user.password_changed  the "your password was changed" notice
-    user_deleted_cleanup     user.deleted           remove the user's tasks (the task side's part
-                                                    of a deletion; idempotent, so a no-op when the
-                                                    account's own cascade already did it)
+    user_deleted_cleanup     user.deleted           remove the user's tasks and their cache (run
+                                                    by the task service, the one process that can
+                                                    reach the task store; idempotent)
 
 Each runs behind its delivery key (jobs/delivery.py). A refused recipient or message (an
 SMTP 5xx) goes straight to the dead letters; anything else is retried with backoff.
@@ -28,8 +28,8 @@ from taskapi.server.jobs.delivery import DeliveryLedger
 from taskapi.server.jobs.mail import DeliveryFailed, Mailer, Undeliverable
 from taskapi.server.jobs.metrics import JobMetrics
 from taskapi.server.jobs.queue import (
+    JOB_QUEUES,
     PASSWORD_CHANGED_EMAIL,
-    QUEUE,
     USER_DELETED_CLEANUP,
     WELCOME_EMAIL,
     JobConfig,
@@ -57,14 +57,17 @@ class JobTracing(Protocol):
 
 
 class Handlers:
+    """The jobs one process does: email (with a `mailer`: taskapi worker) and the task side of
+    a deletion (with `remove_tasks`: the task service, the one that can reach the task store)."""
+
     def __init__(
         self,
         *,
         ledger: DeliveryLedger,
-        mailer: Mailer,
-        sender: str,
-        remove_tasks: Callable[[str], None],
         metrics: JobMetrics,
+        mailer: Mailer | None = None,
+        sender: str = "",
+        remove_tasks: Callable[[str], None] | None = None,
         tracing: JobTracing | None = None,
     ) -> None:
         self._tracing = tracing
@@ -73,32 +76,40 @@ class Handlers:
         self._sender = sender
         self._remove_tasks = remove_tasks
         self._metrics = metrics
+        self.jobs: dict[str, Callable[[Event], None]] = {}
+        if mailer is not None:
+            self.jobs |= {WELCOME_EMAIL: self.welcome_email, PASSWORD_CHANGED_EMAIL: self.password_changed_email}
+        if remove_tasks is not None:
+            self.jobs[USER_DELETED_CLEANUP] = self.user_deleted_cleanup
+
+    @property
+    def queues(self) -> set[str]:
+        """The queues these jobs are on: what this process's worker consumes."""
+        return {JOB_QUEUES[job_type] for job_type in self.jobs}
 
     def declare(self, broker: dramatiq.Broker, config: JobConfig) -> None:
         """One actor per job type on `broker`, each with the time limit."""
-        jobs: dict[str, Callable[[Event], None]] = {
-            WELCOME_EMAIL: self.welcome_email,
-            PASSWORD_CHANGED_EMAIL: self.password_changed_email,
-            USER_DELETED_CLEANUP: self.user_deleted_cleanup,
-        }
-        for job_type, action in jobs.items():
+        for job_type, action in self.jobs.items():
             actor = dramatiq.Actor(
                 self._once(job_type, action),
                 broker=broker,
                 actor_name=job_type,
-                queue_name=QUEUE,
+                queue_name=JOB_QUEUES[job_type],
                 priority=0,
                 options={"time_limit": config.time_limit_ms, "throws": (Undeliverable, MalformedJob)},
             )
             redact_job_arguments(actor.logger)
 
     def welcome_email(self, event: Event) -> None:
+        assert self._mailer is not None  # declared only with a mailer
         self._mailer.send(_built(emails.welcome, event, sender=self._sender, job_type=WELCOME_EMAIL))
 
     def password_changed_email(self, event: Event) -> None:
+        assert self._mailer is not None
         self._mailer.send(_built(emails.password_changed, event, sender=self._sender, job_type=PASSWORD_CHANGED_EMAIL))
 
     def user_deleted_cleanup(self, event: Event) -> None:
+        assert self._remove_tasks is not None
         self._remove_tasks(event.subject)
 
     def _once(self, job_type: str, action: Callable[[Event], None]) -> Callable[[Any], None]:

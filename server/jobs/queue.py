@@ -1,13 +1,15 @@
 """The job queue: Dramatiq's Redis broker, configured once for the servers (which only
 enqueue) and the workers (which also consume).
 
-Every event type has one job type (an actor) on one queue, `events`. Redis keys, under
-JOBS_NAMESPACE (Dramatiq's layout, read by `taskapi jobs`):
+Every event type has one job type (an actor) on the queue of the service that does it:
+`events` for `taskapi worker` (email), `tasks` for the task service (its part of a deletion:
+it alone can reach the task store). Redis keys, per queue Q, under JOBS_NAMESPACE
+(Dramatiq's layout, read by `taskapi jobs`):
 
-    {ns}:events, {ns}:events.msgs          waiting (a list of ids) and their messages
-    {ns}:__acks__.{worker}.events          fetched by a live worker: in progress
-    {ns}:events.DQ, {ns}:events.DQ.msgs    waiting for a retry's backoff to pass
-    {ns}:events.XQ, {ns}:events.XQ.msgs    dead letters (kept 7 days), by time of death
+    {ns}:Q, {ns}:Q.msgs                    waiting (a list of ids) and their messages
+    {ns}:__acks__.{worker}.Q               fetched by a live worker: in progress
+    {ns}:Q.DQ, {ns}:Q.DQ.msgs              waiting for a retry's backoff to pass
+    {ns}:Q.XQ, {ns}:Q.XQ.msgs              dead letters (kept 7 days), by time of death
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from taskapi.server.jobs.metrics import JobMetrics
 
 log = logging.getLogger(__name__)
 
-QUEUE = "events"
+QUEUE = "events"  # taskapi worker's
+TASKS_QUEUE = "tasks"  # the task service's
+QUEUES = (QUEUE, TASKS_QUEUE)
 WELCOME_EMAIL = "welcome_email"
 PASSWORD_CHANGED_EMAIL = "password_changed_email"
 USER_DELETED_CLEANUP = "user_deleted_cleanup"
@@ -37,12 +41,12 @@ JOB_TYPES = {
     PASSWORD_CHANGED: PASSWORD_CHANGED_EMAIL,
     USER_DELETED: USER_DELETED_CLEANUP,
 }
+JOB_QUEUES = {WELCOME_EMAIL: QUEUE, PASSWORD_CHANGED_EMAIL: QUEUE, USER_DELETED_CLEANUP: TASKS_QUEUE}
 DEAD_LETTER_SECONDS = DEFAULT_DEAD_MESSAGE_TTL // 1000  # dead letters are kept 7 days, then dropped
 # Dramatiq's loggers that print a message with its arguments (an address, a name).
 _LOGGERS_WITH_ARGUMENTS = (
     "dramatiq.worker.WorkerThread",
-    f"dramatiq.worker.ConsumerThread({QUEUE})",
-    f"dramatiq.worker.ConsumerThread({QUEUE}.DQ)",
+    *(f"dramatiq.worker.ConsumerThread({name}{suffix})" for name in QUEUES for suffix in ("", ".DQ")),
 )
 
 
@@ -122,7 +126,8 @@ class JobQueue:
                 ),
             ],
         )
-        self.broker.declare_queue(QUEUE)
+        for name in QUEUES:
+            self.broker.declare_queue(name)
         redact_job_arguments()
 
     def enqueue(self, event: Event) -> str:
@@ -142,7 +147,7 @@ class JobQueue:
 def job_message(job_type: str, event: dict[str, Any], *, message_id: str | None = None) -> Message[Any]:
     """A fresh job (no retries counted) for one event; `message_id` keeps a retried job's id."""
     fields: dict[str, Any] = {} if message_id is None else {"message_id": message_id}
-    return Message(queue_name=QUEUE, actor_name=job_type, args=(event,), kwargs={}, options={}, **fields)
+    return Message(queue_name=JOB_QUEUES[job_type], actor_name=job_type, args=(event,), kwargs={}, options={}, **fields)
 
 
 class _Outcomes(Middleware):

@@ -19,19 +19,30 @@ log = logging.getLogger(__name__)
 
 
 class JobRunner:
-    def __init__(self, queue: JobQueue, handlers: Handlers) -> None:
+    def __init__(
+        self, queue: JobQueue, handlers: Handlers, *, threads: int | None = None, poll_ms: int | None = None
+    ) -> None:
         self._queue = queue
+        self._queues = sorted(handlers.queues)
+        self._threads = threads or queue.config.threads
         handlers.declare(queue.broker, queue.config)
+        self._stopped = False
         self._worker = dramatiq.Worker(
-            queue.broker, worker_threads=queue.config.threads, worker_timeout=queue.config.poll_ms
+            queue.broker,
+            queues=set(self._queues),  # only the queues of the jobs declared here
+            worker_threads=self._threads,
+            worker_timeout=poll_ms or queue.config.poll_ms,  # also how long a stop waits for idle consumers
         )
 
     def start(self) -> None:
         # Dramatiq's CLI sends this signal once per process; the time limit's watchdog starts on it.
         self._queue.broker.emit_after("process_boot")
         self._worker.start()
-        log.info("job worker: %s threads on queue %r", self._queue.config.threads, self._queue.key("events"))
+        log.info("job worker: %s threads on %s", self._threads, ", ".join(map(self._queue.key, self._queues)))
 
     def stop(self) -> None:
-        """Finish the jobs in hand, requeue the rest."""
+        """Finish the jobs in hand, requeue the rest. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
         self._worker.stop(timeout=self._queue.config.time_limit_ms + 5_000)

@@ -16,7 +16,7 @@ import pymongo.errors
 from taskapi.server.config import Settings
 from taskapi.server.domain.errors import ApiError, Unavailable
 from taskapi.server.store.audit import CommandAudit
-from taskapi.server.store.documents import ALL_DOCUMENTS
+from taskapi.server.store.documents import ACCOUNTS, DOCUMENTS, TASKS
 from taskapi.server.store.outbox import MongoOutbox
 from taskapi.server.store.sessions import MongoSessionStore
 from taskapi.server.store.tasks import MongoTaskStore
@@ -24,22 +24,40 @@ from taskapi.server.store.users import MongoUserStore
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MongoOutbox", "MongoSessionStore", "MongoTaskStore", "MongoUserStore", "connect", "translate_error"]
+__all__ = [
+    "ACCOUNTS",
+    "TASKS",
+    "MongoOutbox",
+    "MongoSessionStore",
+    "MongoTaskStore",
+    "MongoUserStore",
+    "connect",
+    "translate_error",
+]
 
 
-def connect(settings: Settings) -> None:
-    """Connect the process's default alias: MONGODB_URI, or the embedded mongomock store.
+def connect(settings: Settings, sides: tuple[str, ...] = (ACCOUNTS, TASKS)) -> None:
+    """Connect each side's alias (`accounts`, `tasks`): its own URI (ACCOUNTS_MONGODB_URI,
+    TASKS_MONGODB_URI, else MONGODB_URI), or an embedded mongomock store of its own.
 
-    Idempotent for the same URI and database, so several Apps in one process (replicas
-    in `taskapi dev`, servers in tests) share one data set, embedded store included.
+    A process connects only the sides it serves, so the task service cannot read the
+    accounts' collections, nor they its. Idempotent for the same target, so several Apps in
+    one process (replicas in `taskapi dev`, servers in tests) share one data set per side.
     """
-    target = (settings.mongodb_uri, settings.mongodb_db)
-    if me.connection._connection_settings.get("default", {}).get("taskapi_target") == target:
+    uris = {ACCOUNTS: settings.accounts_store_uri, TASKS: settings.tasks_store_uri}
+    for side in sides:
+        _connect(side, uris[side], settings)
+
+
+def _connect(alias: str, uri: str, settings: Settings) -> None:
+    target = (uri, settings.mongodb_db)
+    if me.connection._connection_settings.get(alias, {}).get("taskapi_target") == target:
         return
-    me.disconnect_all()
-    if settings.mongodb_uri:
+    me.disconnect(alias)
+    if uri:
         me.connect(
-            host=settings.mongodb_uri,
+            alias=alias,
+            host=uri,
             db=settings.mongodb_db,
             maxPoolSize=settings.mongodb_pool_size,
             serverSelectionTimeoutMS=settings.mongodb_timeout_ms,
@@ -54,9 +72,13 @@ def connect(settings: Settings) -> None:
     else:
         import mongomock  # only the embedded store needs it
 
-        me.connect(db=settings.mongodb_db, host="mongodb://localhost", mongo_client_class=mongomock.MongoClient)
-    me.connection._connection_settings["default"]["taskapi_target"] = target
-    for document in ALL_DOCUMENTS:
+        # A client of its own per side: two embedded stores, sharing nothing.
+        me.connect(
+            alias=alias, db=settings.mongodb_db, host="mongodb://localhost", mongo_client_class=mongomock.MongoClient
+        )
+    me.connection._connection_settings[alias]["taskapi_target"] = target
+    for document in DOCUMENTS[alias]:
+        document._collection = None  # mongoengine caches the collection of the previous connection
         document.ensure_indexes()
 
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import mongoengine as me
 
+# Each side of the service has a store of its own (its own connection: ACCOUNTS_MONGODB_URI,
+# TASKS_MONGODB_URI): no document of one side is reachable through the other's connection.
+ACCOUNTS, TASKS = "accounts", "tasks"
+
 
 class PendingEventDoc(me.EmbeddedDocument):
     """An event about the document it sits in, written by the same write as the change it
@@ -20,6 +24,7 @@ class PendingEventDoc(me.EmbeddedDocument):
 class UserDoc(me.Document):
     meta = {
         "collection": "users",
+        "db_alias": ACCOUNTS,
         "indexes": [
             {"fields": ["email_key"], "unique": True},
             {"fields": ["create_time", "id"]},
@@ -41,7 +46,7 @@ class OutboxDoc(me.Document):
     """An event about a document that is being deleted, so it cannot carry it: recorded
     before the delete, handed out once the document is gone (store/outbox.py)."""
 
-    meta = {"collection": "outbox", "indexes": [{"fields": ["state", "occur_time"]}]}
+    meta = {"collection": "outbox", "db_alias": ACCOUNTS, "indexes": [{"fields": ["state", "occur_time"]}]}
     event_id = me.StringField(primary_key=True)
     type = me.StringField(required=True)
     subject = me.StringField(required=True)
@@ -54,6 +59,7 @@ class OutboxDoc(me.Document):
 class TaskDoc(me.Document):
     meta = {
         "collection": "tasks",
+        "db_alias": TASKS,
         "indexes": [
             {"fields": ["owner", "status", "due_time"]},
             {"fields": ["owner", "create_time"]},
@@ -85,6 +91,7 @@ class RefreshTokenDoc(me.Document):
 
     meta = {
         "collection": "refresh_tokens",
+        "db_alias": ACCOUNTS,
         "indexes": [
             {"fields": ["token_hash"], "unique": True},
             {"fields": ["family"]},
@@ -101,3 +108,4 @@ class RefreshTokenDoc(me.Document):
 
 
 ALL_DOCUMENTS = (UserDoc, TaskDoc, RefreshTokenDoc, OutboxDoc)
+DOCUMENTS = {ACCOUNTS: (UserDoc, RefreshTokenDoc, OutboxDoc), TASKS: (TaskDoc,)}

@@ -12,8 +12,8 @@ import mongoengine as me
 from taskapi.server.domain.entities import NewUser, User
 from taskapi.server.domain.events import NewEvent
 from taskapi.server.store import audit
-from taskapi.server.store.audit import TASKS, StoreQuery
-from taskapi.server.store.documents import OutboxDoc, PendingEventDoc, RefreshTokenDoc, TaskDoc, UserDoc
+from taskapi.server.store.audit import StoreQuery
+from taskapi.server.store.documents import OutboxDoc, PendingEventDoc, RefreshTokenDoc, UserDoc
 from taskapi.server.store.ids import object_id
 
 
@@ -113,12 +113,10 @@ class MongoUserStore:
                 set__traceparent=self._traceparent() or None,
                 set__state="pending",
             )
-        # The user first: from then on the event goes out, and its consumer removes the tasks
-        # of a cascade that a crash cut short.
+        # The user first: from then on the event goes out. The tasks are the task service's
+        # (a store of its own): its consumer of the event removes them.
         UserDoc.objects(id=oid).delete()
         RefreshTokenDoc.objects(user_id=oid).delete()
-        audit.record(StoreQuery(TASKS, "delete", {"owner": oid}))
-        TaskDoc.objects(owner=oid).delete()
         if event is not None:
             self._on_event()
         return families

@@ -3,16 +3,12 @@ running stack (the only process that holds that store), then used through REST."
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from taskapi.server import dev
-from tests.e2e.test_readme import Output, _wait_for
+from tests.support.dev_process import running_dev
 from tests.support.edge import RestClient
 
 EMAIL = "root@example.com"
@@ -20,41 +16,22 @@ PASSWORD = "correct horse battery"
 FREE_PORTS = ["--rest-port", "0", "--grpc-port", "0", "--admin-port", "0", "--metrics-port", "0", "--web-port", "0"]
 
 
-def test_dev_creates_the_admin_who_can_list_users(tmp_path: Path) -> None:
-    taskapi = Path(sys.executable).with_name("taskapi")
-    env = dict(os.environ, BCRYPT_ROUNDS="4", TASKAPI_ADMIN_PASSWORD=PASSWORD)
-    for name in ("REDIS_URL", "MONGODB_URI"):  # the embedded default: the case with no other way
-        env.pop(name, None)
-    process = subprocess.Popen(
-        [str(taskapi), "dev", "--admin-email", EMAIL, *FREE_PORTS],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-    )
-    output = Output(process.stdout)
-    try:
-        client = RestClient(_wait_for(output, process, r"REST\s+(http://\S+/api/v1/)"))
+@pytest.mark.parametrize("layout", [[], ["--split"]], ids=["single", "split"])
+def test_dev_creates_the_admin_who_can_list_users(layout: list[str], tmp_path: Path) -> None:
+    """Split: inside the account services' process, the one holding the accounts' store."""
+    with running_dev(
+        [*layout, "--admin-email", EMAIL, *FREE_PORTS], tmp_path, {"TASKAPI_ADMIN_PASSWORD": PASSWORD}
+    ) as stack:
+        client = RestClient(stack.wait_for(r"REST\s+(http://\S+/api/v1/)"))
         login = client.post("auth/login", {"email": EMAIL, "password": PASSWORD})
         assert login.status == 200, login
         assert login.json()["user"]["role"] == "ADMIN"
         users = client.get("users", token=login.json()["accessToken"])  # ListUsers: admin only
         assert users.status == 200, users
         assert [user["email"] for user in users.json()["users"]] == [EMAIL]
-
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=60) == 0, output.text()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        output.join()
-        assert process.stdout is not None
-        process.stdout.close()
-    assert PASSWORD not in output.text()
-    assert "Traceback" not in output.text(), output.text()
+        assert stack.stop() == 0, stack.text()
+    assert PASSWORD not in stack.text()
+    assert "Traceback" not in stack.text(), stack.text()
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,13 @@ def test_port_in_use_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> Non
     assert f"port {port}" in error and "--rest-port" in error
 
 
+def test_split_refuses_replicas(capsys: pytest.CaptureFixture[str]) -> None:
+    """Each side's embedded store lives in one process: a second account process would hold
+    other accounts, so --split runs one process per side and says so."""
+    assert dev.main(["--split", "--replicas", "3", "--rest-port", "0", "--grpc-port", "0", "--admin-port", "0"]) == 1
+    assert "--replicas does not apply with --split" in capsys.readouterr().err
+
+
 def test_a_live_listener_is_refused_even_with_so_reuseaddr() -> None:
     # Envoy's and Python's servers listen with SO_REUSEADDR: the check must still see them.
     with socket.socket() as taken:

@@ -161,7 +161,7 @@ def test_access_log_is_json_with_the_rest_path(stack: Stack, client: RestClient,
     import time
 
     rid = client.get("tasks", token=account.token, query={"pageSize": 3}).headers["x-request-id"]
-    log_path = stack.workdir / "access.log"
+    log_path = stack.access_log_path
     entry = None
     for _ in range(100):  # Envoy flushes its access log about once a second
         lines = log_path.read_text().splitlines() if log_path.exists() else []

@@ -29,7 +29,7 @@ from taskapi.server.app import App
 from taskapi.server.dev import free_port
 from taskapi.v1 import auth_pb2, auth_pb2_grpc, user_pb2
 from tests.conftest import GENEROUS, TEST_SECRET, make_settings, private_database, unique_email
-from tests.e2e.conftest import PASSWORD, Account, Stack, assert_error, detail, register, running_stack
+from tests.e2e.conftest import LAYOUTS, PASSWORD, Account, Stack, assert_error, detail, register, running_stack
 from tests.support.edge import Response, RestClient, cluster_stats, running_edge, upstream_requests
 from tests.support.raw_grpc import raw_grpc_call
 
@@ -57,10 +57,13 @@ HOSTILE = ILLEGAL_KEYS + BAD_CONTROL_VALUES
 REST_ONLY = [("te", "gzip"), ("grpc-timeout", "1n"), ("grpc-timeout", "99999999H"), ("content-type", "text/plain")]
 
 
-@pytest.fixture(scope="module")
-def hostile(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+@pytest.fixture(scope="module", params=LAYOUTS)
+def hostile(
+    request: pytest.FixtureRequest, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
     """A private stack: before the fix, these tests poisoned the connections they used."""
-    with running_stack(make_settings(redis_url), tmp_path_factory.mktemp("hostile")) as stack:
+    workdir = tmp_path_factory.mktemp("hostile")
+    with running_stack(make_settings(redis_url), workdir, layout=request.param) as stack:
         yield stack
 
 
@@ -115,17 +118,22 @@ def test_a_malformed_grpc_timeout_breaks_no_other_call(hostile: Stack, someone: 
 
 def test_a_valid_grpc_timeout_is_still_honoured_on_the_grpc_port(hostile: Stack) -> None:
     # 1 ns: the call must end DEADLINE_EXCEEDED, except when the replica wins the race
-    # against Envoy's timer (seen under load); a dropped header never would.
-    codes = {
-        raw_grpc_call(
+    # against Envoy's timer (seen under load), or when the replica's grpc, past the deadline
+    # itself, resets the stream (RST_STREAM after its headers: about one call in seven on a
+    # loaded box); a dropped header never would give any of those but UNAUTHENTICATED.
+    outcomes: set[grpc.StatusCode | str | None] = set()
+    for _ in range(20):
+        reply = raw_grpc_call(
             ("127.0.0.1", hostile.envoy.config.grpc_port), LOGIN, _login(), headers=[(b"grpc-timeout", b"1n")]
-        ).code
-        for _ in range(5)
-    }
-    assert grpc.StatusCode.DEADLINE_EXCEEDED in codes and codes <= {
+        )
+        outcomes.add("reset" if reply.code is None and reply.reset is not None else reply.code)
+        if grpc.StatusCode.DEADLINE_EXCEEDED in outcomes:
+            break
+    assert grpc.StatusCode.DEADLINE_EXCEEDED in outcomes and outcomes <= {
         grpc.StatusCode.DEADLINE_EXCEEDED,
         grpc.StatusCode.UNAUTHENTICATED,
-    }, codes
+        "reset",
+    }, outcomes
 
 
 def _assert_others_unharmed(stack: Stack, account: Account) -> None:
@@ -163,7 +171,7 @@ def test_hostile_requests_eject_no_replica(hostile: Stack, someone: Account) -> 
     for _ in range(20):
         assert hostile.client.get("tasks", token=someone.token).status == 200
     served = {port: count - start.get(port, 0) for port, count in upstream_requests(hostile.envoy).items()}
-    assert len(served) == 2 and all(count > 0 for count in served.values()), served
+    assert {port for port, count in served.items() if count > 0} == hostile.task_replica_ports, served
 
 
 def test_tiny_client_deadlines_eject_no_replica(hostile: Stack) -> None:

@@ -80,6 +80,7 @@ def monitored(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     with running_sink() as sink:
         settings = job_settings(redis_url, sink.port, outbox_relay=False)  # the embedded store is shared
         with running_stack(settings, tmp_path_factory.mktemp("monitored")) as stack:
+            assert stack.app is not None  # the single layout: one App in this process
             with worker.running_worker(settings, stack.app.job_metrics, relay=False):
                 account = register(stack.client)
                 created = stack.client.post("tasks", {"title": "watched"}, token=account.token)
@@ -91,6 +92,7 @@ def monitored(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 def scraped(stack: Stack) -> set[str]:
+    assert stack.app is not None
     server = get(f"http://127.0.0.1:{stack.app.metrics_port}/metrics")
     envoy = stack.envoy.admin_get("/stats/prometheus")
     return exported(server) | exported(envoy)
@@ -122,6 +124,7 @@ def query(base: str, promql: str) -> list[dict[str, Any]]:
 
 
 def test_a_real_prometheus_scrapes_the_stack_and_evaluates_the_rules(monitored: Stack, tmp_path: Path) -> None:
+    assert monitored.app is not None
     port = free_port()
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},

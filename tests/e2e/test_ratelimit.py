@@ -15,7 +15,7 @@ import redis
 
 from taskapi.server.domain.limits import RateLimit
 from tests.conftest import make_settings, private_database
-from tests.e2e.conftest import Stack, assert_error, detail, register, running_stack
+from tests.e2e.conftest import LAYOUTS, Stack, assert_error, detail, register, running_stack
 from tests.support.edge import Response, RestClient
 
 UNAUTHENTICATED, RESOURCE_EXHAUSTED = 16, 8
@@ -27,12 +27,16 @@ WINDOW = 600
 POLICY = f"{LIMIT};w={WINDOW}"
 
 
-@pytest.fixture(scope="module")
-def limited_stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, redis.Redis]]:
+@pytest.fixture(scope="module", params=LAYOUTS)
+def limited_stack(
+    request: pytest.FixtureRequest, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Stack, redis.Redis]]:
+    """Both layouts: split, the account services and the task service count one budget per
+    IP together (the counters live in Redis)."""
     # A database of its own, so no other test's counters count here.
     own_db = private_database(redis_url)
     settings = make_settings(own_db, rate_limit_ip=RateLimit(requests=LIMIT, window_seconds=WINDOW))
-    with running_stack(settings, tmp_path_factory.mktemp("ratelimit")) as stack:
+    with running_stack(settings, tmp_path_factory.mktemp("ratelimit"), layout=request.param) as stack:
         yield stack, redis.Redis.from_url(own_db)
 
 

@@ -183,28 +183,36 @@ def test_change_password_sends_one_notice(
 def test_delete_user_records_one_deletion_event_whose_consumer_removes_the_tasks(
     settings: Settings, sink: SmtpSink, queue: JobQueue
 ) -> None:
-    """In this process, so the worker's consumer works on the server's embedded store (with
-    MONGODB_URI both would use that)."""
+    """In this process, so the test can look into the server's embedded stores. The consumer
+    is the task service's own (it runs in every server that serves tasks), not the worker's."""
     app = App(settings)
     try:
         replica = app.start_replica(0)
         with connected(replica.address) as api:
             user = api.register("leaving")
             api.tasks.CreateTask(task_pb2.CreateTaskRequest(task=task_pb2.Task(title="mine")), metadata=user.auth)
+            # Stop the task side's consumer first, so the job waits in the queue for the one below.
+            assert app.task_jobs is not None
+            app.task_jobs.stop()
             api.users.DeleteUser(user_pb2.DeleteUserRequest(id=user.id), metadata=user.auth, timeout=10)
-        # A task the account's cascade never saw (a CreateTask racing the deletion): the
-        # deletion event's consumer removes it, as it removes every task once tasks are a
+        # A task the in-process cleanup never saw (a CreateTask racing the deletion): the
+        # deletion event's consumer removes it, as it removes every task when tasks are a
         # service of their own.
         late = store.MongoTaskStore().insert(_task(owner=user.id))
         assert late is not None
         deletion = user_deleted(user.id).id  # one per user: a retried DeleteUser records the same
 
         metrics = worker.job_metrics(CollectorRegistry())
-        with worker.running_worker(settings, metrics, relay=False):
-            assert delivered(queue, USER_DELETED_CLEANUP, deletion) == "done"
-            assert store.MongoTaskStore().find(late.id, None) is None
-        assert store.MongoOutbox().pending(1000) == []  # sent
-        assert settled(queue).succeeded == {WELCOME_EMAIL: 1, USER_DELETED_CLEANUP: 1}  # each once
+        consumer = worker.task_side_jobs(settings, worker.job_queue(settings, metrics), app.remove_tasks_of)
+        consumer.start()
+        try:
+            with worker.running_worker(settings, metrics, relay=False):
+                assert delivered(queue, USER_DELETED_CLEANUP, deletion) == "done"
+                assert store.MongoTaskStore().find(late.id, None) is None
+                assert store.MongoOutbox().pending(1000) == []  # sent
+                assert settled(queue).succeeded == {WELCOME_EMAIL: 1, USER_DELETED_CLEANUP: 1}  # each once
+        finally:
+            consumer.stop()
         assert job_count(_samples(metrics.registry), "duplicates", USER_DELETED_CLEANUP) == 0
         served = scrape(app.metrics_port)  # the server's own /metrics: what its relay queued
         assert job_count(served, "enqueued", WELCOME_EMAIL) == job_count(served, "enqueued", USER_DELETED_CLEANUP) == 1

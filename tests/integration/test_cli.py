@@ -18,7 +18,7 @@ COMMANDS = {
 }
 # Variables the settings read; cleared so the machine's environment cannot change the outcome.
 SETTINGS_PREFIXES: tuple[str, ...] = ("TASKAPI_", "LOG_", "MONGODB_", "REDIS_", "JWT_", "RATE_LIMIT_", "BCRYPT_")
-SETTINGS_PREFIXES += ("TRUSTED_", "SMTP_", "MAIL_", "JOBS_", "OUTBOX_")
+SETTINGS_PREFIXES += ("TRUSTED_", "SMTP_", "MAIL_", "JOBS_", "OUTBOX_", "TASKS_", "ACCOUNTS_")
 
 
 CASES = [
@@ -57,6 +57,13 @@ CASES = [
         "smtps://[user:password@]host[:port], got 'smtp://***@mail.example.com:submission'",
     ),
     ("jobs", "JOBS_MAX_RETRIES", "many", "JOBS_MAX_RETRIES must be an integer ≥ 0, got 'many'"),
+    (
+        "serve",
+        "TASKAPI_SERVICES",
+        "billing",
+        "TASKAPI_SERVICES must be 'all' or services from auth, tasks, users separated by commas, got 'billing'",
+    ),
+    ("serve", "TASKS_SESSION_FALLBACK", "maybe", "TASKS_SESSION_FALLBACK must be one of token, refuse, got 'maybe'"),
 ]
 
 
@@ -96,4 +103,30 @@ def test_the_worker_refuses_to_start_without_its_queue_or_its_mail_server(env: d
         text=True,
         timeout=60,
     )
+    assert result.returncode == 2 and result.stderr.startswith(message), result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--services", "tasks,billing"],
+            "taskapi: --services must be 'all' or services from auth, tasks, users separated by commas, "
+            "got 'tasks,billing'",
+        ),
+        (["--services", "tasks", "--admin-email", "a@example.com"], "error: --admin-email needs the account services"),
+        (["--admin-email", "a@example.com"], "error: --admin-email: set TASKAPI_ADMIN_PASSWORD"),
+    ],
+)
+def test_serve_refuses_services_it_does_not_know_and_an_admin_it_cannot_create(args: list[str], message: str) -> None:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(SETTINGS_PREFIXES)}
+    result = subprocess.run(
+        [sys.executable, "-m", "taskapi.server.cli", "serve", *args],
+        env=base,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "Traceback" not in result.stderr, result.stderr
     assert result.returncode == 2 and result.stderr.startswith(message), result.stderr

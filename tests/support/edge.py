@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from taskapi.server.dev import free_port
-from taskapi.server.edge import CLUSTER, EdgeConfig, Envoy
+from taskapi.server.edge import CLUSTER, SERVICE_CLUSTERS, EdgeConfig, Envoy
+
+CLUSTERS = (CLUSTER, *SERVICE_CLUSTERS.values())
 
 # Tests want Envoy to notice a replica going away quickly.
 HEALTH_CHECK_INTERVAL_SECONDS = 0.5
@@ -58,7 +60,7 @@ def running_edge(
             envoy.start()
             try:
                 try:
-                    envoy.wait_healthy(replicas=len(upstreams), timeout=30)
+                    envoy.wait_healthy(replicas=envoy.endpoints, timeout=30)
                 except RuntimeError:  # exited: most likely a port was taken meanwhile
                     if attempt == attempts:
                         raise RuntimeError(f"envoy did not start; see {workdir / 'envoy.log'}") from None
@@ -70,26 +72,31 @@ def running_edge(
 
 
 def upstream_requests(envoy: Envoy) -> dict[int, int]:
-    """Requests Envoy has sent to each replica, by replica port (from its admin /clusters)."""
+    """Requests Envoy has sent to each replica, by replica port, over every cluster of ours
+    (from its admin /clusters)."""
     counts: dict[int, int] = {}
     for line in envoy.admin_get("/clusters").splitlines():
         # taskapi_replicas::127.0.0.1:50061::rq_total::12
         parts = line.split("::")
-        if len(parts) == 4 and parts[0] == CLUSTER and parts[2] == "rq_total":
-            counts[int(parts[1].rsplit(":", 1)[1])] = int(parts[3])
+        if len(parts) == 4 and parts[0] in CLUSTERS and parts[2] == "rq_total":
+            port = int(parts[1].rsplit(":", 1)[1])
+            counts[port] = counts.get(port, 0) + int(parts[3])
     return counts
 
 
 def cluster_stats(envoy: Envoy, prefix: str = "outlier_detection.") -> dict[str, int]:
-    """The replicas cluster's counters and gauges under `prefix`, by the rest of their name
-    (`ejections_active` for cluster.taskapi_replicas.outlier_detection.ejections_active)."""
-    head = f"cluster.{CLUSTER}.{prefix}"
-    body = envoy.admin_get(f"/stats?filter=^{head}&format=json")
-    return {
-        item["name"].removeprefix(head): int(item["value"])
-        for item in json.loads(body).get("stats", [])
-        if "value" in item
-    }
+    """Our clusters' counters and gauges under `prefix`, by the rest of their name, summed over
+    the clusters (`ejections_active` for cluster.taskapi_replicas.outlier_detection.ejections_active;
+    split, the sum over taskapi_auth, taskapi_users and taskapi_tasks)."""
+    body = envoy.admin_get(f"/stats?filter={prefix.replace('.', '[.]')}&format=json")
+    totals: dict[str, int] = {}
+    for item in json.loads(body).get("stats", []):
+        for cluster in CLUSTERS:
+            head = f"cluster.{cluster}.{prefix}"
+            if "value" in item and item["name"].startswith(head):
+                name = item["name"].removeprefix(head)
+                totals[name] = totals.get(name, 0) + int(item["value"])
+    return totals
 
 
 @dataclass(frozen=True)
