@@ -338,6 +338,6 @@ def kubernetes() -> dict[str, list[Manifest]]:
         "kubernetes/single.yaml": [*server(single_name, single_args), *edge(edge_config([(single_name, GRPC_PORT)]))],
         "kubernetes/split.yaml": [
             *(document for name, args in SPLIT for document in server(name, args)),
-            *(edge(split_edge) if split_edge is not None else []),
+            *edge(split_edge),
         ],
     }

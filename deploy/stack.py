@@ -5,6 +5,7 @@ renders it for `taskapi dev`). deploy/render.py writes the files from here.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -69,10 +70,17 @@ SETTINGS = (
     Setting("TASKAPI_MAX_MESSAGE_BYTES"),
     Setting("TASKAPI_SHUTDOWN_GRACE_SECONDS", str(SHUTDOWN_GRACE_SECONDS)),
     Setting("TASKAPI_DRAIN_SECONDS", str(DRAIN_SECONDS)),
+    # Which services a pod serves: the split Deployments pass `--services` instead.
+    Setting("TASKAPI_SERVICES"),
+    # The task service when Redis cannot be read: serve by the access token, or refuse.
+    Setting("TASKS_SESSION_FALLBACK"),
     Setting("LOG_LEVEL", "INFO"),
     Setting("LOG_FORMAT", "json"),
     # Store
     Setting("MONGODB_URI", secret=True, required_by=BOTH),  # may carry credentials
+    # The split layout's database per side (docs/services.md); each falls back to MONGODB_URI.
+    Setting("ACCOUNTS_MONGODB_URI", secret=True),
+    Setting("TASKS_MONGODB_URI", secret=True),
     Setting("MONGODB_DB"),
     Setting("MONGODB_POOL_SIZE"),
     Setting("MONGODB_TIMEOUT_MS"),
@@ -163,15 +171,6 @@ SPLIT_UPSTREAMS: dict[str, list[tuple[str, int]]] = {
 }
 
 
-def split_edge_config() -> EdgeConfig | None:
-    """The split layout's Envoy config: each service routed to its own cluster.
-
-    TODO(split): EdgeConfig has no per-service upstreams in this tree. Once it has them (the
-    service-split work's `service_upstreams`, service → replicas), this becomes
-
-        return dataclasses.replace(edge_config([]), service_upstreams=SPLIT_UPSTREAMS)
-
-    and split.yaml gets its Envoy ConfigMap and Deployment, which the tests then validate like
-    the others. Until then split.yaml holds the servers only.
-    """
-    return None
+def split_edge_config() -> EdgeConfig:
+    """The split layout's Envoy config: each service routed to its own cluster, found by DNS."""
+    return dataclasses.replace(edge_config([]), service_upstreams=SPLIT_UPSTREAMS)

@@ -367,7 +367,7 @@ def _envoy_configs() -> dict[str, str]:
 
 def test_every_rendered_envoy_config_passes_envoy_validate(tmp_path: Path) -> None:
     configs = _envoy_configs()
-    assert {"single.yaml:taskapi-edge", "envoy/compose.yaml"} <= set(configs)
+    assert {"single.yaml:taskapi-edge", "split.yaml:taskapi-edge", "envoy/compose.yaml"} <= set(configs)
     for name, text in configs.items():
         # Inside the image Envoy reads the descriptor from the venv; here from the checkout.
         assert stack.IMAGE_DESCRIPTOR in text, name
@@ -380,11 +380,14 @@ def test_every_rendered_envoy_config_passes_envoy_validate(tmp_path: Path) -> No
 
 def test_edge_configs_discover_replicas_through_dns() -> None:
     for name, text in _envoy_configs().items():
-        clusters = yaml.safe_load(text)["static_resources"]["clusters"]
-        (cluster,) = [c for c in clusters if c["name"].startswith("taskapi_")]
-        assert cluster["cluster_type"]["name"] == "envoy.cluster.dns", name
-        (endpoint,) = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
-        assert endpoint["endpoint"]["address"]["socket_address"]["address"] in {"taskapi-server", "server"}
+        clusters = [c for c in yaml.safe_load(text)["static_resources"]["clusters"] if c["name"].startswith("taskapi_")]
+        # One cluster (single layout), or one per service (split: auth and users on the accounts pods).
+        assert len(clusters) in (1, 3), name
+        for cluster in clusters:
+            assert cluster["cluster_type"]["name"] == "envoy.cluster.dns", name
+            (endpoint,) = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+            address = endpoint["endpoint"]["address"]["socket_address"]["address"]
+            assert address in {"taskapi-server", "server", "taskapi-accounts", "taskapi-tasks"}, name
 
 
 def test_edge_pods_roll_when_their_config_changes() -> None:
