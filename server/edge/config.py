@@ -17,7 +17,7 @@ from pathlib import Path
 import jinja2
 
 from taskapi.interceptors.status import RETRY_SAFE_HEADER
-from taskapi.server.edge import strict_json
+from taskapi.server.edge import methods, strict_json
 from taskapi_client.policy import rpc_policies
 
 # The envoy/ folder ships inside the distribution as `taskapi.envoy` (pyproject package-dir),
@@ -69,7 +69,8 @@ LOCAL_REPLY_CODES = {
     400: 3,  # INVALID_ARGUMENT: unknown query parameter, malformed request
     401: 16,  # UNAUTHENTICATED
     403: 7,  # PERMISSION_DENIED
-    404: 5,  # NOT_FOUND: a path or method that maps to no RPC
+    404: 5,  # NOT_FOUND: a path that maps to no RPC
+    405: 12,  # UNIMPLEMENTED: a method the path does not serve (see METHOD_NOT_ALLOWED_CODE)
     408: 4,  # DEADLINE_EXCEEDED: request headers too slow
     413: 8,  # RESOURCE_EXHAUSTED: body above the limit (gRPC's own code for a too-large message)
     429: 8,  # RESOURCE_EXHAUSTED
@@ -79,6 +80,9 @@ LOCAL_REPLY_CODES = {
     503: 14,  # UNAVAILABLE: no healthy replica, circuit breaker open
     504: 4,  # DEADLINE_EXCEEDED: the route timeout
 }
+
+# A known path's other methods: 405 + Allow, with the code gRPC gives a method it does not have.
+METHOD_NOT_ALLOWED_CODE = 12  # UNIMPLEMENTED
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,6 +120,8 @@ def render(config: EdgeConfig) -> str:
     """The Envoy YAML for `config`."""
     if not config.upstreams:
         raise ValueError("the edge needs at least one upstream replica")
+    paths = methods.path_methods(config.descriptor)
+    shadows = methods.shadowed(paths)
     return template().render(
         admin_port=config.admin_port,
         rest_port=config.rest_port,
@@ -152,6 +158,26 @@ def render(config: EdgeConfig) -> str:
         # The strict-body filter with its allow-list, from the same descriptor.
         strict_json_lua=strict_json.lua_source(config.descriptor),
         access_log_path=config.access_log,
+        # 405 + Allow for the methods a known path does not serve (taskapi.server.edge.methods).
+        path_methods=paths,
+        shadowed_methods=shadows,
+        shadowed_lua=_shadowed_lua(shadows),
+        method_not_allowed_code=METHOD_NOT_ALLOWED_CODE,
+    )
+
+
+def _shadowed_lua(shadows: list[tuple[methods.PathMethods, tuple[str, ...]]]) -> str:
+    """The filter's whole script: it runs only for a shadowed (path, method) pair (its matcher),
+    and answers 405 with the literal path's methods; the local reply mapper renders the body."""
+    table = ", ".join(f'["{path.template}"] = "{path.allow}"' for path, _ in shadows)
+    return (
+        f"local allow = {{{table}}}\n"
+        "function envoy_on_request(handle)\n"
+        '  local path = string.gsub(handle:headers():get(":path"), "[?#].*", "")\n'
+        '  local methods = allow[path] or ""\n'
+        '  handle:respond({[":status"] = "405", ["allow"] = methods},\n'
+        '    handle:headers():get(":method") .. " is not allowed on this path; it allows " .. methods)\n'
+        "end\n"
     )
 
 
