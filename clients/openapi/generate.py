@@ -297,8 +297,41 @@ class _Builder:
                 alias["description"] = f"The proto field name of `{field.json_name}`, accepted as well."
                 aliases[field.name] = alias
         schema = {**schema, "properties": {**schema["properties"], **aliases}, "additionalProperties": False}
+        required = set(schema.get("required", ()))
+        # `null` is the same as leaving a field out, so an optional field may be null.
+        schema["properties"] = {
+            name: prop if name in required else _nullable(prop) for name, prop in schema["properties"].items()
+        }
+        # A required field may come by either name: one of the two must be there, and not null.
+        either = [
+            {"anyOf": [_present(field.json_name), _present(field.name)]}
+            for field in message.field
+            if field.name in aliases and field.json_name in required
+        ]
+        for field in message.field:
+            if field.name in aliases and field.json_name in required:
+                for name in (field.json_name, field.name):
+                    schema["properties"][name] = _nullable(schema["properties"][name])
+        # Never both names of one field (the edge refuses it: envoy/strict_json.lua).
+        either += [
+            {"not": {"allOf": [_present(field.json_name), _present(field.name)]}}
+            for field in message.field
+            if field.name in aliases
+        ]
+        if either:
+            schema["required"] = [
+                n
+                for n in schema.get("required", [])
+                if n not in {f.json_name for f in message.field if f.name in aliases}
+            ]
+            if not schema["required"]:
+                del schema["required"]
+            schema["allOf"] = either
+        needed = bool(schema.get("required") or any("anyOf" in rule for rule in either))
+        if not needed:  # no body, or a JSON null, is the empty object to the transcoder
+            schema["type"] = ["object", "null"]
         return {
-            "required": True,
+            "required": needed,
             "description": (
                 "Strict: an unknown field, or a value of another JSON type than the field's, is a 400 "
                 "naming the field. `null` is the same as leaving a field out."
@@ -433,6 +466,21 @@ class _Builder:
                 parameter["description"] = description
             parameters.append(parameter)
         return parameters
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema`, or null (proto3 JSON: a null field is an absent one)."""
+    kind = schema.get("type")
+    if isinstance(kind, str) and "$ref" not in schema:
+        out = {**schema, "type": [kind, "null"]}
+        if "enum" in out:
+            out["enum"] = [*out["enum"], None]
+        return out
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _present(name: str) -> dict[str, Any]:
+    return {"required": [name], "properties": {name: {"not": {"type": "null"}}}}
 
 
 def _parameter_name(template: str, dotted: str) -> str:

@@ -66,7 +66,10 @@ def _string(schema: dict[str, Any], s: Dynamic) -> None:
     _copy(s, schema, (("min_len", "minLength"), ("max_len", "maxLength"), ("pattern", "pattern")))
     if s.HasField("len"):
         schema["minLength"] = schema["maxLength"] = s.len
-    for rule, keyword, extension in (("min_bytes", "minLength", "x-minBytes"), ("max_bytes", "maxLength", "x-maxBytes")):
+    for rule, keyword, extension in (
+        ("min_bytes", "minLength", "x-minBytes"),
+        ("max_bytes", "maxLength", "x-maxBytes"),
+    ):
         if s.HasField(rule):
             schema[keyword] = schema[extension] = getattr(s, rule)
     if s.HasField("email") and s.email:

@@ -24,7 +24,7 @@ PACKAGE = "taskapi.v1"
 # What one path segment variable matches (the transcoder's `*`), and `**` (any rest of the path).
 _SEGMENT = "[^/?#:]+"  # a segment with a `:verb` is no variable's (the transcoder splits the verb off)
 _REST = "[^?#]+"
-_QUERY = "([?#].*)?"
+_QUERY = "/?([?#].*)?"  # a trailing slash is the same path to the transcoder
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from tests.conftest import make_settings, unique_email
 from tests.e2e.conftest import PASSWORD, login, running_stack
 
 DOCUMENT = CLIENTS / "openapi" / "taskapi.openapi.json"
+CONFIG = CLIENTS / "openapi" / "schemathesis.toml"
 SCHEMATHESIS = Path(sys.executable).parent / "st"
 REDOCLY = ROOT / "node_modules" / ".bin" / "redocly"
 # Enough examples per operation for every phase to reach each rule, in a few minutes on 2 cores.
@@ -37,6 +38,8 @@ def test_schemathesis_finds_nothing_through_envoy(redis_url: str, tmp_path: Path
         report = tmp_path / "report"
         command = [
             str(SCHEMATHESIS),
+            "--config-file",
+            str(CONFIG),
             "run",
             str(DOCUMENT),
             "--url",
