@@ -33,10 +33,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import schema_rules
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import Message
-
-import schema_rules
 
 PACKAGE = "taskapi.v1"
 FDP = descriptor_pb2.FieldDescriptorProto
@@ -303,7 +302,7 @@ class _Builder:
             name: prop if name in required else _nullable(prop) for name, prop in schema["properties"].items()
         }
         # A required field may come by either name: one of the two must be there, and not null.
-        either = [
+        either: list[dict[str, Any]] = [
             {"anyOf": [_present(field.json_name), _present(field.name)]}
             for field in message.field
             if field.name in aliases and field.json_name in required
@@ -583,6 +582,9 @@ def document(fds: descriptor_pb2.FileDescriptorSet) -> dict[str, Any]:
     builder.need("google.rpc.Status")
     builder.flush()
     status = builder.schemas["google.rpc.Status"]
+    # Each detail is an Any (with its @type) holding one of the detail messages the server sends.
+    details = status["properties"]["details"]
+    details["items"] = {"allOf": [details["items"]], "anyOf": [_ref(name) for name in ERROR_DETAILS]}
     status["description"] = (
         "The error body of every failure: the gRPC status as JSON. `code` is the numeric gRPC code "
         "(3 INVALID_ARGUMENT, 5 NOT_FOUND, 16 UNAUTHENTICATED, ...); `details` carries "
@@ -620,7 +622,9 @@ def document(fds: descriptor_pb2.FileDescriptorSet) -> dict[str, Any]:
                     "schema": {"type": "string"},
                 },
                 "RateLimit": {
-                    "description": "The IETF RateLimit field: what is left of it, e.g. `limit=100, remaining=94, reset=54`.",
+                    "description": (
+                        "The IETF RateLimit field: what is left of it, e.g. `limit=100, remaining=94, reset=54`."
+                    ),
                     "schema": {"type": "string"},
                 },
                 "Retry-After": {

@@ -4,15 +4,16 @@ The OpenAPI document must state exactly what the server accepts, and the server'
 are the protos' `buf.validate` options (checked by protovalidate in the interceptor chain). So
 each rule becomes its JSON Schema keyword here, read from the same descriptor:
 
-| rule | JSON Schema |
-|---|---|
-| string min_len / max_len / len, pattern, email, in / not_in, const | minLength / maxLength, pattern, format email, enum / not, const |
-| string min_bytes / max_bytes | minLength / maxLength and `x-minBytes` / `x-maxBytes` (see below) |
-| int32 ... double gte / gt / lte / lt / const / in | minimum / exclusiveMinimum / maximum / exclusiveMaximum / const / enum |
-| repeated min_items / max_items / unique, items | minItems / maxItems / uniqueItems, the item's schema |
-| enum defined_only / in / not_in / const | the enum's value names, less those refused (no `*_UNSPECIFIED` where it is rejected) |
-| field_mask in | a pattern: a comma list of the allowed paths, by JSON name (`*` alone) |
-| required, CEL `has(this.f)`, CEL `this.f.matches('re')` | required, required `f`, pattern on `f` |
+- string min_len / max_len / len, pattern, email, in / not_in, const: minLength / maxLength,
+  pattern, format email, enum / not, const;
+- string min_bytes / max_bytes: minLength / maxLength with `x-minBytes` / `x-maxBytes` (below);
+- numbers' gte / gt / lte / lt / const / in: minimum / exclusiveMinimum / maximum /
+  exclusiveMaximum / const / enum;
+- repeated min_items / max_items / unique, items: minItems / maxItems / uniqueItems, the items;
+- enum defined_only / in / not_in / const: the value names less those refused (no
+  `*_UNSPECIFIED` where it is rejected);
+- field_mask in: a pattern, a comma list of the allowed paths as listed (`*` alone);
+- required, CEL `has(this.f)`, CEL `this.f.matches('re')`: required, required `f`, a pattern on `f`.
 
 Byte lengths: JSON Schema counts characters, and no keyword counts UTF-8 bytes. An ASCII
 string (what a password usually is) has as many bytes as characters, so the character bounds
@@ -55,9 +56,10 @@ def apply(schema: dict[str, Any], rules: Dynamic, *, repeated: bool) -> None:
         allowed = list(getattr(rules.field_mask, "in"))
         if allowed:
             schema["pattern"] = mask_pattern(allowed)
+            schema["example"] = ",".join([path for path in allowed if path != "*"][:2])
             schema["description"] = (
                 f"{schema.get('description', '')} Allowed paths: "
-                + ", ".join(f"`{_json_name(p)}`" for p in allowed if p != "*")
+                + ", ".join(f"`{p}`" for p in allowed if p != "*")
                 + ("; or `*` alone, every one of them." if "*" in allowed else ".")
             ).strip()
 
@@ -116,15 +118,11 @@ def cel_constraints(rules: Dynamic) -> tuple[list[str], dict[str, str]]:
 
 def mask_pattern(paths: Sequence[str]) -> str:
     """A FieldMask in the query string as the server takes it: allowed paths, comma-separated
-    (JSON names; repeats are harmless), `*` alone, or nothing (no mask)."""
-    names = "|".join(re.escape(_json_name(p)) for p in paths if p != "*")
+    (as the rule spells them, so a proto lists both names of a two-word field; repeats are
+    harmless), `*` alone, or nothing (no mask)."""
+    names = "|".join(re.escape(p) for p in paths if p != "*")
     star = "|\\*" if "*" in paths else ""
     return f"^(?:(?:{names})(?:,(?:{names}))*{star})?$"
-
-
-def _json_name(path: str) -> str:
-    head, *rest = path.split("_")
-    return head + "".join(part.capitalize() for part in rest)
 
 
 def _copy(rules: Dynamic, schema: dict[str, Any], pairs: Sequence[tuple[str, str]]) -> None:

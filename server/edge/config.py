@@ -27,6 +27,12 @@ TEMPLATE_NAME = "envoy.yaml.j2"
 DESCRIPTOR = Path(str(ENVOY_FILES.joinpath("taskapi.binpb")))
 CLUSTER = "taskapi_replicas"
 SERVICES = ("taskapi.v1.AuthService", "taskapi.v1.TaskService", "taskapi.v1.UserService")
+# Routed on the gRPC listener only: health checks and server reflection for operators' tools.
+OPERATOR_SERVICES = (
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+)
 # Declared repeatable in the protos (`idempotency_level`): retried after any failure.
 IDEMPOTENT_METHODS = tuple(policy.path for policy in rpc_policies().values() if policy.repeatable)
 # Repeatable when they carry a request id (AIP-155): over REST Envoy sees it in the query
@@ -135,6 +141,7 @@ def render(config: EdgeConfig) -> str:
         # Envoy cannot load.
         descriptor_path=str(Path(config.descriptor).resolve()),
         services=list(SERVICES),
+        operator_services=list(OPERATOR_SERVICES),
         repeatable_methods=list(IDEMPOTENT_METHODS),
         request_id_methods=list(REQUEST_ID_METHODS),
         with_request_id=WITH_REQUEST_ID,

@@ -36,7 +36,13 @@ def test_rendered_config_keeps_admin_on_loopback(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", "/api/v1/nope"), ("PUT", "/api/v1/nope"), ("GET", "/api/v2/tasks"), ("GET", "/"), ("GET", "/api/v1/tasks/a/b")],
+    [
+        ("GET", "/api/v1/nope"),
+        ("PUT", "/api/v1/nope"),
+        ("GET", "/api/v2/tasks"),
+        ("GET", "/"),
+        ("GET", "/api/v1/tasks/a/b"),
+    ],
 )
 def test_unmapped_path_is_404_json(client: RestClient, account: Account, method: str, path: str) -> None:
     body = assert_error(client.request(method, path, token=account.token), 404, NOT_FOUND)

@@ -294,7 +294,8 @@ export declare type UpdateTaskRequest = Message<"taskapi.v1.UpdateTaskRequest"> 
   /**
    * The fields to change (`updateMask=title,status`). Without it, the fields
    * present in `task` change. Output-only fields cannot be named; `*` names
-   * every field (a full replacement).
+   * every field (a full replacement). Paths by proto or JSON name (native gRPC
+   * clients may send either; over REST, Envoy turns `dueTime` into `due_time`).
    *
    * @generated from field: google.protobuf.FieldMask update_mask = 2;
    */
