@@ -46,6 +46,9 @@ from taskapi.v1 import auth_pb2, auth_pb2_grpc, task_pb2, task_pb2_grpc, user_pb
 
 log = logging.getLogger(__name__)
 
+# What a replica accepts as request metadata (see start_replica).
+MAX_METADATA_BYTES = 72 << 10
+
 SERVICES = (
     auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
     task_pb2.DESCRIPTOR.services_by_name["TaskService"],
@@ -146,6 +149,12 @@ class App:
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
             ("grpc.so_reuseport", 0),
+            # Envoy accepts 32 KiB of request headers, and the transcoder forwards the REST path
+            # with its query string as x-envoy-original-path: grpc's default limits (8 KiB soft,
+            # 16 KiB hard) turned a long query string into RESOURCE_EXHAUSTED (429) before the
+            # field rules could answer 400. Room for all of it, and Envoy's own headers.
+            ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+            ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
         ]
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="grpc"),

@@ -306,3 +306,11 @@ def _route_tables() -> list[list[dict[str, Any]]]:
     ]
     assert len(tables) == 2, tables
     return tables
+
+
+def test_a_long_query_string_gets_the_field_rule_not_a_metadata_limit(client: RestClient, account: Account) -> None:
+    """Envoy accepts 32 KiB of headers and forwards the REST path as x-envoy-original-path; the
+    replica takes that much metadata, so `q` over its limit is the 400 naming it (never a 429)."""
+    for size in (9_000, 20_000, 30_000):
+        body = assert_error(client.get("tasks", token=account.token, query={"q": "a" * size}), 400, INVALID_ARGUMENT)
+        assert "q: must be at most 200 characters" in body["message"], size
