@@ -14,10 +14,16 @@ reads it, so the document cannot drift from what the edge serves:
   as `a.b`; well-known types such as Timestamp and FieldMask parse from a string);
 - schemas in the proto3 JSON mapping: lowerCamelCase names, enums as names,
   int64 as strings, Timestamp as an RFC 3339 string, FieldMask as a comma list;
-- `readOnly`/`required` from `google.api.field_behavior`, limits from `buf.validate`;
-- request bodies closed (`unevaluatedProperties: false`, or `additionalProperties: false`
-  where the schema is inline) with the proto field names as accepted aliases, because the
-  edge refuses anything else (envoy/strict_json.lua); responses stay open;
+- `readOnly`/`required` from `google.api.field_behavior`, every `buf.validate` rule as JSON
+  Schema (schema_rules.py: lengths, patterns, ranges, enums less refused values, CEL has/matches,
+  field-mask paths);
+- path variables with plain names, one per path (`{task.id}` and `{id}` after /tasks/ are both
+  `{taskId}`), each with `x-proto-field` naming the field it binds;
+- request bodies inline and closed (`additionalProperties: false`) with the proto field names as
+  accepted aliases (one of the two names, never both), `null` allowed where a field is optional,
+  because the edge refuses anything else (envoy/strict_json.lua); responses stay open;
+- every status an RPC can answer: the common ones, its access level's, and its own
+  (`taskapi.v1.errors`), with the error body and the rate-limit headers;
 - the bearer scheme on every RPC whose `taskapi.v1.access` option is not PUBLIC;
 - descriptions from the proto comments (the descriptor keeps source info).
 
