@@ -485,7 +485,8 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def _present(name: str) -> dict[str, Any]:
-    return {"required": [name], "properties": {name: {"not": {"type": "null"}}}}
+    """An object that has `name`, not null (`required` alone holds for any non-object, `null` too)."""
+    return {"type": "object", "required": [name], "properties": {name: {"not": {"type": "null"}}}}
 
 
 def _parameter_name(template: str, dotted: str) -> str:
