@@ -39,6 +39,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import http_responses
 import schema_rules
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import Message
@@ -407,7 +408,7 @@ class _Builder:
             op["security"] = []
         if access == "ACCESS_LEVEL_ADMIN":
             op["description"] += "\n\nRequires the ADMIN role."
-        op["responses"] = _responses(response, access, self.d.errors(method), has_body=bool(rule.body))
+        op["responses"] = http_responses.operation(response, access, self.d.errors(method), has_body=bool(rule.body))
         return path, verb, op
 
     def _field(self, message_name: str, dotted: str) -> descriptor_pb2.FieldDescriptorProto:
@@ -502,70 +503,6 @@ def _parameter_name(template: str, dotted: str) -> str:
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
-# The HTTP status Envoy's transcoder gives each gRPC code (google.rpc.Code's own mapping).
-HTTP_STATUS = {
-    "INVALID_ARGUMENT": 400,
-    "FAILED_PRECONDITION": 400,
-    "OUT_OF_RANGE": 400,
-    "UNAUTHENTICATED": 401,
-    "PERMISSION_DENIED": 403,
-    "NOT_FOUND": 404,
-    "ALREADY_EXISTS": 409,
-    "ABORTED": 409,
-    "RESOURCE_EXHAUSTED": 429,
-    "CANCELLED": 499,
-    "INTERNAL": 500,
-    "UNKNOWN": 500,
-    "DATA_LOSS": 500,
-    "UNIMPLEMENTED": 501,
-    "UNAVAILABLE": 503,
-    "DEADLINE_EXCEEDED": 504,
-}
-# Every RPC can fail so (docs/api.md, "Errors"): a field that breaks a rule or a malformed
-# request, the rate limit, a bug, the store or cache down or the service overloaded, the deadline.
-COMMON_ERRORS = ("INVALID_ARGUMENT", "RESOURCE_EXHAUSTED", "INTERNAL", "UNAVAILABLE", "DEADLINE_EXCEEDED")
-RATE_LIMIT_HEADERS = {
-    "RateLimit-Policy": {"$ref": "#/components/headers/RateLimit-Policy"},
-    "RateLimit": {"$ref": "#/components/headers/RateLimit"},
-}
-
-
-def _responses(response: str, access: str, errors: list[str], *, has_body: bool) -> dict[str, Any]:
-    """200 with the output message, then every status the RPC can answer: the common failures,
-    UNAUTHENTICATED unless public, PERMISSION_DENIED for admins' RPCs, the RPC's own
-    (`taskapi.v1.errors`), and 413 from the edge for a body over the size limit."""
-    codes = [*COMMON_ERRORS, *errors]
-    if access != "ACCESS_LEVEL_PUBLIC":
-        codes.append("UNAUTHENTICATED")
-    if access == "ACCESS_LEVEL_ADMIN":
-        codes.append("PERMISSION_DENIED")
-    by_status: dict[int, list[str]] = {}
-    for code in codes:
-        by_status.setdefault(HTTP_STATUS[code], [])
-        if code not in by_status[HTTP_STATUS[code]]:
-            by_status[HTTP_STATUS[code]].append(code)
-    if has_body:
-        by_status[413] = ["RESOURCE_EXHAUSTED"]
-    responses: dict[str, Any] = {
-        "200": {
-            "description": "OK",
-            "headers": RATE_LIMIT_HEADERS,
-            "content": {"application/json": {"schema": _ref(response)}},
-        }
-    }
-    for status in sorted(by_status):
-        name = {429: "RateLimited", 503: "Unavailable", 413: "TooLarge"}.get(status)
-        if name:
-            responses[str(status)] = {"$ref": f"#/components/responses/{name}"}
-        else:
-            responses[str(status)] = {
-                "description": " or ".join(by_status[status]) + ", as the JSON error body.",
-                "headers": RATE_LIMIT_HEADERS,
-                "content": {"application/json": {"schema": _ref("google.rpc.Status")}},
-            }
-    return responses
-
-
 def document(fds: descriptor_pb2.FileDescriptorSet) -> dict[str, Any]:
     descriptor = _Descriptor(fds)
     builder = _Builder(descriptor)
@@ -623,43 +560,7 @@ def document(fds: descriptor_pb2.FileDescriptorSet) -> dict[str, Any]:
                     "description": "The `accessToken` of an AuthSession (Register, Login or Refresh).",
                 }
             },
-            "headers": {
-                "RateLimit-Policy": {
-                    "description": "The IETF RateLimit-Policy field: the quota that applies, e.g. `100;w=900`.",
-                    "schema": {"type": "string"},
-                },
-                "RateLimit": {
-                    "description": (
-                        "The IETF RateLimit field: what is left of it, e.g. `limit=100, remaining=94, reset=54`."
-                    ),
-                    "schema": {"type": "string"},
-                },
-                "Retry-After": {
-                    "description": "Seconds to wait before trying again (RFC 9110).",
-                    "schema": {"type": "integer", "minimum": 0},
-                },
-            },
-            "responses": {
-                "RateLimited": {
-                    "description": (
-                        "RESOURCE_EXHAUSTED: too many requests. `details` carries RetryInfo and QuotaFailure."
-                    ),
-                    "headers": {"Retry-After": {"$ref": "#/components/headers/Retry-After"}, **RATE_LIMIT_HEADERS},
-                    "content": {"application/json": {"schema": _ref("google.rpc.Status")}},
-                },
-                "Unavailable": {
-                    "description": (
-                        "UNAVAILABLE: the store or cache is down, no replica is healthy, or the service is "
-                        "overloaded (then with RetryInfo and Retry-After). Safe to retry later."
-                    ),
-                    "headers": {"Retry-After": {"$ref": "#/components/headers/Retry-After"}, **RATE_LIMIT_HEADERS},
-                    "content": {"application/json": {"schema": _ref("google.rpc.Status")}},
-                },
-                "TooLarge": {
-                    "description": "The body is over the edge's size limit (1 MiB by default), answered by Envoy.",
-                    "content": {"application/json": {"schema": _ref("google.rpc.Status")}},
-                },
-            },
+            **http_responses.components(),
             "schemas": {name: builder.schemas[name] for name in sorted(builder.schemas)},
         },
     }
