@@ -12,6 +12,7 @@ Any failure or error fails the test; the report is kept in the test's temporary 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -92,7 +93,9 @@ def test_schemathesis_finds_nothing_through_envoy(tmp_path: Path) -> None:
 
 def _redocly_lint(document: Path) -> subprocess.CompletedProcess[str]:
     command = [str(REDOCLY), "lint", str(document), "--config", str(ROOT / "redocly.yaml"), "--format", "stylish"]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False, cwd=ROOT)
+    # Offline: no usage telemetry, no check for a newer release.
+    env = dict(os.environ, REDOCLY_TELEMETRY="off", REDOCLY_SUPPRESS_UPDATE_NOTICE="true")
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False, cwd=ROOT, env=env)
 
 
 def test_redocly_lint_is_clean() -> None:
