@@ -157,6 +157,7 @@ local function check_body(s, rule)
     return nil -- not an object (or empty): the transcoder decides
   end
   i = skip_space(s, i + 1)
+  local given = {} -- field JSON name -> true once a non-null value was seen, by either spelling
   while i and sub(s, i, i) == '"' do
     local j = skip_string(s, i)
     if not j then
@@ -180,6 +181,14 @@ local function check_body(s, rule)
     -- The kind is known from the first character: a wrong one is refused before any scan.
     if kind ~= "null" and not find(field.kinds, kind, 1, true) then
       return wrong_kind(path, field.kinds, kind)
+    end
+    -- One value per field: the JSON and the proto name together (or one key twice) would
+    -- leave the parser to pick one silently.
+    if kind ~= "null" then
+      if given[field.name] then
+        return path .. ": given twice (one field, by its JSON or proto name)"
+      end
+      given[field.name] = true
     end
     local after
     if kind == "a" and field.items then

@@ -207,6 +207,8 @@ def _buf_generate(descriptor: Path, out: Path) -> None:
 
 
 def _openapi(descriptor: Path, out_file: Path) -> None:
+    if str(ROOT / "clients/openapi") not in sys.path:  # generate.py imports its sibling schema_rules.py
+        sys.path.insert(0, str(ROOT / "clients/openapi"))
     spec = importlib.util.spec_from_file_location("taskapi_openapi", ROOT / "clients/openapi/generate.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

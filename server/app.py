@@ -50,6 +50,9 @@ from taskapi.v1 import auth_pb2, auth_pb2_grpc, task_pb2, task_pb2_grpc, user_pb
 
 log = logging.getLogger(__name__)
 
+# What a replica accepts as request metadata (see start_replica).
+MAX_METADATA_BYTES = 72 << 10
+
 SERVICES = (
     auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
     task_pb2.DESCRIPTOR.services_by_name["TaskService"],
@@ -246,6 +249,12 @@ class App:
             # grpcio refuses calls beyond it as RESOURCE_EXHAUSTED "Concurrent RPC limit
             # exceeded!", a 429 that reads as a rate limit and carries no retry advice.
             ("grpc.max_concurrent_streams", settings.workers * 4),
+            # Envoy accepts 32 KiB of request headers, and the transcoder forwards the REST path
+            # with its query string as x-envoy-original-path: grpc's default limits (8 KiB soft,
+            # 16 KiB hard) turned a long query string into RESOURCE_EXHAUSTED (429) before the
+            # field rules could answer 400. Room for all of it, and Envoy's own headers.
+            ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+            ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
         ]
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="grpc"),
@@ -261,7 +270,9 @@ class App:
             user_pb2_grpc.add_UserServiceServicer_to_server(UserServicer(self.users, self.accounts), server)
         health_servicer = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection((*served, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        # Reflection describes the whole API, also on a replica serving part of it: through
+        # Envoy's gRPC port (where tools ask) every service is there, whichever replica answers.
+        reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
         bound = server.add_insecure_port(host_port(settings.grpc_host, settings.grpc_port if port is None else port))
         if bound == 0:
             raise OSError(f"cannot listen on {settings.grpc_host}:{port}")

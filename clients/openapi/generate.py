@@ -14,10 +14,16 @@ reads it, so the document cannot drift from what the edge serves:
   as `a.b`; well-known types such as Timestamp and FieldMask parse from a string);
 - schemas in the proto3 JSON mapping: lowerCamelCase names, enums as names,
   int64 as strings, Timestamp as an RFC 3339 string, FieldMask as a comma list;
-- `readOnly`/`required` from `google.api.field_behavior`, limits from `buf.validate`;
-- request bodies closed (`unevaluatedProperties: false`, or `additionalProperties: false`
-  where the schema is inline) with the proto field names as accepted aliases, because the
-  edge refuses anything else (envoy/strict_json.lua); responses stay open;
+- `readOnly`/`required` from `google.api.field_behavior`, every `buf.validate` rule as JSON
+  Schema (schema_rules.py: lengths, patterns, ranges, enums less refused values, CEL has/matches,
+  field-mask paths);
+- path variables with plain names, one per path (`{task.id}` and `{id}` after /tasks/ are both
+  `{taskId}`), each with `x-proto-field` naming the field it binds;
+- request bodies inline and closed (`additionalProperties: false`) with the proto field names as
+  accepted aliases (one of the two names, never both), `null` allowed where a field is optional,
+  because the edge refuses anything else (envoy/strict_json.lua); responses stay open;
+- every status an RPC can answer: the common ones, its access level's, and its own
+  (`taskapi.v1.errors`), with the error body and the rate-limit headers;
 - the bearer scheme on every RPC whose `taskapi.v1.access` option is not PUBLIC;
 - descriptions from the proto comments (the descriptor keeps source info).
 
@@ -33,6 +39,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import http_responses
+import schema_rules
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import Message
 
@@ -92,7 +100,6 @@ SCALARS: dict[int, dict[str, Any]] = {
     FDP.TYPE_UINT64: {"type": "string", "format": "uint64"},
     FDP.TYPE_FIXED64: {"type": "string", "format": "uint64"},
 }
-ERROR_RESPONSE = {"$ref": "#/components/responses/Error"}
 # Options re-read through our pool, and their extension values (google.api.HttpRule,
 # buf.validate.FieldRules), are messages built at run time and read by field name: no static
 # types exist for them, and types-protobuf cannot type an extension found by name.
@@ -123,8 +130,10 @@ class _Descriptor:
                 "google.api.field_behavior",
                 "buf.validate.field",
                 f"{PACKAGE}.access",
+                f"{PACKAGE}.errors",
             )
         }
+        self._code_names = {v.number: v.name for v in pool.FindEnumTypeByName("google.rpc.Code").values}
         self._access_names = {v.number: v.name for v in pool.FindEnumTypeByName(f"{PACKAGE}.AccessLevel").values}
         self._behavior_names = {v.number: v.name for v in pool.FindEnumTypeByName("google.api.FieldBehavior").values}
         self.messages: dict[str, tuple[descriptor_pb2.DescriptorProto, str]] = {}  # name -> (proto, comment)
@@ -167,6 +176,11 @@ class _Descriptor:
     def access(self, method: descriptor_pb2.MethodDescriptorProto) -> str:
         options = self._read("MethodOptions", method.options)
         return self._access_names[options.Extensions[self._ext[f"{PACKAGE}.access"]]]
+
+    def errors(self, method: descriptor_pb2.MethodDescriptorProto) -> list[str]:
+        """The gRPC codes of the RPC's own failures (the `taskapi.v1.errors` option)."""
+        options = self._read("MethodOptions", method.options)
+        return [self._code_names[c] for c in options.Extensions[self._ext[f"{PACKAGE}.errors"]]]
 
     def behaviors(self, field: descriptor_pb2.FieldDescriptorProto) -> set[str]:
         options = self._read("FieldOptions", field.options)
@@ -216,7 +230,9 @@ class _Builder:
             return _ref(_type_name(field))
         return dict(SCALARS[field.type])
 
-    def field_schema(self, message_name: str, index: int) -> dict[str, Any]:
+    def field_schema(self, message_name: str, index: int, *, input: bool = False) -> dict[str, Any]:
+        """The schema of a field; `input`: as a request takes it (enum values the rules refuse,
+        such as `*_UNSPECIFIED`, left out), else as responses carry it."""
         message, _ = self.d.messages[message_name]
         field = message.field[index]
         entry = self._map_entry(field)
@@ -229,10 +245,17 @@ class _Builder:
             schema = {"type": "array", "items": self.type_schema(field)}
         else:
             schema = self.type_schema(field)
-        _apply_rules(schema, self.d.rules(field), repeated=field.label == FDP.LABEL_REPEATED)
+        rules = self.d.rules(field)
         comment = self.d.field_comments.get((message_name, index), "")
         if comment:
             schema["description"] = comment
+        if input and field.type == FDP.TYPE_ENUM and field.label != FDP.LABEL_REPEATED:
+            enum, _, _ = self.d.enums[_type_name(field)]
+            allowed = schema_rules.enum_values({v.number: v.name for v in enum.value}, rules)
+            if allowed is not None:
+                schema = {**self.enum_schema(_type_name(field)), "enum": allowed, **schema}
+                schema.pop("$ref")
+        schema_rules.apply(schema, rules, repeated=field.label == FDP.LABEL_REPEATED)
         if "OUTPUT_ONLY" in self.d.behaviors(field):
             schema["readOnly"] = True
         return schema
@@ -243,14 +266,21 @@ class _Builder:
         entry = self.d.messages.get(_type_name(field))
         return entry[0] if entry and entry[0].options.map_entry else None
 
-    def message_schema(self, name: str, *, without: tuple[str, ...] = ()) -> dict[str, Any]:
+    def message_schema(
+        self, name: str, *, without: tuple[str, ...] = (), input: bool = False, rules: Dynamic = None
+    ) -> dict[str, Any]:
+        """A message as an object; `input`: as a request body (see `field_schema`), with what the
+        CEL `rules` of the field holding it say (required fields, patterns)."""
         message, comment = self.d.messages[name]
+        cel_required, cel_patterns = schema_rules.cel_constraints(rules) if rules is not None else ([], {})
         properties, required = {}, []
         for index, field in enumerate(message.field):
             if field.name in without:
                 continue
-            properties[field.json_name] = self.field_schema(name, index)
-            if "REQUIRED" in self.d.behaviors(field) or self.d.rules(field).required:
+            properties[field.json_name] = self.field_schema(name, index, input=input)
+            if field.name in cel_patterns:
+                properties[field.json_name]["pattern"] = cel_patterns[field.name]
+            if "REQUIRED" in self.d.behaviors(field) or self.d.rules(field).required or field.name in cel_required:
                 required.append(field.json_name)
         schema: dict[str, Any] = {"type": "object"}
         if comment:
@@ -262,24 +292,52 @@ class _Builder:
 
     def strict_body(self, message_name: str, schema: dict[str, Any]) -> dict[str, Any]:
         """A request body as the edge enforces it (envoy/strict_json.lua): the message's fields,
-        by JSON name or by proto name, and nothing else. Only request bodies say so: responses
-        may gain fields. `unevaluatedProperties` (JSON Schema 2020-12, OpenAPI 3.1) sees the
-        properties of the `$ref`ed schema, where `additionalProperties` would not."""
+        by JSON name or by proto name, and nothing else (`additionalProperties: false`; the schema
+        is inline, so every tool sees it closed). Only request bodies say so: responses may gain
+        fields."""
         message, _ = self.d.messages[message_name]
         aliases = {}
         for index, field in enumerate(message.field):
-            if field.name != field.json_name and ("$ref" in schema or field.json_name in schema["properties"]):
-                alias = self.field_schema(message_name, index)
+            if field.name != field.json_name and field.json_name in schema["properties"]:
+                alias = self.field_schema(message_name, index, input=True)
                 alias["description"] = f"The proto field name of `{field.json_name}`, accepted as well."
                 aliases[field.name] = alias
-        if "$ref" in schema:
-            schema = {"$ref": schema["$ref"], "unevaluatedProperties": False}
-            if aliases:
-                schema["properties"] = aliases
-        else:
-            schema = {**schema, "properties": {**schema["properties"], **aliases}, "additionalProperties": False}
+        schema = {**schema, "properties": {**schema["properties"], **aliases}, "additionalProperties": False}
+        required = set(schema.get("required", ()))
+        # `null` is the same as leaving a field out, so an optional field may be null.
+        schema["properties"] = {
+            name: prop if name in required else _nullable(prop) for name, prop in schema["properties"].items()
+        }
+        # A required field may come by either name: one of the two must be there, and not null.
+        either: list[dict[str, Any]] = [
+            {"anyOf": [_present(field.json_name), _present(field.name)]}
+            for field in message.field
+            if field.name in aliases and field.json_name in required
+        ]
+        for field in message.field:
+            if field.name in aliases and field.json_name in required:
+                for name in (field.json_name, field.name):
+                    schema["properties"][name] = _nullable(schema["properties"][name])
+        # Never both names of one field (the edge refuses it: envoy/strict_json.lua).
+        either += [
+            {"not": {"allOf": [_present(field.json_name), _present(field.name)]}}
+            for field in message.field
+            if field.name in aliases
+        ]
+        if either:
+            schema["required"] = [
+                n
+                for n in schema.get("required", [])
+                if n not in {f.json_name for f in message.field if f.name in aliases}
+            ]
+            if not schema["required"]:
+                del schema["required"]
+            schema["allOf"] = either
+        needed = bool(schema.get("required") or any("anyOf" in rule for rule in either))
+        if not needed:  # no body, or a JSON null, is the empty object to the transcoder
+            schema["type"] = ["object", "null"]
         return {
-            "required": True,
+            "required": needed,
             "description": (
                 "Strict: an unknown field, or a value of another JSON type than the field's, is a 400 "
                 "naming the field. `null` is the same as leaving a field out."
@@ -317,7 +375,8 @@ class _Builder:
         request = method.input_type.lstrip(".")
         response = method.output_type.lstrip(".")
         path_fields = re.findall(r"\{([^}=]+)(?:=[^}]*)?\}", template)
-        path = re.sub(r"\{([^}=]+)=[^}]*\}", r"{\1}", template)
+        names = {dotted: _parameter_name(template, dotted) for dotted in path_fields}
+        path = re.sub(r"\{([^}=]+)(?:=[^}]*)?\}", lambda m: "{" + names[m.group(1)] + "}", template)
         access = self.d.access(method)
         op: dict[str, Any] = {
             "operationId": f"{service}_{method.name}",
@@ -327,41 +386,29 @@ class _Builder:
             "x-grpc-method": f"/{PACKAGE}.{service}/{method.name}",
             "x-taskapi-access": access.removeprefix("ACCESS_LEVEL_"),
         }
-        parameters = [self._path_parameter(request, p) for p in path_fields]
+        parameters = [self._path_parameter(request, p, names[p]) for p in path_fields]
         if rule.body != "*":
             parameters += self._query_parameters(request, "", set(path_fields), rule.body)
         if parameters:
             op["parameters"] = parameters
         if rule.body == "*":
             top_level = tuple(p for p in path_fields if "." not in p)
-            if top_level:
-                schema = self.message_schema(request, without=top_level)
-            else:
-                self.need(request)
-                schema = _ref(request)
-            op["requestBody"] = self.strict_body(request, schema)
+            op["requestBody"] = self.strict_body(request, self.message_schema(request, without=top_level, input=True))
         elif rule.body:
             field = self._field(request, rule.body)
-            op["requestBody"] = self.strict_body(_type_name(field), self.type_schema(field))
+            # Fields the path binds (task.id) are not the body's to set: an equal value passes,
+            # another is a 400 (reject_binding_body_field_collisions), so the body leaves them out.
+            bound = tuple(p.split(".", 1)[1] for p in path_fields if p.startswith(rule.body + "."))
+            body = self.message_schema(_type_name(field), without=bound, input=True, rules=self.d.rules(field))
+            op["requestBody"] = self.strict_body(_type_name(field), body)
         if rule.response_body:  # Envoy 1.40 cannot load it (envoyproxy/envoy#11136)
             raise ValueError(f"{service}.{method.name}: the edge cannot serve response_body")
         self.need(response)
-        ok = _ref(response)
-        responses: dict[str, Any] = {"200": {"description": "OK", "content": {"application/json": {"schema": ok}}}}
-        responses["400"] = ERROR_RESPONSE
         if access == "ACCESS_LEVEL_PUBLIC":
             op["security"] = []
-        else:
-            responses["401"] = ERROR_RESPONSE
         if access == "ACCESS_LEVEL_ADMIN":
-            responses["403"] = ERROR_RESPONSE
             op["description"] += "\n\nRequires the ADMIN role."
-        if path_fields:
-            responses["404"] = ERROR_RESPONSE
-        responses["429"] = {"$ref": "#/components/responses/RateLimited"}
-        responses["503"] = ERROR_RESPONSE
-        responses["default"] = ERROR_RESPONSE
-        op["responses"] = responses
+        op["responses"] = http_responses.operation(response, access, self.d.errors(method), has_body=bool(rule.body))
         return path, verb, op
 
     def _field(self, message_name: str, dotted: str) -> descriptor_pb2.FieldDescriptorProto:
@@ -377,13 +424,17 @@ class _Builder:
         message, _ = self.d.messages[message_name]
         return next(i for i, f in enumerate(message.field) if f.name == name)
 
-    def _path_parameter(self, request: str, dotted: str) -> dict[str, Any]:
+    def _path_parameter(self, request: str, dotted: str, name: str) -> dict[str, Any]:
         *parents, leaf = dotted.split(".")
         owner = _type_name(self._field(request, ".".join(parents))) if parents else request
-        schema = self.field_schema(owner, self._index(owner, leaf))
+        schema = self.field_schema(owner, self._index(owner, leaf), input=True)
+        if parents:  # the rules of the field holding the resource (CEL `this.id.matches(...)`)
+            _, patterns = schema_rules.cel_constraints(self.d.rules(self._field(request, ".".join(parents))))
+            if leaf in patterns:
+                schema["pattern"] = patterns[leaf]
         description = schema.pop("description", "")
         schema.pop("readOnly", None)
-        parameter = {"name": dotted, "in": "path", "required": True, "schema": schema}
+        parameter = {"name": name, "in": "path", "required": True, "schema": schema, "x-proto-field": dotted}
         if description:
             parameter["description"] = description
         return parameter
@@ -423,39 +474,33 @@ class _Builder:
         return parameters
 
 
-def _apply_rules(schema: dict[str, Any], rules: Dynamic, *, repeated: bool) -> None:
-    """Translate the buf.validate rules JSON Schema can express."""
-    kind = rules.WhichOneof("type")
-    if kind == "repeated" and repeated:
-        r = rules.repeated
-        if r.HasField("min_items"):
-            schema["minItems"] = r.min_items
-        if r.HasField("max_items"):
-            schema["maxItems"] = r.max_items
-        if r.unique:
-            schema["uniqueItems"] = True
-        if r.HasField("items") and "$ref" not in schema["items"]:
-            _apply_rules(schema["items"], r.items, repeated=False)
-    elif kind == "string":
-        s = rules.string
-        if s.HasField("min_len"):
-            schema["minLength"] = s.min_len
-        if s.HasField("max_len"):
-            schema["maxLength"] = s.max_len
-        if s.HasField("pattern"):
-            schema["pattern"] = s.pattern
-        if s.HasField("email") and s.email:
-            schema["format"] = "email"
-    elif kind in ("int32", "int64", "uint32", "uint64", "sint32", "sint64", "double", "float"):
-        n = getattr(rules, kind)
-        for rule, keyword in (
-            ("gte", "minimum"),
-            ("gt", "exclusiveMinimum"),
-            ("lte", "maximum"),
-            ("lt", "exclusiveMaximum"),
-        ):
-            if n.HasField(rule):
-                schema[keyword] = getattr(n, rule)
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema`, or null (proto3 JSON: a null field is an absent one)."""
+    kind = schema.get("type")
+    if isinstance(kind, str) and "$ref" not in schema:
+        out = {**schema, "type": [kind, "null"]}
+        if "enum" in out:
+            out["enum"] = [*out["enum"], None]
+        return out
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _present(name: str) -> dict[str, Any]:
+    """An object that has `name`, not null (`required` alone holds for any non-object, `null` too)."""
+    return {"type": "object", "required": [name], "properties": {name: {"not": {"type": "null"}}}}
+
+
+def _parameter_name(template: str, dotted: str) -> str:
+    """A path variable's plain name: `{task.id}` -> taskId, and `{id}` after `/tasks/` -> taskId
+    as well, so one path has one name (OpenAPI holds `/tasks/{id}` and `/tasks/{task.id}` to be
+    the same path, and many tools refuse dots in a name)."""
+    parts = dotted.split(".")
+    if len(parts) == 1:
+        collection = re.search(r"/([A-Za-z]+)/\{" + re.escape(dotted) + r"[}=]", template)
+        if collection and parts[0] == "id":
+            parts = [collection.group(1).removesuffix("s"), "id"]
+    head, *rest = "_".join(parts).split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
 def document(fds: descriptor_pb2.FileDescriptorSet) -> dict[str, Any]:
@@ -481,6 +526,9 @@ def document(fds: descriptor_pb2.FileDescriptorSet) -> dict[str, Any]:
     builder.need("google.rpc.Status")
     builder.flush()
     status = builder.schemas["google.rpc.Status"]
+    # Each detail is an Any (with its @type) holding one of the detail messages the server sends.
+    details = status["properties"]["details"]
+    details["items"] = {"allOf": [details["items"]], "anyOf": [_ref(name) for name in ERROR_DETAILS]}
     status["description"] = (
         "The error body of every failure: the gRPC status as JSON. `code` is the numeric gRPC code "
         "(3 INVALID_ARGUMENT, 5 NOT_FOUND, 16 UNAUTHENTICATED, ...); `details` carries "
@@ -512,26 +560,7 @@ def document(fds: descriptor_pb2.FileDescriptorSet) -> dict[str, Any]:
                     "description": "The `accessToken` of an AuthSession (Register, Login or Refresh).",
                 }
             },
-            "responses": {
-                "Error": {
-                    "description": "A gRPC status as JSON; the HTTP status follows the gRPC code.",
-                    "content": {"application/json": {"schema": _ref("google.rpc.Status")}},
-                },
-                "RateLimited": {
-                    "description": (
-                        "RESOURCE_EXHAUSTED: too many requests. `details` carries RetryInfo and QuotaFailure."
-                    ),
-                    "headers": {
-                        "Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}},
-                        "RateLimit-Policy": {
-                            "description": "IETF RateLimit-Policy field.",
-                            "schema": {"type": "string"},
-                        },
-                        "RateLimit": {"description": "IETF RateLimit field.", "schema": {"type": "string"}},
-                    },
-                    "content": {"application/json": {"schema": _ref("google.rpc.Status")}},
-                },
-            },
+            **http_responses.components(),
             "schemas": {name: builder.schemas[name] for name in sorted(builder.schemas)},
         },
     }

@@ -67,6 +67,9 @@ DEFAULT_WEB_PORT = 3000
 DEFAULT_REPLICAS = 2
 # Dev-only: the browser pages are served from the checkout (server/dev/ -> the repo root).
 CLIENTS_DIR = Path(__file__).resolve().parents[2] / "clients"
+# The docs page's renderer: Swagger UI from npm (package.json), served from node_modules as is.
+SWAGGER_UI_DIR = CLIENTS_DIR.parent / "node_modules" / "swagger-ui-dist"
+SWAGGER_UI_PATH = "/openapi/vendor/swagger-ui/"
 READY_TIMEOUT_SECONDS = 60.0
 
 
@@ -181,7 +184,7 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
                     f"  gRPC     {envoy.grpc_target}  (through Envoy; replicas: {endpoints})",
                     f"  metrics  {metrics}",
                     f"  web      {pages}/web/?api={api_origin}  (the browser client)",
-                    f"  docs     {pages}/openapi/  (OpenAPI reference)",
+                    f"  docs     {pages}/openapi/?api={api_origin}  (OpenAPI reference, Swagger UI: try it out)",
                     f"  admin    {envoy.admin_url}  (Envoy)",
                     f"  access   {config.access_log}  (Envoy's JSON access log)",
                     f"  redis    {_redact(redis_url) if settings.redis_url else settings.redis_shown}",
@@ -444,7 +447,8 @@ def _parser() -> argparse.ArgumentParser:
 
 @contextmanager
 def serve_pages(host: str, port: int) -> Iterator[str]:
-    """Serve clients/ as static files: the built browser app under /web/, the OpenAPI docs."""
+    """Serve clients/ as static files: the built browser app under /web/, the OpenAPI docs
+    (Swagger UI, from node_modules, under /openapi/vendor/swagger-ui/)."""
     handler = functools.partial(_QuietFiles, directory=str(CLIENTS_DIR))
     server = http.server.ThreadingHTTPServer((host, port), handler)
     thread = threading.Thread(target=server.serve_forever, name="pages", daemon=True)
@@ -461,6 +465,10 @@ class _QuietFiles(http.server.SimpleHTTPRequestHandler):
         # /web/ is the built browser app (clients/web/dist, made by scripts/setup.sh), not its sources.
         if path == "/web" or path.startswith(("/web/", "/web?")):
             path = "/web/dist" + path[len("/web") :]
+        if path.startswith(SWAGGER_UI_PATH):
+            # The base class resolves the rest within a directory it is given (no `..` escapes).
+            inner = super().translate_path("/" + path[len(SWAGGER_UI_PATH) :])
+            return str(SWAGGER_UI_DIR / Path(inner).relative_to(CLIENTS_DIR))
         return super().translate_path(path)
 
     def send_response(self, code: int, message: str | None = None) -> None:

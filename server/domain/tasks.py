@@ -203,7 +203,7 @@ def parse_order_by(order_by: str) -> list[SortKey]:
                 "order_by", f"cannot order by {clause!r}; use {', '.join(sorted(set(SORT_FIELDS.values())))} [asc|desc]"
             )
         if any(existing == name for existing, _ in sort):
-            raise InvalidArgument.field("order_by", f"{words[0]!r} appears twice")
+            continue  # a key named again is ignored: the first one orders (the proto's pattern allows repeats)
         sort.append((name, DESCENDING if words[-1].lower() == "desc" else ASCENDING))
     sort.append(("id", sort[-1][1] if sort else ASCENDING))  # ties break by id: a total order
     return sort

@@ -17,7 +17,7 @@ from pathlib import Path
 import jinja2
 
 from taskapi.interceptors.status import RETRY_SAFE_HEADER
-from taskapi.server.edge import strict_json
+from taskapi.server.edge import methods, strict_json
 from taskapi_client.policy import rpc_policies
 
 # The envoy/ folder ships inside the distribution as `taskapi.envoy` (pyproject package-dir),
@@ -31,6 +31,12 @@ SERVICES = ("taskapi.v1.AuthService", "taskapi.v1.TaskService", "taskapi.v1.User
 # health-checked on that service's name and balanced on its own.
 SERVICE_KEYS = {"auth": "taskapi.v1.AuthService", "tasks": "taskapi.v1.TaskService", "users": "taskapi.v1.UserService"}
 SERVICE_CLUSTERS = {key: f"taskapi_{key}" for key in SERVICE_KEYS}
+# Routed on the gRPC listener only: health checks and server reflection for operators' tools.
+OPERATOR_SERVICES = (
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+)
 # Declared repeatable in the protos (`idempotency_level`): retried after any failure.
 IDEMPOTENT_METHODS = tuple(policy.path for policy in rpc_policies().values() if policy.repeatable)
 # Repeatable when they carry a request id (AIP-155): over REST Envoy sees it in the query
@@ -73,7 +79,8 @@ LOCAL_REPLY_CODES = {
     400: 3,  # INVALID_ARGUMENT: unknown query parameter, malformed request
     401: 16,  # UNAUTHENTICATED
     403: 7,  # PERMISSION_DENIED
-    404: 5,  # NOT_FOUND: a path or method that maps to no RPC
+    404: 5,  # NOT_FOUND: a path that maps to no RPC
+    405: 12,  # UNIMPLEMENTED: a method the path does not serve (see METHOD_NOT_ALLOWED_CODE)
     408: 4,  # DEADLINE_EXCEEDED: request headers too slow
     413: 8,  # RESOURCE_EXHAUSTED: body above the limit (gRPC's own code for a too-large message)
     429: 8,  # RESOURCE_EXHAUSTED
@@ -83,6 +90,9 @@ LOCAL_REPLY_CODES = {
     503: 14,  # UNAVAILABLE: no healthy replica, circuit breaker open
     504: 4,  # DEADLINE_EXCEEDED: the route timeout
 }
+
+# A known path's other methods: 405 + Allow, with the code gRPC gives a method it does not have.
+METHOD_NOT_ALLOWED_CODE = 12  # UNIMPLEMENTED
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -185,6 +195,8 @@ def render(config: EdgeConfig) -> str:
     if config.upstream_dns and config.dns_refresh_seconds <= 0:
         raise ValueError("dns_refresh_seconds must be positive with upstream_dns")
     upstream_clusters = clusters(config)
+    paths = methods.path_methods(config.descriptor)
+    shadows = methods.shadowed(paths)
     return template().render(
         admin_port=config.admin_port,
         rest_port=config.rest_port,
@@ -193,7 +205,8 @@ def render(config: EdgeConfig) -> str:
         clusters=upstream_clusters,
         # Every route names its cluster: the one cluster, or its service's.
         service_routes=[(service, cluster_of(config, service)) for service in SERVICES],
-        health_cluster=cluster_of(config, "grpc.health.v1.Health"),
+        # Split, health and reflection go to any replica (each reflects the whole API).
+        operator_routes=[(service, cluster_of(config, service)) for service in OPERATOR_SERVICES],
         catch_all_cluster=cluster_of(config, ""),
         upstream_dns=config.upstream_dns,
         dns_refresh_rate=_duration(config.dns_refresh_seconds),
@@ -238,6 +251,26 @@ def render(config: EdgeConfig) -> str:
             if config.trace_sampling_percent is not None
             else (100.0 if config.otlp_endpoint is not None else 0.0)
         ),
+        # 405 + Allow for the methods a known path does not serve (taskapi.server.edge.methods).
+        path_methods=paths,
+        shadowed_methods=shadows,
+        shadowed_lua=_shadowed_lua(shadows),
+        method_not_allowed_code=METHOD_NOT_ALLOWED_CODE,
+    )
+
+
+def _shadowed_lua(shadows: list[tuple[methods.PathMethods, tuple[str, ...]]]) -> str:
+    """The filter's whole script: it runs only for a shadowed (path, method) pair (its matcher),
+    and answers 405 with the literal path's methods; the local reply mapper renders the body."""
+    table = ", ".join(f'["{path.template}"] = "{path.allow}"' for path, _ in shadows)
+    return (
+        f"local allow = {{{table}}}\n"
+        "function envoy_on_request(handle)\n"
+        '  local path = string.gsub(handle:headers():get(":path"), "[?#].*", "")\n'
+        '  local methods = allow[path] or ""\n'
+        '  handle:respond({[":status"] = "405", ["allow"] = methods},\n'
+        '    handle:headers():get(":method") .. " is not allowed on this path; it allows " .. methods)\n'
+        "end\n"
     )
 
 

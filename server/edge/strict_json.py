@@ -17,6 +17,7 @@ well-known type with a JSON scalar form), so for these protos the check is the w
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -83,6 +84,7 @@ _WELL_KNOWN_KINDS = {
 class FieldKinds:
     kinds: str  # the JSON kinds the value may have
     items: str | None = None  # for an array: its elements' kinds
+    name: str = ""  # the field's JSON name: both spellings of one field share it (one may be given)
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,7 @@ def lua_source(descriptor_path: Path) -> str:
         fields = ", ".join(
             f"[{_lua(key)}] = {{ kinds = {_lua(kinds.kinds)}"
             + (f", items = {_lua(kinds.items)}" if kinds.items else "")
+            + f", name = {_lua(kinds.name)}"
             + " }"
             for key, kinds in sorted(rule.fields.items())
         )
@@ -160,7 +163,7 @@ def _rule(binding: Any, request: str, messages: dict[str, descriptor_pb2.Descrip
         message, prefix = field.type_name.lstrip("."), binding.body + "."
     fields: dict[str, FieldKinds] = {}
     for field in messages[message].field:
-        kinds = _field_kinds(field, message)
+        kinds = dataclasses.replace(_field_kinds(field, message), name=field.json_name)
         fields[field.json_name] = fields[field.name] = kinds  # the transcoder accepts both spellings
     return BodyRule(method, template, _path_pattern(template), message, prefix, fields)
 

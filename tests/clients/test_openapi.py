@@ -6,6 +6,7 @@ that the document says what the transcoder does."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -47,13 +48,34 @@ def _operations(doc: Json) -> dict[str, tuple[str, str, Json]]:
     return {op["operationId"]: (verb, path, op) for path, verbs in doc["paths"].items() for verb, op in verbs.items()}
 
 
+def _template(path: str, op: Json) -> str:
+    """The http rule's template of a documented path: `{taskId}` back to the field it binds."""
+    for parameter in op.get("parameters", []):
+        if parameter["in"] == "path":
+            path = path.replace("{" + parameter["name"] + "}", "{" + parameter["x-proto-field"] + "}")
+    return path
+
+
 def test_every_rpc_is_an_operation_on_its_http_rule(doc: Json, methods: Methods) -> None:
     operations = _operations(doc)
     assert len(operations) == len(methods)
     for service, method in methods:
         rule = method.options.Extensions[annotations_pb2.http]
         verb = rule.WhichOneof("pattern")
-        assert operations[f"{service}_{method.name}"][:2] == (verb, getattr(rule, verb))
+        documented_verb, path, op = operations[f"{service}_{method.name}"]
+        assert (documented_verb, _template(path, op)) == (verb, getattr(rule, verb))
+
+
+def test_path_parameters_have_plain_names_one_per_path(doc: Json) -> None:
+    """No dots (tools refuse them), and one name per path shape: OpenAPI holds /tasks/{id} and
+    /tasks/{task.id} to be the same path."""
+    shapes: dict[str, str] = {}
+    for path in doc["paths"]:
+        assert "." not in path, path
+        shape = re.sub(r"\{[^}]+\}", "{}", path)
+        assert shapes.setdefault(shape, path) == path, (shapes[shape], path)
+    assert {"/api/v1/tasks/{taskId}", "/api/v1/users/{userId}"} <= set(doc["paths"])
+    assert set(doc["paths"]["/api/v1/tasks/{taskId}"]) == {"get", "patch", "delete"}
 
 
 def test_bearer_security_follows_the_access_option(doc: Json, methods: Methods) -> None:
@@ -66,7 +88,21 @@ def test_bearer_security_follows_the_access_option(doc: Json, methods: Methods) 
         level: int = method.options.Extensions[access_pb2.access]  # type: ignore[index]
         public = level == access_pb2.ACCESS_LEVEL_PUBLIC
         assert (op.get("security") == []) is public, method.name
-        assert ("401" in op["responses"]) is not public
+        if not public:
+            assert "401" in op["responses"], method.name
+
+
+def test_responses_list_every_status_from_the_errors_option(doc: Json, methods: Methods) -> None:
+    ops = _operations(doc)
+    update = ops["TaskService_UpdateTask"][2]["responses"]
+    assert set(update) == {"200", "400", "401", "404", "409", "413", "429", "500", "503", "504"}
+    assert "default" not in update
+    assert set(ops["UserService_ListUsers"][2]["responses"]) == {"200", "400", "401", "403", "429", "500", "503", "504"}
+    assert "409" in ops["AuthService_Register"][2]["responses"]  # ALREADY_EXISTS
+    assert "401" in ops["AuthService_Login"][2]["responses"]  # a public RPC that answers UNAUTHENTICATED
+    headers = doc["components"]["responses"]["RateLimited"]["headers"]
+    assert set(headers) == {"Retry-After", "RateLimit-Policy", "RateLimit"}
+    assert set(ops["TaskService_GetTask"][2]["responses"]["200"]["headers"]) == {"RateLimit-Policy", "RateLimit"}
 
 
 def test_parameters_follow_the_transcoder(doc: Json) -> None:
@@ -89,15 +125,41 @@ def test_parameters_follow_the_transcoder(doc: Json) -> None:
     assert list_params["status"]["schema"] == {"$ref": "#/components/schemas/taskapi.v1.TaskStatus"}
 
     update = ops["TaskService_UpdateTask"][2]
-    assert [(p["name"], p["in"]) for p in update["parameters"]] == [
-        ("task.id", "path"),
-        ("updateMask", "query"),
+    assert [(p["name"], p["in"], p.get("x-proto-field")) for p in update["parameters"]] == [
+        ("taskId", "path", "task.id"),
+        ("updateMask", "query", None),
     ]
-    assert update["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("taskapi.v1.Task")
+    # The CEL rule on UpdateTaskRequest.task (id.format) is the path parameter's pattern.
+    assert update["parameters"][0]["schema"]["pattern"] == "^[0-9a-f]{24}$"
+    mask = update["parameters"][1]["schema"]["pattern"]
+    for accepted in ("", "*", "title", "title,status", "dueTime,due_time,tags"):
+        assert re.fullmatch(mask, accepted), accepted
+    for refused in ("owner", "title,*", "createTime", "title,"):
+        assert not re.fullmatch(mask, refused), refused
+    body = update["requestBody"]["content"]["application/json"]["schema"]
+    assert "id" not in body["properties"]  # bound by the path
+    assert body["properties"]["status"]["enum"] == ["PENDING", "IN_PROGRESS", "COMPLETED", None]
     # body "*": the whole request message is the body and nothing is left for the query.
     register = ops["AuthService_Register"][2]
     assert "parameters" not in register
-    assert register["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("RegisterRequest")
+    schema = register["requestBody"]["content"]["application/json"]["schema"]
+    assert schema["required"] == ["email", "password", "name"]
+    assert schema["properties"]["password"] | {"description": ""} == {
+        "type": "string",
+        "minLength": 8,
+        "maxLength": 72,
+        "x-minBytes": 8,
+        "x-maxBytes": 72,
+        "description": "",
+    }
+    assert schema["properties"]["email"]["format"] == "email"
+    order_by = list_params["orderBy"]["schema"]["pattern"]
+    for accepted in ("", "dueTime", "priority desc, dueTime", "title asc,status desc", "due_time"):
+        assert re.fullmatch(order_by, accepted), accepted
+    for refused in ("owner", "title sideways", "title,", "priority desc asc"):
+        assert not re.fullmatch(order_by, refused), refused
+    create = ops["TaskService_CreateTask"][2]["requestBody"]["content"]["application/json"]["schema"]
+    assert create["required"] == ["title"]  # the CEL rule title.required
 
 
 def test_schemas_use_the_proto3_json_mapping(doc: Json) -> None:
@@ -113,7 +175,6 @@ def test_schemas_use_the_proto3_json_mapping(doc: Json) -> None:
         "COMPLETED",
     ]
     assert "Server-assigned id" in task["id"]["description"]  # proto comments become descriptions
-    assert schemas["taskapi.v1.RegisterRequest"]["required"] == ["email", "password", "name"]
     status = schemas["google.rpc.Status"]["properties"]
     assert set(status) == {"code", "message", "details"}
     assert {"google.rpc.BadRequest", "google.rpc.ErrorInfo", "google.rpc.RetryInfo"} <= set(schemas)
@@ -175,17 +236,24 @@ def test_single_resource_responses_are_the_resource(doc: Json, methods: Methods)
 
 def test_request_bodies_are_closed_exactly_as_the_edge_enforces(doc: Json) -> None:
     """What a body may hold per the document is what envoy/strict_json.lua lets through (its rules
-    come from the same descriptor): the message's JSON and proto field names, nothing else."""
+    come from the same descriptor): the message's JSON and proto field names, nothing else, less
+    the fields the path binds (their body value must equal the path's)."""
     schemas = doc["components"]["schemas"]
     rules = body_rules(ROOT / "envoy" / "taskapi.binpb")
-    with_body = [op for verbs in doc["paths"].values() for op in verbs.values() if "requestBody" in op]
-    assert len(with_body) == len(rules)
+    operations = {
+        (verb.upper(), _template(path, op)): op for path, verbs in doc["paths"].items() for verb, op in verbs.items()
+    }
+    assert len([op for op in operations.values() if "requestBody" in op]) == len(rules)
     for rule in rules:
-        body = doc["paths"][rule.template][rule.method.lower()]["requestBody"]["content"]["application/json"]
-        schema = body["schema"]
-        closed = schema.get("unevaluatedProperties", schema.get("additionalProperties"))
-        assert closed is False, rule.template
-        target = schemas[schema["$ref"].rsplit("/", 1)[1]] if "$ref" in schema else schema
-        assert set(target["properties"]) | set(schema.get("properties", {})) == set(rule.fields), rule.template
+        op = operations[(rule.method, rule.template)]
+        schema = op["requestBody"]["content"]["application/json"]["schema"]
+        assert schema["additionalProperties"] is False, rule.template
+        bound = {
+            name
+            for p in op.get("parameters", [])
+            if p["in"] == "path" and "." in p["x-proto-field"]
+            for name in (p["x-proto-field"].split(".", 1)[1],)
+        }
+        assert set(schema["properties"]) == set(rule.fields) - bound, rule.template
     for name, schema in schemas.items():  # responses and shared schemas stay open
         assert schema.get("additionalProperties") is not False, name

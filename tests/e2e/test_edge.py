@@ -72,11 +72,42 @@ def test_rendered_config_keeps_admin_on_loopback(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", "/api/v1/nope"), ("PUT", "/api/v1/tasks"), ("GET", "/api/v2/tasks"), ("GET", "/")],
+    [
+        ("GET", "/api/v1/nope"),
+        ("PUT", "/api/v1/nope"),
+        ("GET", "/api/v2/tasks"),
+        ("GET", "/"),
+        ("GET", "/api/v1/tasks/a/b"),
+    ],
 )
-def test_unmapped_path_or_method_is_404_json(client: RestClient, account: Account, method: str, path: str) -> None:
+def test_unmapped_path_is_404_json(client: RestClient, account: Account, method: str, path: str) -> None:
     body = assert_error(client.request(method, path, token=account.token), 404, NOT_FOUND)
     assert body["details"] == []
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("PUT", "/api/v1/tasks", "GET, POST"),
+        ("DELETE", "/api/v1/tasks?pageSize=1", "GET, POST"),
+        ("POST", "/api/v1/tasks/6b0ad6a03e182fdd97bd66d1", "GET, PATCH, DELETE"),
+        ("TRACE", "/api/v1/auth/login", "POST"),
+        ("GET", "/api/v1/users/me:changePassword", "POST"),
+        ("OPTIONS", "/api/v1/users", "GET"),  # not a CORS preflight (no Origin)
+        ("QUERY", "/api/v1/tasks", "GET, POST"),  # a method the HTTP/1 codec does not know (400 inside Envoy)
+        # A literal path that a template also matches: DeleteUser would get the id "me".
+        ("DELETE", "/api/v1/users/me", "GET, PATCH"),
+    ],
+)
+def test_known_path_with_another_method_is_405_with_allow(
+    stack: Stack, client: RestClient, account: Account, method: str, path: str, allow: str
+) -> None:
+    before = upstream_requests(stack.envoy)
+    response = client.request(method, path, token=account.token)
+    body = assert_error(response, 405, UNIMPLEMENTED)
+    assert response.headers["allow"] == allow
+    assert body["message"] == f"{method} is not allowed on this path; it allows {allow}"
+    assert upstream_requests(stack.envoy) == before  # answered at the edge
 
 
 def test_unknown_query_parameter_is_400_json(client: RestClient, account: Account) -> None:
@@ -239,8 +270,12 @@ def test_other_paths_on_the_rest_port_never_reach_a_replica(stack: Stack, client
     response = client.post(path, body=framed, headers={"content-type": "application/grpc", "te": "trailers"})
     assert response.headers["grpc-status"] == str(UNIMPLEMENTED), response.headers
     assert response.body == b""
-    # The same path as a plain HTTP call: 404 in the JSON error shape.
-    assert_error(client.post(path, {}), 404, NOT_FOUND)
+    # The same path as a plain HTTP call: 404 in the JSON error shape (405 for the REST path,
+    # which serves other methods than POST).
+    if path.startswith("/api/"):
+        assert_error(client.post(path, {}), 405, UNIMPLEMENTED)
+    else:
+        assert_error(client.post(path, {}), 404, NOT_FOUND)
     assert upstream_requests(stack.envoy) == before
 
 
@@ -307,3 +342,11 @@ def _route_tables() -> list[list[dict[str, Any]]]:
     ]
     assert len(tables) == 2, tables
     return tables
+
+
+def test_a_long_query_string_gets_the_field_rule_not_a_metadata_limit(client: RestClient, account: Account) -> None:
+    """Envoy accepts 32 KiB of headers and forwards the REST path as x-envoy-original-path; the
+    replica takes that much metadata, so `q` over its limit is the 400 naming it (never a 429)."""
+    for size in (9_000, 20_000, 30_000):
+        body = assert_error(client.get("tasks", token=account.token, query={"q": "a" * size}), 400, INVALID_ARGUMENT)
+        assert "q: must be at most 200 characters" in body["message"], size

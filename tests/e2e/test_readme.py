@@ -43,9 +43,16 @@ def test_taskapi_dev_as_the_readme_says(layout: list[str], tmp_path: Path) -> No
             assert b"# TYPE" in response.read()
 
         web = dev.output.find(r"web\s+(http://\S+/web/)\?api=")
-        docs = dev.output.find(r"docs\s+(http://\S+/openapi/)")
+        docs = dev.output.find(r"docs\s+(http://\S+/openapi/)\?api=(\S+)")
         assert web is not None and docs is not None, dev.text()
-        for page, marker in ((web.group(1), b"<html"), (docs.group(1) + "taskapi.openapi.json", b'"openapi"')):
+        assert rest.startswith(docs.group(2)), (rest, docs.group(2))  # "Try it out" calls this stack
+        pages = (
+            (web.group(1), b"<html"),
+            (docs.group(1) + "taskapi.openapi.json", b'"openapi"'),
+            (docs.group(1), b"swagger-ui-bundle.js"),
+            (docs.group(1) + "vendor/swagger-ui/swagger-ui-bundle.js", b"swaggeruibundle"),
+        )
+        for page, marker in pages:
             with urllib.request.urlopen(page, timeout=10) as response:
                 assert response.status == 200 and marker in response.read().lower()
 

@@ -192,3 +192,39 @@ def test_every_rule_rendered_from_the_descriptor_is_enforced(client: RestClient)
         path = rule.path.removeprefix("^").removesuffix("/?$").replace("[^/]*", OTHER_ID).replace("%", "")
         response = client.request(rule.method, path, json_body={"notAField": 1})
         refused(response, f"{rule.prefix}notAField: unknown field of {rule.message}")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"refreshToken": "a", "refresh_token": "b"}',  # one field by both names
+        b'{"refreshToken": "a", "refreshToken": "b"}',  # one key twice
+    ],
+)
+def test_one_field_given_twice_is_refused(client: RestClient, body: bytes) -> None:
+    """The parser would keep one of the two silently; the OpenAPI document says never both."""
+    response = client.post("auth/logout", body=body, headers={"content-type": "application/json"})
+    refused(response, "refresh", "given twice")
+
+
+def test_a_null_twin_is_no_second_value(client: RestClient, account: Account) -> None:
+    """`null` is an absent field, so a null beside the other name is no conflict."""
+    body = b'{"title": "named once", "description": null, "due_time": null, "dueTime": "2030-01-01T00:00:00Z"}'
+    response = client.post("tasks", body=body, headers={"content-type": "application/json"}, token=account.token)
+    assert resource(response)["dueTime"] == "2030-01-01T00:00:00Z"
+
+
+def test_update_mask_star_over_rest_replaces_the_task(client: RestClient, account: Account) -> None:
+    """AIP-134's `*` passes the field-mask rule (it lists `*`): a full replacement, resets included."""
+    task = task_of(client, account, description="gone after", tags=["a"], priority="HIGH")
+    replaced = resource(
+        client.patch(f"tasks/{task['id']}", {"title": "only"}, token=account.token, query={"updateMask": "*"})
+    )
+    assert (replaced["title"], replaced["description"], replaced["tags"], replaced["priority"]) == (
+        "only",
+        "",
+        [],
+        "MEDIUM",
+    )
+    for mask in ("title,*", "owner", "createTime"):
+        refused(client.patch(f"tasks/{task['id']}", {"title": "x"}, token=account.token, query={"updateMask": mask}))

@@ -78,7 +78,14 @@ def test_order_by_parsing() -> None:
         ("due_time", ASCENDING),
         ("id", ASCENDING),
     ]
-    for bad in ("owner", "title sideways", "title, title", "priority desc asc"):
+    # A key named again is ignored (the proto's order_by pattern, which the server checks first,
+    # allows repeats): the first one orders.
+    assert parse_order_by("title desc, dueTime, title") == [
+        ("title", DESCENDING),
+        ("due_time", ASCENDING),
+        ("id", ASCENDING),
+    ]
+    for bad in ("owner", "title sideways", "priority desc asc"):
         with pytest.raises(InvalidArgument):
             parse_order_by(bad)
 

@@ -23,9 +23,10 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
+from google.rpc import code_pb2 as google_dot_rpc_dot_code__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17taskapi/v1/access.proto\x12\ntaskapi.v1\x1a google/protobuf/descriptor.proto*s\n\x0b\x41\x63\x63\x65ssLevel\x12\x1c\n\x18\x41\x43\x43\x45SS_LEVEL_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41\x43\x43\x45SS_LEVEL_PUBLIC\x10\x01\x12\x15\n\x11\x41\x43\x43\x45SS_LEVEL_USER\x10\x02\x12\x16\n\x12\x41\x43\x43\x45SS_LEVEL_ADMIN\x10\x03:I\n\x06\x61\x63\x63\x65ss\x12\x1e.google.protobuf.MethodOptions\x18\xd1\x86\x03 \x01(\x0e\x32\x17.taskapi.v1.AccessLevelB8Z6github.com/taskapi/taskapi/gen/go/taskapi/v1;taskapiv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17taskapi/v1/access.proto\x12\ntaskapi.v1\x1a google/protobuf/descriptor.proto\x1a\x15google/rpc/code.proto*s\n\x0b\x41\x63\x63\x65ssLevel\x12\x1c\n\x18\x41\x43\x43\x45SS_LEVEL_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41\x43\x43\x45SS_LEVEL_PUBLIC\x10\x01\x12\x15\n\x11\x41\x43\x43\x45SS_LEVEL_USER\x10\x02\x12\x16\n\x12\x41\x43\x43\x45SS_LEVEL_ADMIN\x10\x03:I\n\x06\x61\x63\x63\x65ss\x12\x1e.google.protobuf.MethodOptions\x18\xd1\x86\x03 \x01(\x0e\x32\x17.taskapi.v1.AccessLevel:B\n\x06\x65rrors\x12\x1e.google.protobuf.MethodOptions\x18\xd2\x86\x03 \x03(\x0e\x32\x10.google.rpc.CodeB8Z6github.com/taskapi/taskapi/gen/go/taskapi/v1;taskapiv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,6 +34,6 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'taskapi.v1.access_pb2', _gl
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z6github.com/taskapi/taskapi/gen/go/taskapi/v1;taskapiv1'
-  _globals['_ACCESSLEVEL']._serialized_start=73
-  _globals['_ACCESSLEVEL']._serialized_end=188
+  _globals['_ACCESSLEVEL']._serialized_start=96
+  _globals['_ACCESSLEVEL']._serialized_end=211
 # @@protoc_insertion_point(module_scope)

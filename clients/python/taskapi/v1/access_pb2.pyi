@@ -1,4 +1,5 @@
 from google.protobuf import descriptor_pb2 as _descriptor_pb2
+from google.rpc import code_pb2 as _code_pb2
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from typing import ClassVar as _ClassVar
@@ -17,3 +18,5 @@ ACCESS_LEVEL_USER: AccessLevel
 ACCESS_LEVEL_ADMIN: AccessLevel
 ACCESS_FIELD_NUMBER: _ClassVar[int]
 access: _descriptor.FieldDescriptor
+ERRORS_FIELD_NUMBER: _ClassVar[int]
+errors: _descriptor.FieldDescriptor

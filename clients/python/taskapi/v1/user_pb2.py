@@ -30,7 +30,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from taskapi.v1 import access_pb2 as taskapi_dot_v1_dot_access__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15taskapi/v1/user.proto\x12\ntaskapi.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17taskapi/v1/access.proto\"\xa0\x02\n\x04User\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x13\n\x05\x65mail\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1c\n\x04name\x18\x03 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18\x64H\x00\x88\x01\x01\x12/\n\x04role\x18\x04 \x01(\x0e\x32\x10.taskapi.v1.RoleB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00H\x01\x88\x01\x01\x12\x15\n\x08\x64isabled\x18\x05 \x01(\x08H\x02\x88\x01\x01\x12\x35\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x42\x07\n\x05_nameB\x07\n\x05_roleB\x0b\n\t_disabled\"\x17\n\x15GetCurrentUserRequest\"w\n\x18UpdateCurrentUserRequest\x12*\n\x04user\x18\x01 \x01(\x0b\x32\x10.taskapi.v1.UserB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"e\n\x15\x43hangePasswordRequest\x12\'\n\x10\x63urrent_password\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\x10\x01(H\x12#\n\x0cnew_password\x18\x02 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04 \x08(H\"\x18\n\x16\x43hangePasswordResponse\"\x99\x01\n\x10ListUsersRequest\x12\x1a\n\tpage_size\x18\x01 \x01(\x05\x42\x07\xbaH\x04\x1a\x02(\x00\x12\x1c\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12-\n\x04role\x18\x03 \x01(\x0e\x32\x10.taskapi.v1.RoleB\x08\xbaH\x05\x82\x01\x02\x10\x01H\x00\x88\x01\x01\x12\x13\n\x01q\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x42\x07\n\x05_role\"a\n\x11ListUsersResponse\x12\x1f\n\x05users\x18\x01 \x03(\x0b\x32\x10.taskapi.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"7\n\x0eGetUserRequest\x12%\n\x02id\x18\x01 \x01(\tB\x19\xe2\x41\x01\x02\xbaH\x12r\x10\x32\x0e^[0-9a-f]{24}$\"\xca\x01\n\x11UpdateUserRequest\x12\x83\x01\n\x04user\x18\x01 \x01(\x0b\x32\x10.taskapi.v1.UserBc\xe2\x41\x01\x02\xbaH\\\xba\x01V\n\tid.format\x12&id must be 24 lowercase hex characters\x1a!this.id.matches(\'^[0-9a-f]{24}$\')\xc8\x01\x01\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\":\n\x11\x44\x65leteUserRequest\x12%\n\x02id\x18\x01 \x01(\tB\x19\xe2\x41\x01\x02\xbaH\x12r\x10\x32\x0e^[0-9a-f]{24}$\"\x14\n\x12\x44\x65leteUserResponse*1\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x08\n\x04USER\x10\x01\x12\t\n\x05\x41\x44MIN\x10\x02\x32\x8b\x06\n\x0bUserService\x12\x66\n\x0eGetCurrentUser\x12!.taskapi.v1.GetCurrentUserRequest\x1a\x10.taskapi.v1.User\"\x1f\x90\x02\x01\x88\xb5\x18\x02\x82\xd3\xe4\x93\x02\x12\x12\x10/api/v1/users/me\x12o\n\x11UpdateCurrentUser\x12$.taskapi.v1.UpdateCurrentUserRequest\x1a\x10.taskapi.v1.User\"\"\x88\xb5\x18\x02\x82\xd3\xe4\x93\x02\x18\x32\x10/api/v1/users/me:\x04user\x12\x87\x01\n\x0e\x43hangePassword\x12!.taskapi.v1.ChangePasswordRequest\x1a\".taskapi.v1.ChangePasswordResponse\".\x88\xb5\x18\x02\x82\xd3\xe4\x93\x02$\"\x1f/api/v1/users/me:changePassword:\x01*\x12\x66\n\tListUsers\x12\x1c.taskapi.v1.ListUsersRequest\x1a\x1d.taskapi.v1.ListUsersResponse\"\x1c\x90\x02\x01\x88\xb5\x18\x03\x82\xd3\xe4\x93\x02\x0f\x12\r/api/v1/users\x12Z\n\x07GetUser\x12\x1a.taskapi.v1.GetUserRequest\x1a\x10.taskapi.v1.User\"!\x90\x02\x01\x88\xb5\x18\x02\x82\xd3\xe4\x93\x02\x14\x12\x12/api/v1/users/{id}\x12h\n\nUpdateUser\x12\x1d.taskapi.v1.UpdateUserRequest\x1a\x10.taskapi.v1.User\")\x88\xb5\x18\x03\x82\xd3\xe4\x93\x02\x1f\x32\x17/api/v1/users/{user.id}:\x04user\x12k\n\nDeleteUser\x12\x1d.taskapi.v1.DeleteUserRequest\x1a\x1e.taskapi.v1.DeleteUserResponse\"\x1e\x88\xb5\x18\x02\x82\xd3\xe4\x93\x02\x14*\x12/api/v1/users/{id}B8Z6github.com/taskapi/taskapi/gen/go/taskapi/v1;taskapiv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15taskapi/v1/user.proto\x12\ntaskapi.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17taskapi/v1/access.proto\"\xa0\x02\n\x04User\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x13\n\x05\x65mail\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1c\n\x04name\x18\x03 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18\x64H\x00\x88\x01\x01\x12/\n\x04role\x18\x04 \x01(\x0e\x32\x10.taskapi.v1.RoleB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00H\x01\x88\x01\x01\x12\x15\n\x08\x64isabled\x18\x05 \x01(\x08H\x02\x88\x01\x01\x12\x35\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x42\x07\n\x05_nameB\x07\n\x05_roleB\x0b\n\t_disabled\"\x17\n\x15GetCurrentUserRequest\"\x88\x01\n\x18UpdateCurrentUserRequest\x12*\n\x04user\x18\x01 \x01(\x0b\x32\x10.taskapi.v1.UserB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\x12@\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x0f\xbaH\x0c\xe2\x01\t\x12\x04name\x12\x01*\"e\n\x15\x43hangePasswordRequest\x12\'\n\x10\x63urrent_password\x18\x01 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04\x10\x01(H\x12#\n\x0cnew_password\x18\x02 \x01(\tB\r\xe2\x41\x01\x02\xbaH\x06r\x04 \x08(H\"\x18\n\x16\x43hangePasswordResponse\"\x99\x01\n\x10ListUsersRequest\x12\x1a\n\tpage_size\x18\x01 \x01(\x05\x42\x07\xbaH\x04\x1a\x02(\x00\x12\x1c\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12-\n\x04role\x18\x03 \x01(\x0e\x32\x10.taskapi.v1.RoleB\x08\xbaH\x05\x82\x01\x02\x10\x01H\x00\x88\x01\x01\x12\x13\n\x01q\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x42\x07\n\x05_role\"a\n\x11ListUsersResponse\x12\x1f\n\x05users\x18\x01 \x03(\x0b\x32\x10.taskapi.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"7\n\x0eGetUserRequest\x12%\n\x02id\x18\x01 \x01(\tB\x19\xe2\x41\x01\x02\xbaH\x12r\x10\x32\x0e^[0-9a-f]{24}$\"\xeb\x01\n\x11UpdateUserRequest\x12\x83\x01\n\x04user\x18\x01 \x01(\x0b\x32\x10.taskapi.v1.UserBc\xe2\x41\x01\x02\xbaH\\\xba\x01V\n\tid.format\x12&id must be 24 lowercase hex characters\x1a!this.id.matches(\'^[0-9a-f]{24}$\')\xc8\x01\x01\x12P\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x1f\xbaH\x1c\xe2\x01\x19\x12\x04name\x12\x04role\x12\x08\x64isabled\x12\x01*\":\n\x11\x44\x65leteUserRequest\x12%\n\x02id\x18\x01 \x01(\tB\x19\xe2\x41\x01\x02\xbaH\x12r\x10\x32\x0e^[0-9a-f]{24}$\"\x14\n\x12\x44\x65leteUserResponse*1\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x08\n\x04USER\x10\x01\x12\t\n\x05\x41\x44MIN\x10\x02\x32\xab\x06\n\x0bUserService\x12k\n\x0eGetCurrentUser\x12!.taskapi.v1.GetCurrentUserRequest\x1a\x10.taskapi.v1.User\"$\x90\x02\x01\x88\xb5\x18\x02\x92\xb5\x18\x01\x05\x82\xd3\xe4\x93\x02\x12\x12\x10/api/v1/users/me\x12t\n\x11UpdateCurrentUser\x12$.taskapi.v1.UpdateCurrentUserRequest\x1a\x10.taskapi.v1.User\"\'\x88\xb5\x18\x02\x92\xb5\x18\x01\x05\x82\xd3\xe4\x93\x02\x18\x32\x10/api/v1/users/me:\x04user\x12\x8c\x01\n\x0e\x43hangePassword\x12!.taskapi.v1.ChangePasswordRequest\x1a\".taskapi.v1.ChangePasswordResponse\"3\x88\xb5\x18\x02\x92\xb5\x18\x01\x05\x82\xd3\xe4\x93\x02$\"\x1f/api/v1/users/me:changePassword:\x01*\x12\x66\n\tListUsers\x12\x1c.taskapi.v1.ListUsersRequest\x1a\x1d.taskapi.v1.ListUsersResponse\"\x1c\x90\x02\x01\x88\xb5\x18\x03\x82\xd3\xe4\x93\x02\x0f\x12\r/api/v1/users\x12`\n\x07GetUser\x12\x1a.taskapi.v1.GetUserRequest\x1a\x10.taskapi.v1.User\"\'\x90\x02\x01\x88\xb5\x18\x02\x92\xb5\x18\x02\x07\x05\x82\xd3\xe4\x93\x02\x14\x12\x12/api/v1/users/{id}\x12m\n\nUpdateUser\x12\x1d.taskapi.v1.UpdateUserRequest\x1a\x10.taskapi.v1.User\".\x88\xb5\x18\x03\x92\xb5\x18\x01\x05\x82\xd3\xe4\x93\x02\x1f\x32\x17/api/v1/users/{user.id}:\x04user\x12q\n\nDeleteUser\x12\x1d.taskapi.v1.DeleteUserRequest\x1a\x1e.taskapi.v1.DeleteUserResponse\"$\x88\xb5\x18\x02\x92\xb5\x18\x02\x07\x05\x82\xd3\xe4\x93\x02\x14*\x12/api/v1/users/{id}B8Z6github.com/taskapi/taskapi/gen/go/taskapi/v1;taskapiv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -52,6 +52,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_USER'].fields_by_name['update_time']._serialized_options = b'\342A\001\003'
   _globals['_UPDATECURRENTUSERREQUEST'].fields_by_name['user']._loaded_options = None
   _globals['_UPDATECURRENTUSERREQUEST'].fields_by_name['user']._serialized_options = b'\342A\001\002\272H\003\310\001\001'
+  _globals['_UPDATECURRENTUSERREQUEST'].fields_by_name['update_mask']._loaded_options = None
+  _globals['_UPDATECURRENTUSERREQUEST'].fields_by_name['update_mask']._serialized_options = b'\272H\014\342\001\t\022\004name\022\001*'
   _globals['_CHANGEPASSWORDREQUEST'].fields_by_name['current_password']._loaded_options = None
   _globals['_CHANGEPASSWORDREQUEST'].fields_by_name['current_password']._serialized_options = b'\342A\001\002\272H\006r\004\020\001(H'
   _globals['_CHANGEPASSWORDREQUEST'].fields_by_name['new_password']._loaded_options = None
@@ -68,46 +70,48 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETUSERREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\272H\022r\0202\016^[0-9a-f]{24}$'
   _globals['_UPDATEUSERREQUEST'].fields_by_name['user']._loaded_options = None
   _globals['_UPDATEUSERREQUEST'].fields_by_name['user']._serialized_options = b'\342A\001\002\272H\\\272\001V\n\tid.format\022&id must be 24 lowercase hex characters\032!this.id.matches(\'^[0-9a-f]{24}$\')\310\001\001'
+  _globals['_UPDATEUSERREQUEST'].fields_by_name['update_mask']._loaded_options = None
+  _globals['_UPDATEUSERREQUEST'].fields_by_name['update_mask']._serialized_options = b'\272H\034\342\001\031\022\004name\022\004role\022\010disabled\022\001*'
   _globals['_DELETEUSERREQUEST'].fields_by_name['id']._loaded_options = None
   _globals['_DELETEUSERREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\272H\022r\0202\016^[0-9a-f]{24}$'
   _globals['_USERSERVICE'].methods_by_name['GetCurrentUser']._loaded_options = None
-  _globals['_USERSERVICE'].methods_by_name['GetCurrentUser']._serialized_options = b'\220\002\001\210\265\030\002\202\323\344\223\002\022\022\020/api/v1/users/me'
+  _globals['_USERSERVICE'].methods_by_name['GetCurrentUser']._serialized_options = b'\220\002\001\210\265\030\002\222\265\030\001\005\202\323\344\223\002\022\022\020/api/v1/users/me'
   _globals['_USERSERVICE'].methods_by_name['UpdateCurrentUser']._loaded_options = None
-  _globals['_USERSERVICE'].methods_by_name['UpdateCurrentUser']._serialized_options = b'\210\265\030\002\202\323\344\223\002\0302\020/api/v1/users/me:\004user'
+  _globals['_USERSERVICE'].methods_by_name['UpdateCurrentUser']._serialized_options = b'\210\265\030\002\222\265\030\001\005\202\323\344\223\002\0302\020/api/v1/users/me:\004user'
   _globals['_USERSERVICE'].methods_by_name['ChangePassword']._loaded_options = None
-  _globals['_USERSERVICE'].methods_by_name['ChangePassword']._serialized_options = b'\210\265\030\002\202\323\344\223\002$\"\037/api/v1/users/me:changePassword:\001*'
+  _globals['_USERSERVICE'].methods_by_name['ChangePassword']._serialized_options = b'\210\265\030\002\222\265\030\001\005\202\323\344\223\002$\"\037/api/v1/users/me:changePassword:\001*'
   _globals['_USERSERVICE'].methods_by_name['ListUsers']._loaded_options = None
   _globals['_USERSERVICE'].methods_by_name['ListUsers']._serialized_options = b'\220\002\001\210\265\030\003\202\323\344\223\002\017\022\r/api/v1/users'
   _globals['_USERSERVICE'].methods_by_name['GetUser']._loaded_options = None
-  _globals['_USERSERVICE'].methods_by_name['GetUser']._serialized_options = b'\220\002\001\210\265\030\002\202\323\344\223\002\024\022\022/api/v1/users/{id}'
+  _globals['_USERSERVICE'].methods_by_name['GetUser']._serialized_options = b'\220\002\001\210\265\030\002\222\265\030\002\007\005\202\323\344\223\002\024\022\022/api/v1/users/{id}'
   _globals['_USERSERVICE'].methods_by_name['UpdateUser']._loaded_options = None
-  _globals['_USERSERVICE'].methods_by_name['UpdateUser']._serialized_options = b'\210\265\030\003\202\323\344\223\002\0372\027/api/v1/users/{user.id}:\004user'
+  _globals['_USERSERVICE'].methods_by_name['UpdateUser']._serialized_options = b'\210\265\030\003\222\265\030\001\005\202\323\344\223\002\0372\027/api/v1/users/{user.id}:\004user'
   _globals['_USERSERVICE'].methods_by_name['DeleteUser']._loaded_options = None
-  _globals['_USERSERVICE'].methods_by_name['DeleteUser']._serialized_options = b'\210\265\030\002\202\323\344\223\002\024*\022/api/v1/users/{id}'
-  _globals['_ROLE']._serialized_start=1386
-  _globals['_ROLE']._serialized_end=1435
+  _globals['_USERSERVICE'].methods_by_name['DeleteUser']._serialized_options = b'\210\265\030\002\222\265\030\002\007\005\202\323\344\223\002\024*\022/api/v1/users/{id}'
+  _globals['_ROLE']._serialized_start=1437
+  _globals['_ROLE']._serialized_end=1486
   _globals['_USER']._serialized_start=222
   _globals['_USER']._serialized_end=510
   _globals['_GETCURRENTUSERREQUEST']._serialized_start=512
   _globals['_GETCURRENTUSERREQUEST']._serialized_end=535
-  _globals['_UPDATECURRENTUSERREQUEST']._serialized_start=537
-  _globals['_UPDATECURRENTUSERREQUEST']._serialized_end=656
-  _globals['_CHANGEPASSWORDREQUEST']._serialized_start=658
-  _globals['_CHANGEPASSWORDREQUEST']._serialized_end=759
-  _globals['_CHANGEPASSWORDRESPONSE']._serialized_start=761
-  _globals['_CHANGEPASSWORDRESPONSE']._serialized_end=785
-  _globals['_LISTUSERSREQUEST']._serialized_start=788
-  _globals['_LISTUSERSREQUEST']._serialized_end=941
-  _globals['_LISTUSERSRESPONSE']._serialized_start=943
-  _globals['_LISTUSERSRESPONSE']._serialized_end=1040
-  _globals['_GETUSERREQUEST']._serialized_start=1042
-  _globals['_GETUSERREQUEST']._serialized_end=1097
-  _globals['_UPDATEUSERREQUEST']._serialized_start=1100
-  _globals['_UPDATEUSERREQUEST']._serialized_end=1302
-  _globals['_DELETEUSERREQUEST']._serialized_start=1304
-  _globals['_DELETEUSERREQUEST']._serialized_end=1362
-  _globals['_DELETEUSERRESPONSE']._serialized_start=1364
-  _globals['_DELETEUSERRESPONSE']._serialized_end=1384
-  _globals['_USERSERVICE']._serialized_start=1438
-  _globals['_USERSERVICE']._serialized_end=2217
+  _globals['_UPDATECURRENTUSERREQUEST']._serialized_start=538
+  _globals['_UPDATECURRENTUSERREQUEST']._serialized_end=674
+  _globals['_CHANGEPASSWORDREQUEST']._serialized_start=676
+  _globals['_CHANGEPASSWORDREQUEST']._serialized_end=777
+  _globals['_CHANGEPASSWORDRESPONSE']._serialized_start=779
+  _globals['_CHANGEPASSWORDRESPONSE']._serialized_end=803
+  _globals['_LISTUSERSREQUEST']._serialized_start=806
+  _globals['_LISTUSERSREQUEST']._serialized_end=959
+  _globals['_LISTUSERSRESPONSE']._serialized_start=961
+  _globals['_LISTUSERSRESPONSE']._serialized_end=1058
+  _globals['_GETUSERREQUEST']._serialized_start=1060
+  _globals['_GETUSERREQUEST']._serialized_end=1115
+  _globals['_UPDATEUSERREQUEST']._serialized_start=1118
+  _globals['_UPDATEUSERREQUEST']._serialized_end=1353
+  _globals['_DELETEUSERREQUEST']._serialized_start=1355
+  _globals['_DELETEUSERREQUEST']._serialized_end=1413
+  _globals['_DELETEUSERRESPONSE']._serialized_start=1415
+  _globals['_DELETEUSERRESPONSE']._serialized_end=1435
+  _globals['_USERSERVICE']._serialized_start=1489
+  _globals['_USERSERVICE']._serialized_end=2300
 # @@protoc_insertion_point(module_scope)

@@ -4,6 +4,7 @@
 
 import type { GenEnum, GenExtension, GenFile } from "@bufbuild/protobuf/codegenv2";
 import type { MethodOptions } from "@bufbuild/protobuf/wkt";
+import type { Code } from "../../google/rpc/code_pb.js";
 
 /**
  * Describes the file taskapi/v1/access.proto.
@@ -58,4 +59,15 @@ export declare const AccessLevelSchema: GenEnum<AccessLevel>;
  * @generated from extension: taskapi.v1.AccessLevel access = 50001;
  */
 export declare const access: GenExtension<MethodOptions, AccessLevel>;
+
+/**
+ * The failures this RPC's own logic can answer, beyond those every RPC can:
+ * INVALID_ARGUMENT (a field breaks a rule), RESOURCE_EXHAUSTED (rate limit),
+ * UNAVAILABLE, DEADLINE_EXCEEDED and INTERNAL, plus UNAUTHENTICATED unless the
+ * access level is PUBLIC and PERMISSION_DENIED for ADMIN. The OpenAPI document
+ * lists each RPC's responses from this option and the access level.
+ *
+ * @generated from extension: repeated google.rpc.Code errors = 50002;
+ */
+export declare const errors: GenExtension<MethodOptions, Code[]>;
 

@@ -4,12 +4,13 @@
 
 import { enumDesc, extDesc, fileDesc, tsEnum } from "@bufbuild/protobuf/codegenv2";
 import { file_google_protobuf_descriptor } from "@bufbuild/protobuf/wkt";
+import { file_google_rpc_code } from "../../google/rpc/code_pb.js";
 
 /**
  * Describes the file taskapi/v1/access.proto.
  */
 export const file_taskapi_v1_access = /*@__PURE__*/
-  fileDesc("Chd0YXNrYXBpL3YxL2FjY2Vzcy5wcm90bxIKdGFza2FwaS52MSpzCgtBY2Nlc3NMZXZlbBIcChhBQ0NFU1NfTEVWRUxfVU5TUEVDSUZJRUQQABIXChNBQ0NFU1NfTEVWRUxfUFVCTElDEAESFQoRQUNDRVNTX0xFVkVMX1VTRVIQAhIWChJBQ0NFU1NfTEVWRUxfQURNSU4QAzpRCgZhY2Nlc3MSHi5nb29nbGUucHJvdG9idWYuTWV0aG9kT3B0aW9ucxjRhgMgASgOMhcudGFza2FwaS52MS5BY2Nlc3NMZXZlbFIGYWNjZXNzQjhaNmdpdGh1Yi5jb20vdGFza2FwaS90YXNrYXBpL2dlbi9nby90YXNrYXBpL3YxO3Rhc2thcGl2MWIGcHJvdG8z", [file_google_protobuf_descriptor]);
+  fileDesc("Chd0YXNrYXBpL3YxL2FjY2Vzcy5wcm90bxIKdGFza2FwaS52MSpzCgtBY2Nlc3NMZXZlbBIcChhBQ0NFU1NfTEVWRUxfVU5TUEVDSUZJRUQQABIXChNBQ0NFU1NfTEVWRUxfUFVCTElDEAESFQoRQUNDRVNTX0xFVkVMX1VTRVIQAhIWChJBQ0NFU1NfTEVWRUxfQURNSU4QAzpRCgZhY2Nlc3MSHi5nb29nbGUucHJvdG9idWYuTWV0aG9kT3B0aW9ucxjRhgMgASgOMhcudGFza2FwaS52MS5BY2Nlc3NMZXZlbFIGYWNjZXNzOkoKBmVycm9ycxIeLmdvb2dsZS5wcm90b2J1Zi5NZXRob2RPcHRpb25zGNKGAyADKA4yEC5nb29nbGUucnBjLkNvZGVSBmVycm9yc0I4WjZnaXRodWIuY29tL3Rhc2thcGkvdGFza2FwaS9nZW4vZ28vdGFza2FwaS92MTt0YXNrYXBpdjFiBnByb3RvMw", [file_google_protobuf_descriptor, file_google_rpc_code]);
 
 /**
  * Describes the enum taskapi.v1.AccessLevel.
@@ -34,4 +35,16 @@ export const AccessLevel = /*@__PURE__*/
  */
 export const access = /*@__PURE__*/
   extDesc(file_taskapi_v1_access, 0);
+
+/**
+ * The failures this RPC's own logic can answer, beyond those every RPC can:
+ * INVALID_ARGUMENT (a field breaks a rule), RESOURCE_EXHAUSTED (rate limit),
+ * UNAVAILABLE, DEADLINE_EXCEEDED and INTERNAL, plus UNAUTHENTICATED unless the
+ * access level is PUBLIC and PERMISSION_DENIED for ADMIN. The OpenAPI document
+ * lists each RPC's responses from this option and the access level.
+ *
+ * @generated from extension: repeated google.rpc.Code errors = 50002;
+ */
+export const errors = /*@__PURE__*/
+  extDesc(file_taskapi_v1_access, 1);
 

@@ -209,7 +209,8 @@ export declare type ListTasksRequest = Message<"taskapi.v1.ListTasksRequest"> & 
 
   /**
    * Comma-separated sort keys, each optionally followed by "desc" or "asc":
-   * dueTime, createTime, updateTime, priority, title, status. Default "createTime desc".
+   * dueTime, createTime, updateTime, priority, title, status (or their proto
+   * names). Default "createTime desc". A key named again is ignored.
    *
    * @generated from field: string order_by = 7;
    */
@@ -292,7 +293,9 @@ export declare type UpdateTaskRequest = Message<"taskapi.v1.UpdateTaskRequest"> 
 
   /**
    * The fields to change (`updateMask=title,status`). Without it, the fields
-   * present in `task` change. Output-only fields cannot be named.
+   * present in `task` change. Output-only fields cannot be named; `*` names
+   * every field (a full replacement). Paths by proto or JSON name (native gRPC
+   * clients may send either; over REST, Envoy turns `dueTime` into `due_time`).
    *
    * @generated from field: google.protobuf.FieldMask update_mask = 2;
    */

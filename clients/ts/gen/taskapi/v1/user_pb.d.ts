@@ -101,7 +101,8 @@ export declare type UpdateCurrentUserRequest = Message<"taskapi.v1.UpdateCurrent
   user?: User | undefined;
 
   /**
-   * The fields to change; only "name" is allowed. Without it, `name` changes if present.
+   * The fields to change; only "name" (or `*`, the same here) is allowed.
+   * Without it, `name` changes if present.
    *
    * @generated from field: google.protobuf.FieldMask update_mask = 2;
    */
@@ -264,7 +265,8 @@ export declare type UpdateUserRequest = Message<"taskapi.v1.UpdateUserRequest"> 
   user?: User | undefined;
 
   /**
-   * The fields to change: name, role, disabled. Without it, the fields present change.
+   * The fields to change: name, role, disabled, or `*` for all three. Without
+   * it, the fields present change.
    *
    * @generated from field: google.protobuf.FieldMask update_mask = 2;
    */
