@@ -10,12 +10,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from taskapi.server.store import audit
 from taskapi.server.store.audit import StoreQuery
 from tests.e2e.conftest import Account, request_id, resource
 from tests.support.edge import RestClient
 
 
+# The capture is in this process: the single layout's servers run here; the split layout's
+# are `taskapi dev --split`'s child processes.
+@pytest.mark.parametrize("stack", ["single"], indirect=True)
 def test_every_task_query_is_scoped_by_owner_and_every_listing_bounded(
     client: RestClient, account: Account, admin: Account
 ) -> None:

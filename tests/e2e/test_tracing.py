@@ -152,6 +152,9 @@ def test_envoy_starts_a_trace_for_a_call_that_brings_none(traced_stack: Stack, r
     assert parent and parent[0].service == "taskapi-edge"
 
 
+# The capture is in this process: the single layout's servers run here; the split layout's
+# are `taskapi dev --split`'s child processes.
+@pytest.mark.parametrize("stack", ["single"], indirect=True)
 def test_with_tracing_off_the_log_line_still_carries_envoys_trace_id(stack: Stack) -> None:
     """The default: no collector, nothing exported, but Envoy still starts a trace context and
     the replica's log line names it, so the line and Envoy's access-log entry join."""
