@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -23,7 +22,7 @@ from taskapi.server.domain.limits import RateLimit
 from taskapi.v1 import auth_pb2, task_pb2, user_pb2
 from tests.conftest import make_settings
 from tests.integration.api import Api, User, error_details, fails
-from tests.support.redis_ha import Cluster, redis_cluster
+from tests.support.redis_ha import Cluster, redis_cluster, serving
 
 pytestmark = pytest.mark.redis_ha
 HOUR = 3600
@@ -38,17 +37,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 def cluster_settings(cluster: Cluster, **overrides: object) -> Settings:
     nodes = tuple(("127.0.0.1", node.port) for node in cluster.masters)
     return make_settings("", redis_cluster=nodes, **overrides)
-
-
-@contextmanager
-def serving(settings: Settings) -> Iterator[tuple[App, Api]]:
-    app = App(settings)
-    try:
-        replica = app.start_replica(0)
-        with grpc.insecure_channel(replica.address) as channel:
-            yield app, Api(channel)
-    finally:
-        app.close(grace=0.5)
 
 
 def sample(app: App, name: str, **labels: str) -> float:

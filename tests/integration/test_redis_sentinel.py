@@ -15,7 +15,6 @@ import dataclasses
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -28,7 +27,7 @@ from taskapi.server.domain.limits import RateLimit
 from taskapi.v1 import auth_pb2, task_pb2, user_pb2
 from tests.conftest import make_settings
 from tests.integration.api import Api, User, fails
-from tests.support.redis_ha import MASTER_NAME, SentinelSet, sentinel_set, wait_for
+from tests.support.redis_ha import MASTER_NAME, SentinelSet, sentinel_set, serving, wait_for
 
 pytestmark = pytest.mark.redis_ha
 CALL_DEADLINE = 5.0  # seconds: a call that hangs on Redis fails with DEADLINE_EXCEEDED
@@ -47,17 +46,6 @@ def sentinel_settings(topology: SentinelSet, **overrides: object) -> Settings:
         redis_sentinel_master=MASTER_NAME,
         **overrides,
     )
-
-
-@contextmanager
-def serving(settings: Settings) -> Iterator[tuple[App, Api]]:
-    app = App(settings)
-    try:
-        replica = app.start_replica(0)
-        with grpc.insecure_channel(replica.address) as channel:
-            yield app, Api(channel)
-    finally:
-        app.close(grace=0.5)
 
 
 def redis_decisions(app: App, decision: str) -> float:

@@ -25,7 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
 import redis
+
+from taskapi.server.app import App
+from taskapi.server.config import Settings
+from tests.integration.api import Api
 
 MASTER_NAME = "taskapi-test"
 DOWN_AFTER_MS = 600  # how long the sentinels wait before calling the primary down
@@ -253,3 +258,15 @@ def redis_cluster(directory: Path, size: int = 3) -> Iterator[Cluster]:
     finally:
         for node in masters:
             node.stop()
+
+
+@contextmanager
+def serving(settings: Settings) -> Iterator[tuple[App, Api]]:
+    """An App on `settings` with one replica, and the API over a channel to it."""
+    app = App(settings)
+    try:
+        replica = app.start_replica(0)
+        with grpc.insecure_channel(replica.address) as channel:
+            yield app, Api(channel)
+    finally:
+        app.close(grace=0.5)
