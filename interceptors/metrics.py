@@ -48,6 +48,11 @@ def final_code(context: grpc.ServicerContext, exc: BaseException | None) -> grpc
     code wins; an exception without one becomes UNKNOWN in grpcio.
     """
     code = recorded_code(context)
+    if code in (None, grpc.StatusCode.OK) and not context.is_active():
+        # Ended before the handler did: the client saw its deadline pass (or cancelled),
+        # not this OK nor the error grpcio raises for answering a finished call (which would
+        # read as UNKNOWN). Logs, metrics and SLOs count what the client got.
+        return grpc.StatusCode.DEADLINE_EXCEEDED if _deadline_passed(context) else grpc.StatusCode.CANCELLED
     if exc is None:
         return code or grpc.StatusCode.OK
     if code is not None and code is not grpc.StatusCode.OK:
@@ -55,6 +60,11 @@ def final_code(context: grpc.ServicerContext, exc: BaseException | None) -> grpc
     if isinstance(exc, GrpcException):
         return exc.status_code
     return grpc.StatusCode.UNKNOWN
+
+
+def _deadline_passed(context: grpc.ServicerContext) -> bool:
+    remaining = context.time_remaining()
+    return remaining is not None and remaining <= 0
 
 
 class Metrics:

@@ -11,6 +11,7 @@ Redis comes from tests/conftest.py (`redis_url`, `redis_process`).
 from __future__ import annotations
 
 import ipaddress
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from concurrent import futures
@@ -29,6 +30,7 @@ from taskapi.server.domain.errors import NotFound, Unauthenticated
 from taskapi.v1 import auth_pb2, auth_pb2_grpc, task_pb2, task_pb2_grpc
 
 LOGIN = "/taskapi.v1.AuthService/Login"
+SLOW_SECONDS = 0.4  # what the canned ListTasks takes
 GET_TASK = "/taskapi.v1.TaskService/GetTask"
 TASK_ID = "0123456789abcdef01234567"
 SERVICES = (
@@ -72,6 +74,10 @@ class CannedTasks(task_pb2_grpc.TaskServiceServicer):
 
     def DeleteTask(self, request: task_pb2.DeleteTaskRequest, context: grpc.ServicerContext) -> Any:
         raise NotFound("Task not found.")  # an inner interceptor (Errors) aborts with NOT_FOUND
+
+    def ListTasks(self, request: task_pb2.ListTasksRequest, context: grpc.ServicerContext) -> Any:
+        time.sleep(SLOW_SECONDS)  # slow on purpose: longer than the deadline the tests give it
+        return task_pb2.ListTasksResponse()
 
 
 def make_chain(

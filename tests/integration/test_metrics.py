@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 import urllib.request
 
 import grpc
@@ -14,7 +16,7 @@ from taskapi.interceptors.ratelimit import RateLimitInterceptor
 from taskapi.server.cache.client import connect_redis
 from taskapi.server.domain.limits import RateLimit
 from taskapi.v1 import auth_pb2, task_pb2
-from tests.integration.chain_server import TASK_ID, make_chain, run_server, stubs, unique_prefix
+from tests.integration.chain_server import SLOW_SECONDS, TASK_ID, make_chain, run_server, stubs, unique_prefix
 
 AUTH = (("authorization", "Bearer user-1"),)
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -90,6 +92,27 @@ def test_counts_and_codes_read_back_over_http(redis_url: str) -> None:
     assert samples[("taskapi_cache_requests_total", frozenset({"cache": "task", "result": "hit"}.items()))] == 2
     assert samples[("taskapi_cache_requests_total", frozenset({"cache": "task", "result": "miss"}.items()))] == 1
     assert samples[("taskapi_cache_requests_total", frozenset({"cache": "user", "result": "error"}.items()))] == 1
+
+
+def test_a_call_answered_after_its_deadline_counts_as_deadline_exceeded(caplog: pytest.LogCaptureFixture) -> None:
+    """The client saw DEADLINE_EXCEEDED, so the server's metrics (and log line) say so too,
+    not the OK its handler returned too late: error rates and SLOs count what clients got."""
+    metrics = Metrics(CollectorRegistry())
+    endpoint = serve_metrics(metrics.registry, port=0)
+    try:
+        with run_server(make_chain(metrics=MetricsInterceptor(metrics))) as (_, port), stubs(port) as (_, tasks):
+            with pytest.raises(grpc.RpcError) as late:
+                tasks.ListTasks(task_pb2.ListTasksRequest(), metadata=AUTH, timeout=SLOW_SECONDS / 4)
+            assert late.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+            tasks.ListTasks(task_pb2.ListTasksRequest(), metadata=AUTH, timeout=10 * SLOW_SECONDS)
+            time.sleep(SLOW_SECONDS)  # the late call's handler has returned by now
+        samples = scrape(endpoint.port)
+    finally:
+        endpoint.close()
+    listed = "taskapi.v1.TaskService/ListTasks"
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []  # not a bug, no traceback
+    assert samples[("grpc_server_handled_total", rpc(listed, grpc_code="DEADLINE_EXCEEDED"))] == 1
+    assert samples[("grpc_server_handled_total", rpc(listed, grpc_code="OK"))] == 1
 
 
 def test_two_servers_keep_separate_registries() -> None:
