@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import mongoengine as me
@@ -26,6 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from taskapi.server import store
 from taskapi.server.app import App, Replica
 from taskapi.server.cache.session_state import session_state_key
+from taskapi.server.cache.shared import EPOCH_BYTES
 from taskapi.server.config import ConfigError, Settings, parse_services
 from taskapi.server.dev import LocalRedis
 from taskapi.server.domain.caller import ROLE_ADMIN
@@ -159,6 +160,22 @@ def test_the_task_service_follows_the_session_state_the_account_services_publish
     mask.update_mask.paths.append("disabled")
     split.accounts.users.UpdateUser(mask, metadata=admin.auth, timeout=10)
     fails(lambda: list_tasks(split.tasks, other), grpc.StatusCode.UNAUTHENTICATED)
+
+
+def test_session_state_from_before_a_failover_is_not_trusted(split: Split, redis_url: str) -> None:
+    """A failover may lose the primary's last writes, a "revoked" among them: a live entry
+    written under another primary (another replication id) reads as unknown, a 401 the
+    client's refresh settles against the account store."""
+    user = split.accounts.register()
+    client = redis.Redis.from_url(redis_url)
+    family = split.tasks_app.tokens.verify(user.session.access_token).session_id
+    key = session_state_key(user.id, family)
+    live = cast(bytes | None, client.get(key))  # redis-py types replies loosely
+    assert live is not None and live.endswith(f"{user.id}:USER".encode())
+    client.set(key, b"f" * EPOCH_BYTES + f"{user.id}:USER".encode(), ex=600)  # another primary's
+    client.close()
+    error = fails(lambda: list_tasks(split.tasks, user), grpc.StatusCode.UNAUTHENTICATED)
+    assert error_details(error)["ErrorInfo"].reason == "SESSION_UNKNOWN"
 
 
 def test_a_session_the_task_service_has_no_state_for_is_401_until_a_refresh_publishes_it(
