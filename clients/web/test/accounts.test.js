@@ -167,11 +167,14 @@ test("admins list, find, promote and disable users; others never see the admin v
   const carolRow = page.locator("#users tbody tr", { hasText: carol });
   await carolRow.locator("button.toggle-disabled", { hasText: "Disable" }).click();
   await carolRow.locator(".badge", { hasText: "Disabled" }).waitFor();
+  // The badge changes at once (optimistically); the notice only once the server saved it.
+  await page.locator(".notice", { hasText: `Disabled ${carol}; their sessions have ended.` }).waitFor();
   // Disabled at once: her session stops working and she cannot sign in.
   assert.equal((await rest("GET", "users/me", { token: carolSession.accessToken })).status, 401);
   assert.equal((await rest("POST", "auth/login", { body: { email: carol, password: PASSWORD } })).status, 401);
   await carolRow.locator("button.toggle-disabled", { hasText: "Enable" }).click();
   await carolRow.locator(".badge", { hasText: "Active" }).waitFor();
+  await page.locator(".notice", { hasText: `Enabled ${carol}.` }).waitFor();
   assert.equal((await rest("POST", "auth/login", { body: { email: carol, password: PASSWORD } })).status, 200);
 
   await page.locator("#users-q").fill("");
