@@ -136,8 +136,9 @@ class RedisDecider:
         # goes straight to a pooled connection, skipping the pipeline's and execute_command's
         # per-call machinery (~20-30 us of CPU a call, bench/README.md "Hot path"). A traced
         # client keeps execute_command, which makes the span.
-        plain = type(client) is redis.Redis and client.connection is None
-        self._direct_pool = client.connection_pool if plain else None
+        self._direct_pool: Any = None
+        if type(client) is redis.Redis and client.connection is None:
+            self._direct_pool = client.connection_pool
         script = resources.files("taskapi.interceptors").joinpath("ratelimit.lua").read_text(encoding="utf-8")
         self._script = script
         # EVALSHA needs only the digest; the script is sent (SCRIPT LOAD) once, and again
@@ -258,13 +259,14 @@ class RedisDecider:
     def _evalsha(self, arguments: list[Any]) -> Any:
         pool = self._direct_pool
         if pool is None:
-            return self._client.execute_command("EVALSHA", self._sha, *arguments)
+            return self._client.execute_command("EVALSHA", self._sha, *arguments)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
         connection = pool.get_connection()
         try:
             # The client's retry policy (one immediate retry, cache/client.py), on a fresh
             # connection after a connection error or timeout, as execute_command does.
             return connection.retry.call_with_retry(
-                lambda: _send_read(connection, self._sha, arguments), lambda _error: connection.disconnect()
+                lambda: _send_read(connection, self._sha, arguments),
+                lambda _error: connection.disconnect(),
             )
         finally:
             pool.release(connection)
