@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-import uuid
+import os
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import unquote
@@ -48,7 +48,8 @@ class CallStateInterceptor(ServerInterceptor):
     def intercept(self, method: Continuation, request: Any, context: grpc.ServicerContext, method_name: str) -> Any:
         # Text metadata only: a `-bin` value is bytes, and these two are never binary.
         metadata = {key: value for key, value in context.invocation_metadata() if isinstance(value, str)}
-        request_id = metadata.get("x-request-id") or uuid.uuid4().hex
+        # 128 random bits as 32 hex digits, as uuid4().hex but a quarter of its cost.
+        request_id = metadata.get("x-request-id") or os.urandom(16).hex()
         state = CallState(
             method=method_name,
             client_ip=self._client_ip(context.peer(), metadata.get("x-forwarded-for", "")),

@@ -21,7 +21,7 @@ from taskapi.server.cache.reads import ReadPlan, delivered_read
 from taskapi.server.cache.shared import SharedCache
 from taskapi.server.domain.limits import RateLimit
 from taskapi.v1 import auth_pb2, auth_pb2_grpc, task_pb2, task_pb2_grpc
-from tests.conftest import RedisProcess
+from tests.conftest import RedisProcess, private_database
 from tests.integration.api import headers as api_headers
 from tests.integration.chain_server import TASK_ID, make_chain, run_server, stubs, unique_prefix
 
@@ -171,6 +171,27 @@ def test_script_reloaded_after_flush(redis_url: str) -> None:
             client.close()
             _, call = get_task(tasks)
             assert api_headers(call)["ratelimit"].startswith("limit=100, remaining=98,")
+
+
+def test_a_killed_connection_is_retried_once_on_a_fresh_one(redis_url: str) -> None:
+    # One server: the limiter's EVALSHA goes straight to a pooled connection. Redis closing
+    # that connection (a restart, a proxy's idle timeout) costs the call one retry on a fresh
+    # connection, as redis-py's own commands do: still decided in Redis, not locally.
+    url = private_database(redis_url)
+    metrics = Metrics(CollectorRegistry())
+    interceptor = limiter(url, ip=RateLimit(requests=5, window_seconds=60), metrics=metrics)
+    admin = connect_redis(url, 500)
+    assert admin is not None
+    with run_server(make_chain(ratelimit=interceptor)) as (_, port):
+        with stubs(port) as (_, tasks):
+            get_task(tasks)
+            killed = admin.client_kill_filter(_type="normal", skipme=True)
+            assert killed >= 1  # the limiter's pooled connection, now dead in its pool
+            _, call = get_task(tasks)
+            assert api_headers(call)["ratelimit"].startswith("limit=5, remaining=3,")
+            assert decisions(metrics, "allowed", "redis") == 2
+            assert decisions(metrics, "allowed", "local") == 0
+    admin.close()
 
 
 def test_redis_outage_falls_back_and_recovers(redis_process: RedisProcess, caplog: pytest.LogCaptureFixture) -> None:

@@ -1,0 +1,251 @@
+"""Issue 14's figures in one run, each beside the no-op floors measured in the same run.
+
+What runs
+  The App with `--replicas` sync gRPC replicas behind a real Envoy, as bench_rest.py wires
+  it (real JWT auth, the rate limiter deciding every call in a private redis-server, the
+  shared read cache, the embedded mongomock store, JSON call logs to /dev/null), bcrypt at
+  `--bcrypt-rounds` (12, the default, so the login storm costs what it does in production).
+  Beside it, for the floors, a second Envoy in front of a no-op gRPC server (grpcio's sync
+  server, 16 workers, no interceptors: GetTask, ListTasks and CreateTask answer a canned
+  message), the same edge configuration.
+
+Rows (wrk, keep-alive HTTP/1.1, one request in flight per connection, `--connections`)
+  mix        80 % GET /api/v1/tasks/{id}, 20 % GET /api/v1/tasks?pageSize=10, cached (issue 14's mix)
+  get-cold   GET /api/v1/tasks/{id}, every read a cache miss: the store read and the cache
+             fill run on every call (the bench makes the cache's lookup miss; the rest of the
+             path, the planned read in the limiter's round trip included, is unchanged)
+  list20     GET /api/v1/tasks?pageSize=20, cache misses as get-cold (20 items a page)
+  create     POST /api/v1/tasks (a write: the store insert, the cache invalidation)
+  storm      the mix again while a second wrk runs Login with the right password at
+             `--storm` connections (bcrypt): the mix's figures, then the logins'
+  floor-envoy  GET of an unrouted path, which Envoy answers itself (404)
+  floor-noop   GET /api/v1/tasks/{id} to the no-op gRPC server behind its own Envoy
+  burst      (unless --burst 0) N connections, one GetTask each at the same instant
+
+Ratios: `x envoy` and `x noop` are the row's req/s over the floors' req/s (1.00 = as fast
+as the floor); CPU per call as in bench_rest.py (server: this process, every replica and the
+no-op server, measured while only that row's load runs).
+
+    .venv/bin/python bench/bench_all.py [--replicas 1] [--seconds 5] [--connections 64]
+        [--storm 16] [--burst 1000] [--bcrypt-rounds 12]
+
+Prints a table; asserts nothing. Exits 2 when wrk is not installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_rest  # noqa: E402
+import grpc  # noqa: E402
+import support  # noqa: E402
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # noqa: E402
+
+from taskapi.server.app import App  # noqa: E402
+from taskapi.server.edge import Envoy  # noqa: E402
+from taskapi.v1 import auth_pb2, auth_pb2_grpc, task_pb2, task_pb2_grpc  # noqa: E402
+from tests.support.edge import edge_config  # noqa: E402
+
+# One wrk thread's requests, chosen at random; `requests` is {method, path, token index, body}.
+LUA = """
+local built = {}
+function init(args)
+  for _, r in ipairs(requests) do
+    local headers = {["Authorization"] = "Bearer " .. tokens[r[3]]}
+    if r[4] ~= "" then headers["Content-Type"] = "application/json" end
+    table.insert(built, wrk.format(r[1], r[2], headers, r[4] ~= "" and r[4] or nil))
+  end
+end
+function request() return built[math.random(#built)] end
+"""
+
+
+def lua(tokens: list[str], requests: list[tuple[str, str, int, str]]) -> str:
+    """A wrk script sending `requests` (method, path, 1-based token index, JSON body or "")."""
+    quoted = ", ".join(json.dumps(t) for t in tokens)
+    rows = ",\n  ".join(f"{{{json.dumps(m)}, {json.dumps(p)}, {n}, {json.dumps(b)}}}" for m, p, n, b in requests)
+    return f"tokens = {{{quoted}}}\nrequests = {{\n  {rows}\n}}\n" + LUA
+
+
+class _NoOpTasks(task_pb2_grpc.TaskServiceServicer):
+    """The floor behind Envoy: grpcio's sync server with no chain and no work."""
+
+    def GetTask(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return task_pb2.Task(id=request.id, title="canned")
+
+    def ListTasks(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return task_pb2.ListTasksResponse()
+
+    def CreateTask(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return request.task
+
+
+def start_noop() -> tuple[grpc.Server, int]:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+    # The stubs mark every RPC abstract; the real base class answers UNIMPLEMENTED for the rest.
+    task_pb2_grpc.add_TaskServiceServicer_to_server(_NoOpTasks(), server)  # type: ignore[abstract]
+    checks = health.HealthServicer()
+    checks.set("", health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(checks, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, port
+
+
+def register(address: str, email: str, password: str) -> str:
+    with grpc.insecure_channel(address) as channel:
+        session = auth_pb2_grpc.AuthServiceStub(channel).Register(
+            auth_pb2.RegisterRequest(email=email, password=password, name="Storm"), timeout=30
+        )
+    return str(session.access_token)
+
+
+def print_row(row: bench_rest.Row, floors: dict[str, float]) -> None:
+    envoy, noop = floors.get("envoy"), floors.get("noop")
+    ratios = f"  x envoy {row.req_per_s / envoy:5.2f}" if envoy else ""
+    ratios += f"  x noop {row.req_per_s / noop:5.2f}" if noop else ""
+    print(
+        f"{row.name:<12} {row.connections:>5} {row.req_per_s:>7.0f} {row.p50_ms:>7.2f} {row.p99_ms:>7.2f} "
+        f"{row.non_2xx:>7}  "
+        + " ".join(f"{row.us_per_call[c]:>6.0f}" for c in bench_rest.CPU_COLUMNS)
+        + f"  {row.box_cores:>5.2f}{ratios}",
+        flush=True,
+    )
+
+
+HEADER = (
+    f"{'row':<12} {'conns':>5} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'non-2xx':>7}  "
+    + " ".join(f"{c:>6}" for c in bench_rest.CPU_COLUMNS)
+    + "  box   (CPU us/call per process; ratios: req/s over the floors')"
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument("--seconds", type=int, default=5, help="per row (wrk takes whole seconds)")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--storm", type=int, default=16, help="Login connections during the storm row")
+    parser.add_argument("--burst", type=int, default=1000, help="simultaneous connections, one call each (0: none)")
+    parser.add_argument("--bcrypt-rounds", type=int, default=12)
+    parser.add_argument("--envoy-workers", type=int, default=2)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
+        sys.exit(2)
+    conns, secs = args.connections, args.seconds
+
+    support.log_like_production()
+    with support.redis_url() as url, tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        settings = support.bench_settings(url, bcrypt_rounds=args.bcrypt_rounds)
+        app = App(settings)
+        noop, noop_port = start_noop()
+        try:
+            replicas = [app.start_replica(0) for _ in range(args.replicas)]
+            accounts = support.seed(replicas[0].address)
+            email, password = f"storm-{os.urandom(4).hex()}@example.com", "bench password 123"
+            storm_token = register(replicas[0].address, email, password)
+            tokens = [a.token for a in accounts] + [storm_token]
+            gets = [("GET", f"/api/v1/tasks/{t}", n, "") for n, a in enumerate(accounts, 1) for t in a.task_ids]
+            scripts = {
+                "mix": bench_rest.lua_script(accounts, 0.8),
+                "get-cold": lua(tokens, gets),
+                "list20": lua(tokens, [("GET", "/api/v1/tasks?pageSize=20", n, "") for n in range(1, 5)]),
+                "create": lua(tokens, [("POST", "/api/v1/tasks", n, '{"title": "bench create"}') for n in range(1, 5)]),
+                "login": lua(
+                    tokens, [("POST", "/api/v1/auth/login", 5, json.dumps({"email": email, "password": password}))]
+                ),
+                "noop": lua(tokens, gets),
+            }
+            paths = {}
+            for name, text in scripts.items():
+                paths[name] = workdir / f"{name}.lua"
+                paths[name].write_text(text)
+
+            def envoy_for(name: str, upstreams: list[tuple[str, int]], expect: int) -> Envoy:
+                config = edge_config(upstreams, access_log=os.devnull, health_check_interval_seconds=2.0)
+                (workdir / name).mkdir()
+                log = open(workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the run's directory
+                envoy = Envoy(
+                    config, workdir / name, stdout=subprocess.DEVNULL, stderr=log, concurrency=args.envoy_workers
+                )
+                envoy.__enter__()
+                envoy.wait_healthy(replicas=expect)
+                return envoy
+
+            edge = envoy_for("edge", [(settings.grpc_host, r.port) for r in replicas], args.replicas)
+            noop_edge = envoy_for("noop-edge", [("127.0.0.1", noop_port)], 1)
+            try:
+                assert edge.process is not None and noop_edge.process is not None and app.redis is not None
+                redis_pid = int(app.redis.info("server")["process_id"])
+                pids = {"envoy": edge.process.pid, "redis": redis_pid}
+                noop_pids = {"envoy": noop_edge.process.pid, "redis": redis_pid}
+                rest = edge.rest_url.rstrip("/").removesuffix("/api/v1")
+                noop_rest = noop_edge.rest_url.rstrip("/").removesuffix("/api/v1")
+                print(
+                    f"replicas={args.replicas} envoy workers={args.envoy_workers} seconds={secs} conns={conns} "
+                    f"bcrypt rounds={args.bcrypt_rounds} cores={os.cpu_count()}",
+                    flush=True,
+                )
+                bench_rest.run_wrk("warmup", edge, pids, rest, paths["mix"], 8, 1)
+                floors: dict[str, float] = {}
+                rows = [
+                    bench_rest.run_wrk("floor-envoy", edge, pids, edge.rest_url + "no-such-thing", None, conns, secs),
+                    bench_rest.run_wrk("floor-noop", noop_edge, noop_pids, noop_rest, paths["noop"], conns, secs),
+                ]
+                floors["envoy"], floors["noop"] = rows[0].req_per_s, rows[1].req_per_s
+                print(HEADER)
+                for row in rows:
+                    print_row(row, floors)
+                print_row(bench_rest.run_wrk("mix", edge, pids, rest, paths["mix"], conns, secs), floors)
+                read = app.task_cache.read
+
+                def miss(owner: str, entry: str) -> tuple[bytes | None, str | None]:
+                    return None, read(owner, entry)[1]  # what a cold entry reads: the fill still runs
+
+                app.task_cache.read = miss  # type: ignore[method-assign]  # bench-only: every lookup misses
+                try:
+                    for name in ("get-cold", "list20"):
+                        print_row(bench_rest.run_wrk(name, edge, pids, rest, paths[name], conns, secs), floors)
+                finally:
+                    del app.task_cache.read  # the class's method again
+                print_row(bench_rest.run_wrk("create", edge, pids, rest, paths["create"], conns, secs), floors)
+                storm_cmd = ["wrk", "-t", "1", "-c", str(args.storm), "-d", f"{secs + 1}s", "-s", str(paths["login"])]
+                storm = subprocess.Popen([*storm_cmd, rest], stdout=subprocess.PIPE, text=True)
+                time.sleep(0.5)  # the storm under way before the mix starts
+                mixed = bench_rest.run_wrk("storm", edge, pids, rest, paths["mix"], conns, secs)
+                out, _ = storm.communicate()
+                print_row(mixed, floors)
+                attempts = int(bench_rest._wrk_field(r"(\d+) requests in", out))
+                refused = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
+                print(
+                    f"storm logins: {(attempts - refused) / (secs + 1):.1f}/s signed in at {args.storm} connections, "
+                    f"{refused} refused (shed while every bcrypt slot was busy)",
+                    flush=True,
+                )
+                if args.burst:
+                    bench_rest.run_burst(edge, accounts, args.burst)
+            finally:
+                noop_edge.__exit__(None, None, None)
+                edge.__exit__(None, None, None)
+        finally:
+            noop.stop(0)
+            app.close(grace=0)
+
+
+if __name__ == "__main__":
+    main()
