@@ -428,16 +428,21 @@ class WatchServer:
             ]
         )
         server.add_generic_rpc_handlers((servicer.handler(),))
+        # Health for the edge's watch cluster: NOT_SERVING once draining, like the replica.
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         port = server.add_insecure_port(address)
         if port == 0:
             raise OSError(f"cannot listen on {address}")
         await server.start()
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         log.info("watch server streaming on %s", address.rsplit(":", 1)[0] + f":{port}")
         return port, server, servicer
 
     def drain(self) -> None:
         """End every stream with its resume token, and refuse new ones."""
         self._loop.call_soon_threadsafe(self.servicer.draining.set)
+        asyncio.run_coroutine_threadsafe(self.health.enter_graceful_shutdown(), self._loop)
 
     def stop(self, grace: float) -> None:
         if not self._loop.is_running():

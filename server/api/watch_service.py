@@ -215,9 +215,9 @@ class WatchServicer:
 
 
 async def _abort(context: Context, error: ApiError) -> None:
+    # No initial metadata first: over REST the transcoder would commit a 200 with it. RetryInfo
+    # in the details says when to come back.
     status: status_pb2.Status = to_status(error)
-    if isinstance(error, ResourceExhausted | Unavailable):
-        await context.send_initial_metadata((("retry-after", str(max(1, round(error.retry_after_seconds)))),))
     await context.abort(
         _code(status.code),
         status.message,
