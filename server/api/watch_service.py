@@ -100,6 +100,11 @@ class WatchServicer:
         self._buffer = buffer
         self.draining = asyncio.Event()  # set on the server's loop: every watcher ends with its token
 
+    @property
+    def watchers(self) -> int:
+        """Streams open on this server now."""
+        return self._limits.total
+
     def handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(
             "taskapi.v1.TaskService",

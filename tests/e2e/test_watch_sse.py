@@ -7,11 +7,16 @@ import json
 import queue
 import subprocess
 import threading
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
+from taskapi.v1 import task_pb2
+from taskapi_client import TaskApiClient, TaskApiError
 from tests.conftest import make_settings, private_database
 from tests.e2e.conftest import Account, Stack, register, resource, running_stack
 
@@ -133,3 +138,40 @@ def test_an_expired_token_over_rest_is_400_resync_required(sse_stack: Stack) -> 
         assert response.status == 400, response.body
         body = json.loads(response.body)
         assert body["code"] == 9 and body["details"][0]["reason"] == "RESYNC_REQUIRED"
+
+
+def test_the_sdk_watch_follows_a_drain_to_the_other_replica(redis_url: str, tmp_path: Path) -> None:
+    """TaskApiClient.watch_tasks over Envoy's gRPC port: the replica holding the stream drains,
+    the stream ends with its token, and the SDK resumes on the other replica without a gap."""
+    settings = make_settings(private_database(redis_url), watch_heartbeat_seconds=0.5)
+    with running_stack(settings, tmp_path) as stack, TaskApiClient(stack.envoy.grpc_target) as sdk:
+        sdk.register(f"sdk-{uuid.uuid4().hex[:8]}@example.com", "correct horse battery", "Sdk")
+        seen: queue.Queue[task_pb2.TaskChange] = queue.Queue()
+        stream = sdk.watch_tasks(heartbeats=True)
+        threading.Thread(target=_follow, args=(stream, seen), daemon=True).start()
+        while seen.get(timeout=10).kind:  # the first heartbeat: the stream is open
+            pass
+        first = sdk.create_task(title="before")
+        assert _next_change(seen).task.id == first.id
+        holding = [r for r in stack.replicas if r.watch is not None and r.watch.servicer.watchers]
+        assert len(holding) == 1
+        assert holding[0].watch is not None
+        holding[0].watch.drain()
+        created = [sdk.create_task(title=f"during {n}") for n in range(3)]
+        assert [_next_change(seen).task.id for _ in created] == [t.id for t in created]
+        assert seen.empty() or all(not c.kind for c in list(seen.queue))
+
+
+def _follow(stream: Iterator[task_pb2.TaskChange], seen: queue.Queue[task_pb2.TaskChange]) -> None:
+    try:
+        for change in stream:
+            seen.put(change)
+    except TaskApiError as error:  # the client closing its channel at the end of the test
+        assert error.code == grpc.StatusCode.CANCELLED, error
+
+
+def _next_change(seen: queue.Queue[task_pb2.TaskChange]) -> task_pb2.TaskChange:
+    while True:
+        change = seen.get(timeout=15)
+        if change.kind:
+            return change
