@@ -3,12 +3,14 @@ on the sync one, one Redis (a private database) shared by two replicas."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import queue
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 import pytest
@@ -298,3 +300,49 @@ def test_draining_ends_streams_cleanly_with_a_token(feed: Feed) -> None:
         )
     feed.app.replicas.remove(replica)
     replica.stop(0.5)
+
+
+def test_200_watchers_leave_the_workers_to_unary_calls(feed: Feed) -> None:
+    """200 open streams on one replica (its sync server has 8 workers): unary calls still run,
+    and a write reaches every watcher of its owner."""
+    per_user = feed.app.settings.watchers_per_user
+    users = [feed.writer.register(f"crowd{n}") for n in range(-(-200 // per_user))]
+    replica = feed.replicas[0]
+    assert replica.watch is not None
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+
+    async def open_all() -> tuple[grpc.aio.Channel, list[Any]]:
+        channel = grpc.aio.insecure_channel(replica.watch_address)
+        stub = task_pb2_grpc.TaskServiceStub(channel)
+        streams = [(user, n) for user in users for n in range(per_user)][:200]
+        calls: list[Any] = [stub.WatchTasks(T.WatchTasksRequest(), metadata=user.auth) for user, _ in streams]
+        for call in calls:
+            first: T.TaskChange = await call.read()
+            assert first.resume_token  # the first heartbeat: open
+        return channel, calls
+
+    channel, calls = asyncio.run_coroutine_threadsafe(open_all(), loop).result(60)
+    try:
+        assert replica.watch.servicer.watchers >= 200
+        for _ in range(3 * feed.app.settings.workers):  # more calls than workers, one after another
+            feed.writer.tasks.ListTasks(T.ListTasksRequest(), metadata=users[1].auth, timeout=10)
+        task = _create(feed, users[0], "to the crowd")
+
+        async def next_change(call: Any) -> T.TaskChange:
+            while True:
+                change: T.TaskChange = await call.read()
+                if change.kind:
+                    return change
+
+        owned = [asyncio.run_coroutine_threadsafe(next_change(c), loop) for c in calls[:per_user]]
+        assert [f.result(10).task.id for f in owned] == [task.id] * per_user
+    finally:
+
+        async def close_all() -> None:
+            for call in calls:
+                call.cancel()
+            await channel.close()
+
+        asyncio.run_coroutine_threadsafe(close_all(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
