@@ -325,7 +325,7 @@ class App:
         assert self.changes is not None and self.change_tail is not None  # noqa: S101 - checked by the caller
         changes, tail = self.changes, self.change_tail
         # A replica on a free port (tests, dev) streams on a free port too; else TASKAPI_WATCH_PORT.
-        watch_port = 0 if port == 0 else settings.watch_port
+        watch_port = 0 if port == 0 or (port is None and settings.grpc_port == 0) else settings.watch_port
 
         def servicer() -> WatchServicer:
             return WatchServicer(
@@ -441,6 +441,8 @@ class WatchServer:
 
     def drain(self) -> None:
         """End every stream with its resume token, and refuse new ones."""
+        if self._loop.is_closed():  # stopped already
+            return
         self._loop.call_soon_threadsafe(self.servicer.draining.set)
         asyncio.run_coroutine_threadsafe(self.health.enter_graceful_shutdown(), self._loop)
 
