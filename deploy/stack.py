@@ -95,6 +95,15 @@ SETTINGS = (
     Setting("REDIS_PASSWORD", secret=True),
     Setting("REDIS_TIMEOUT_MS"),
     Setting("CACHE_TTL_SECONDS"),
+    # The change feed (WatchTasks on its own port; docs/api.md "Live changes").
+    Setting("TASKAPI_WATCH_PORT"),
+    Setting("CHANGES_RETENTION"),
+    Setting("CHANGES_TTL_SECONDS"),
+    Setting("CHANGES_GAP_GRACE_SECONDS"),
+    Setting("WATCH_HEARTBEAT_SECONDS"),
+    Setting("WATCHERS_PER_USER"),
+    Setting("WATCHERS_PER_REPLICA"),
+    Setting("WATCH_BUFFER"),
     # Auth
     Setting("JWT_SECRET", secret=True, required_by=BOTH),  # without it each replica signs with its own
     Setting("JWT_ISSUER"),

@@ -7,9 +7,12 @@ share the embedded store, as replicas share one MongoDB in production.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +32,8 @@ from taskapi.server.api import task_service
 from taskapi.server.api.auth_service import AuthServicer
 from taskapi.server.api.task_service import TaskServicer
 from taskapi.server.api.user_service import UserServicer
+from taskapi.server.api.watch_service import WatchLimits, WatchServicer
+from taskapi.server.cache.changes import ChangeTail, RedisChangeLog
 from taskapi.server.cache.client import connect_from_settings
 from taskapi.server.cache.reads import ReadPlan
 from taskapi.server.cache.session_state import RedisSessionState
@@ -37,6 +42,7 @@ from taskapi.server.cache.shared import SharedCache
 from taskapi.server.cache.tasks import TaskCache
 from taskapi.server.config import Settings
 from taskapi.server.domain.accounts import Accounts
+from taskapi.server.domain.changes import Changes
 from taskapi.server.domain.page_tokens import PageTokens
 from taskapi.server.domain.passwords import PasswordHasher
 from taskapi.server.domain.sessions import PublishedSessions, Sessions
@@ -96,11 +102,14 @@ class App:
         page_tokens = PageTokens(settings.jwt_secret)
         self.tokens = tokens_from(settings)
         self._tasks: Tasks | None = None
+        self.changes: Changes | None = None
+        self.change_tail: ChangeTail | None = None
         if settings.serves_tasks:
             task_store = store.MongoTaskStore()
             if self.tracing is not None:  # every store query a span of the call that made it
                 task_store = self.tracing.traced(task_store, "store.tasks")
-            self._tasks = Tasks(task_store, self.task_cache, page_tokens)
+            self._build_changes(settings, page_tokens)
+            self._tasks = Tasks(task_store, self.task_cache, page_tokens, self.changes)
             if self.job_queue is not None:  # the task side of a deletion: this service's own consumer
                 self.task_jobs = worker.task_side_jobs(settings, self.job_queue, self.remove_tasks_of, self.tracing)
                 self.task_jobs.start()
@@ -148,6 +157,25 @@ class App:
         self.metrics_endpoint = serve_metrics(
             self.metrics.registry, port=settings.metrics_port, addr=settings.grpc_host
         )
+
+    def _build_changes(self, settings: Settings, page_tokens: PageTokens) -> None:
+        """The change feed (docs/api.md "Live changes"); it needs Redis (one server or Sentinel)."""
+        if self.redis is None:
+            log.warning("no Redis: the change feed (WatchTasks, ListTaskChanges) is off")
+            return
+        change_log = RedisChangeLog(
+            self.redis, retention=settings.changes_retention, ttl_seconds=settings.changes_ttl_seconds
+        )
+        self.changes = Changes(
+            change_log, page_tokens, gap_grace_seconds=settings.changes_gap_grace_seconds, clock=time.time
+        )
+        # The tail blocks in XREAD: a client of its own whose timeout outlasts the block.
+        block_ms = 250
+        tail_client = connect_from_settings(
+            dataclasses.replace(settings, redis_timeout_ms=settings.redis_timeout_ms + block_ms)
+        )
+        assert tail_client is not None  # noqa: S101 - self.redis was built from the same settings
+        self.change_tail = ChangeTail(tail_client, block_ms=block_ms)
 
     def _build_accounts(self, settings: Settings, page_tokens: PageTokens) -> None:
         # Writes that record an event wake the relay: the job is queued within milliseconds.
@@ -279,16 +307,37 @@ class App:
         server.start()
         for name in ("", *served):  # exactly the services served here
             health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        watch = self._start_watch_server(port) if self._tasks is not None and self.changes is not None else None
         replica = Replica(
             server=server,
             port=bound,
             health=health_servicer,
             host=settings.grpc_host,
             drain_seconds=settings.drain_seconds,
+            watch=watch,
         )
         self.replicas.append(replica)
         log.info("replica serving on %s:%s", settings.grpc_host, bound)
         return replica
+
+    def _start_watch_server(self, port: int | None) -> WatchServer:
+        settings = self.settings
+        assert self.changes is not None and self.change_tail is not None  # noqa: S101 - checked by the caller
+        changes, tail = self.changes, self.change_tail
+        # A replica on a free port (tests, dev) streams on a free port too; else TASKAPI_WATCH_PORT.
+        watch_port = 0 if port == 0 or (port is None and settings.grpc_port == 0) else settings.watch_port
+
+        def servicer() -> WatchServicer:
+            return WatchServicer(
+                changes,
+                tail,
+                self.authenticator,
+                WatchLimits(settings.watchers_per_user, settings.watchers_per_replica),
+                heartbeat_seconds=settings.watch_heartbeat_seconds,
+                buffer=settings.watch_buffer,
+            )
+
+        return WatchServer(servicer, host_port(settings.grpc_host, watch_port), settings.max_message_bytes)
 
     def close(self, grace: float | None = None) -> None:
         """Drain every replica at once: one drain period, then all stop together."""
@@ -296,10 +345,17 @@ class App:
         replicas, self.replicas = self.replicas, []
         for replica in replicas:
             replica.health.enter_graceful_shutdown()
+            if replica.watch is not None:  # watchers end now, with their token: they resume elsewhere
+                replica.watch.drain()
         if replicas and self.settings.drain_seconds > 0:
             time.sleep(self.settings.drain_seconds)
         for stopped in [replica.server.stop(grace) for replica in replicas]:
             stopped.wait()
+        for replica in replicas:
+            if replica.watch is not None:
+                replica.watch.stop(grace)
+        if self.change_tail is not None:
+            self.change_tail.stop()
         if self.task_jobs is not None:
             self.task_jobs.stop()
         if self.relay is not None:
@@ -320,18 +376,85 @@ class Replica:
     health: health.HealthServicer
     host: str = "127.0.0.1"
     drain_seconds: float = 0.0
+    watch: WatchServer | None = None  # WatchTasks, on its own asyncio server
 
     @property
     def address(self) -> str:
         return host_port(self.host, self.port)
 
+    @property
+    def watch_address(self) -> str:
+        if self.watch is None:
+            raise RuntimeError("this replica serves no change feed (no task service, or no Redis)")
+        return host_port(self.host, self.watch.port)
+
     def stop(self, grace: float) -> None:
         """Drain: report NOT_SERVING and keep serving while balancers notice, then refuse
         new calls and give in-flight ones `grace` seconds to finish."""
         self.health.enter_graceful_shutdown()
+        if self.watch is not None:
+            self.watch.drain()
         if self.drain_seconds > 0:
             time.sleep(self.drain_seconds)
         self.server.stop(grace).wait()
+        if self.watch is not None:
+            self.watch.stop(grace)
+
+
+class WatchServer:
+    """A grpc.aio server on a thread of its own: streams are coroutines, not worker threads.
+
+    The sync server's pool would give each open stream a worker for its whole life (8 watchers
+    would take every worker); here 1,000 idle watchers cost a coroutine and a queue each."""
+
+    def __init__(self, servicer: Callable[[], WatchServicer], address: str, max_message_bytes: int) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="watch-server", daemon=True)
+        self._thread.start()
+        self.port, self._server, self.servicer = asyncio.run_coroutine_threadsafe(
+            self._start(servicer, address, max_message_bytes), self._loop
+        ).result()
+
+    async def _start(
+        self, make: Callable[[], WatchServicer], address: str, max_message_bytes: int
+    ) -> tuple[int, grpc.aio.Server, WatchServicer]:
+        servicer = make()  # on this loop: its Event belongs here
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.max_send_message_length", max_message_bytes),
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+            ]
+        )
+        server.add_generic_rpc_handlers((servicer.handler(),))
+        # Health for the edge's watch cluster: NOT_SERVING once draining, like the replica.
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        port = server.add_insecure_port(address)
+        if port == 0:
+            raise OSError(f"cannot listen on {address}")
+        await server.start()
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        log.info("watch server streaming on %s", address.rsplit(":", 1)[0] + f":{port}")
+        return port, server, servicer
+
+    def drain(self) -> None:
+        """End every stream with its resume token, and refuse new ones."""
+        if self._loop.is_closed():  # stopped already
+            return
+        self._loop.call_soon_threadsafe(self.servicer.draining.set)
+        asyncio.run_coroutine_threadsafe(self.health.enter_graceful_shutdown(), self._loop)
+
+    def stop(self, grace: float) -> None:
+        if not self._loop.is_running():
+            return
+        self.drain()
+        asyncio.run_coroutine_threadsafe(self._server.stop(grace), self._loop).result()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        if not self._thread.is_alive():
+            self._loop.close()
 
 
 def tokens_from(settings: Settings) -> Tokens:

@@ -139,6 +139,15 @@ class Settings:
     redis_password: str = field(default="", repr=False)
     redis_timeout_ms: int = 250
     cache_ttl_seconds: int = 300
+    # The change feed (WatchTasks, ListTaskChanges; docs/api.md "Live changes"), in Redis.
+    watch_port: int = 50052  # the replica's streaming server (asyncio: watchers hold no worker thread); 0: free
+    changes_retention: int = 1000  # changes kept per user (MAXLEN ~); an older token answers RESYNC_REQUIRED
+    changes_ttl_seconds: int = 7 * 24 * 3600  # a user's log expires this long after their last write
+    changes_gap_grace_seconds: float = 2.0  # a hole in the numbers this old is a lost change: resync
+    watch_heartbeat_seconds: float = 15.0  # an idle stream sends a heartbeat this often (proxies keep it)
+    watchers_per_user: int = 5
+    watchers_per_replica: int = 2000
+    watch_buffer: int = 256  # changes queued for one watcher; a slower one is ended with its token
     # Auth
     jwt_secret: str = field(default="", repr=False)
     jwt_issuer: str = "taskapi"
@@ -236,6 +245,14 @@ class Settings:
             redis_password=reader.text("REDIS_PASSWORD", ""),
             redis_timeout_ms=reader.integer("REDIS_TIMEOUT_MS", cls.redis_timeout_ms, minimum=1),
             cache_ttl_seconds=reader.integer("CACHE_TTL_SECONDS", cls.cache_ttl_seconds, minimum=1),
+            watch_port=reader.port("TASKAPI_WATCH_PORT", cls.watch_port),
+            changes_retention=reader.integer("CHANGES_RETENTION", cls.changes_retention, minimum=1),
+            changes_ttl_seconds=reader.integer("CHANGES_TTL_SECONDS", cls.changes_ttl_seconds, minimum=1),
+            changes_gap_grace_seconds=reader.seconds("CHANGES_GAP_GRACE_SECONDS", cls.changes_gap_grace_seconds),
+            watch_heartbeat_seconds=reader.seconds("WATCH_HEARTBEAT_SECONDS", cls.watch_heartbeat_seconds),
+            watchers_per_user=reader.integer("WATCHERS_PER_USER", cls.watchers_per_user, minimum=1),
+            watchers_per_replica=reader.integer("WATCHERS_PER_REPLICA", cls.watchers_per_replica, minimum=1),
+            watch_buffer=reader.integer("WATCH_BUFFER", cls.watch_buffer, minimum=1),
             jwt_secret=secret,
             jwt_issuer=reader.text("JWT_ISSUER", cls.jwt_issuer),
             jwt_audience=reader.text("JWT_AUDIENCE", cls.jwt_audience),

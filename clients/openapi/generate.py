@@ -409,6 +409,29 @@ class _Builder:
         if access == "ACCESS_LEVEL_ADMIN":
             op["description"] += "\n\nRequires the ADMIN role."
         op["responses"] = http_responses.operation(response, access, self.d.errors(method), has_body=bool(rule.body))
+        if method.server_streaming:  # Envoy's transcoder: Server-Sent Events, one message per event
+            op["responses"]["200"] = {
+                "description": "A stream of Server-Sent Events, one `data: <JSON>` line per message (the "
+                f"`{response.rsplit('.', 1)[-1]}` schema); send the last `resumeToken` back as `Last-Event-ID` "
+                "to resume.",
+                "content": {
+                    "text/event-stream": {
+                        "schema": {  # one event (schemathesis checks each one against it)
+                            "type": "object",
+                            "required": ["data"],
+                            "properties": {
+                                "data": {
+                                    "type": "string",
+                                    "contentMediaType": "application/json",
+                                    "contentSchema": _ref(response),
+                                },
+                                "event": {"type": "string"},
+                                "id": {"type": "string"},
+                            },
+                        }
+                    },
+                },
+            }
         return path, verb, op
 
     def _field(self, message_name: str, dotted: str) -> descriptor_pb2.FieldDescriptorProto:

@@ -7,6 +7,7 @@ from typing import cast
 
 from google.protobuf import timestamp_pb2
 
+from taskapi.server.domain.changes import DELETED, Delivered
 from taskapi.server.domain.entities import Task, User
 from taskapi.server.domain.tasks import TaskFilter, TaskValues
 from taskapi.v1 import task_pb2, user_pb2
@@ -98,3 +99,18 @@ def user_values(user: user_pb2.User) -> tuple[dict[str, object], set[str]]:
         values["disabled"] = user.disabled
     # email is output only: ignored in a body (AIP-203), refused only when a mask names it.
     return values, set(values)
+
+
+def change_to_proto(delivered: Delivered) -> task_pb2.TaskChange:
+    """A change of the feed; a deletion carries only the task's id (a tombstone)."""
+    change = delivered.change
+    if change.kind == DELETED or change.task is None:
+        task = task_pb2.Task(id=change.task_id)
+    else:
+        task = task_to_proto(change.task)
+    return task_pb2.TaskChange(
+        kind=cast("task_pb2.TaskChange.Kind", change.kind),
+        task=task,
+        change_time=_timestamp(change.time),
+        resume_token=delivered.token,
+    )

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol, TypeVar
 
 import grpc
 
 from taskapi.interceptors.context import current_caller
-from taskapi.server.api.convert import task_filter, task_to_proto, task_values
+from taskapi.server.api.convert import change_to_proto, task_filter, task_to_proto, task_values
 from taskapi.server.domain.caller import Caller
+from taskapi.server.domain.errors import Unavailable, Unimplemented
 from taskapi.server.domain.tasks import Tasks
 from taskapi.v1 import task_pb2, task_pb2_grpc
 
@@ -98,6 +99,20 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
         mask = list(request.update_mask.paths) if request.HasField("update_mask") else None
         task = self._tasks.update(current_caller(), request.task.id, task_values(request.task), mask, request.task.etag)
         return task_to_proto(task)
+
+    def ListTaskChanges(
+        self, request: task_pb2.ListTaskChangesRequest, context: grpc.ServicerContext
+    ) -> task_pb2.ListTaskChangesResponse:
+        changes = self._tasks.changes
+        if changes is None:
+            raise Unavailable("the change feed is off on this deployment (it needs Redis)")
+        delivered, next_token = changes.page(current_caller(), request.since_token, request.page_size)
+        return task_pb2.ListTaskChangesResponse(changes=[change_to_proto(d) for d in delivered], next_token=next_token)
+
+    def WatchTasks(self, request: task_pb2.WatchTasksRequest, context: grpc.ServicerContext) -> Iterator[Any]:
+        # Streams are served by the replica's asyncio server (api/watch_service.py, TASKAPI_WATCH_PORT),
+        # where they hold no worker thread; Envoy routes them there.
+        raise Unimplemented("WatchTasks is served on the replica's watch port (TASKAPI_WATCH_PORT)")
 
     def DeleteTask(
         self, request: task_pb2.DeleteTaskRequest, context: grpc.ServicerContext

@@ -149,7 +149,11 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
             if args.admin_email:  # inside this process: the only one holding the embedded store
                 _create_admin(app, args.admin_email, admin_password, out)
             replicas = [app.start_replica(port=0) for _ in range(args.replicas or DEFAULT_REPLICAS)]
-            upstreams = {"upstreams": [(settings.grpc_host, replica.port) for replica in replicas]}
+            upstreams = {
+                "upstreams": [(settings.grpc_host, replica.port) for replica in replicas],
+                # WatchTasks (gRPC and SSE) to the replicas' watch servers.
+                "watch_upstreams": [(settings.grpc_host, r.watch.port) for r in replicas if r.watch is not None],
+            }
             endpoints = ", ".join(f"{settings.grpc_host}:{r.port}" for r in replicas)
             metrics = f"http://{settings.grpc_host}:{app.metrics_port}/metrics"
             check = lambda: None  # noqa: E731 - the replicas live in this process

@@ -98,6 +98,7 @@ def _start(
             "TASKAPI_SERVICES": ",".join(services),
             "TASKAPI_GRPC_HOST": settings.grpc_host,
             "TASKAPI_GRPC_PORT": str(port),
+            "TASKAPI_WATCH_PORT": "0",  # any free one: a fixed port would collide between processes
             "TASKAPI_METRICS_PORT": str(metrics_port),
             "TASKAPI_DRAIN_SECONDS": "0",  # Envoy, the only balancer, is gone before they stop
             "JWT_SECRET": settings.jwt_secret,  # one secret: tokens of the one verify at the other

@@ -9,6 +9,7 @@ This module does not import grpc, so domain code can raise these freely:
     ├── NotFound                NOT_FOUND
     ├── AlreadyExists           ALREADY_EXISTS
     ├── Aborted                 ABORTED            (etag mismatch, concurrent change)
+    ├── FailedPrecondition      FAILED_PRECONDITION (a change feed token past retention: resync)
     └── Retryable               (+ RetryInfo: when to try again)
         ├── ResourceExhausted   RESOURCE_EXHAUSTED + QuotaFailure
         └── Unavailable         UNAVAILABLE
@@ -99,6 +100,16 @@ class AlreadyExists(ApiError):
 class Aborted(ApiError):
     code_name = "ABORTED"
     default_reason = "ABORTED"
+
+
+class FailedPrecondition(ApiError):
+    code_name = "FAILED_PRECONDITION"
+    default_reason = "FAILED_PRECONDITION"
+
+
+class Unimplemented(ApiError):
+    code_name = "UNIMPLEMENTED"
+    default_reason = "UNIMPLEMENTED"
 
 
 class Retryable(ApiError):

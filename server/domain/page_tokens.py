@@ -40,7 +40,7 @@ class PageTokens:
         payload = json.dumps({"p": [_to_json(v) for v in position], "q": digest}, separators=(",", ":")).encode()
         return f"{_b64(payload)}.{_b64(self._sign(payload))}"
 
-    def decode(self, token: str, digest: str) -> list[Any]:
+    def decode(self, token: str, digest: str, field: str = "page_token") -> list[Any]:
         """The keyset position; INVALID_ARGUMENT if the token is not one of ours for this query."""
         try:
             body, signature = token.split(".")
@@ -51,7 +51,7 @@ class PageTokens:
             data = None
         if not data or data.get("q") != digest:
             raise InvalidArgument.field(
-                "page_token", "is not a page token of this query (filters and order must stay the same)"
+                field, "is not a page token of this query (filters and order must stay the same)"
             )
         return [_from_json(v) for v in data["p"]]
 

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from taskapi.server.domain.caller import Caller
+from taskapi.server.domain.changes import CREATED, DELETED, UPDATED, Changes
 from taskapi.server.domain.entities import COMPLETED, MEDIUM, PENDING, NewTask, Task, now
 from taskapi.server.domain.errors import Aborted, InvalidArgument, NotFound, PermissionDenied
 from taskapi.server.domain.page_tokens import PageTokens, query_digest
@@ -72,10 +73,33 @@ class TaskValues:
 
 
 class Tasks:
-    def __init__(self, store: TaskStore, cache: TaskCacheInvalidation, page_tokens: PageTokens) -> None:
+    def __init__(
+        self,
+        store: TaskStore,
+        cache: TaskCacheInvalidation,
+        page_tokens: PageTokens,
+        changes: Changes | None = None,
+    ) -> None:
         self._store = store
         self._cache = cache
         self._page_tokens = page_tokens
+        # The change feed (None without Redis): a write reserves its number first, publishes after.
+        self._changes = changes
+
+    @property
+    def changes(self) -> Changes | None:
+        return self._changes
+
+    def _reserve(self, owner: str) -> int | None:
+        return self._changes.reserve(owner) if self._changes is not None else None
+
+    def _publish(self, owner: str, seq: int | None, kind: int, task_id: str, task: Task | None) -> None:
+        if self._changes is None or seq is None:  # no feed, or unreachable (Changes.reserve)
+            return
+        if kind:
+            self._changes.publish(owner, seq, kind, task_id, task, task.update_time if task else now())
+        else:
+            self._changes.fill(owner, seq)
 
     def create(self, caller: Caller, new: TaskValues, request_id: str) -> Task:
         owner = caller.user_id
@@ -93,13 +117,17 @@ class Tasks:
             create_time=moment,
             complete_time=moment if status == COMPLETED else None,
         )
+        seq = self._reserve(owner)
+        # A store error leaves `seq` a hole on purpose: the write may have happened (readers resync).
         created = self._store.insert(task)
         if created is None:  # (owner, request_id) exists: a retry; answer with the first task
+            self._publish(owner, seq, 0, "", None)
             created = self._store.find_by_request_id(owner, request_id)
             if created is None:  # deleted between our insert and this read: the caller may retry
                 raise Aborted("the task for this request_id changed concurrently; retry", reason="CONCURRENT_UPDATE")
             return created
         self._cache.invalidate(caller.user_id)
+        self._publish(owner, seq, CREATED, created.id, created)
         return created
 
     def get(self, caller: Caller, task_id: str) -> Task:
@@ -124,27 +152,41 @@ class Tasks:
             if not changes:  # nothing to change: no write, same etag
                 return task
             changes = _with_times(task, changes)
+            seq = self._reserve(owner)
             updated = self._store.update(task.id, owner, task.version, changes)
             if updated is not None:
                 self._cache.invalidate(caller.user_id)
+                self._publish(owner, seq, UPDATED, updated.id, updated)
                 return updated
+            self._publish(owner, seq, 0, "", None)
             if etag:  # someone wrote between our read and write
                 raise Aborted("the task changed concurrently; read it again", reason="ETAG_MISMATCH")
         raise Aborted("the task is changing too often; retry", reason="CONCURRENT_UPDATE")
 
     def delete(self, caller: Caller, task_id: str, etag: str) -> None:
         owner = caller.user_id
-        if not etag:  # one conditional delete; nothing there (or not yours) is NOT_FOUND
-            if not self._store.delete(task_id, owner, None):
+        version = None
+        if etag:
+            task = self._store.find(task_id, owner)
+            if task is None:
                 raise NotFound(_NOT_FOUND)
-            self._cache.invalidate(caller.user_id)
-            return
-        task = self._store.find(task_id, owner)
-        if task is None:
+            version = task.version
+            if etag != task.etag:
+                raise Aborted(
+                    "the task changed since it was read (etag mismatch); read it again", reason="ETAG_MISMATCH"
+                )
+        seq = self._reserve(owner)
+        # One conditional delete; nothing there (or not yours) is NOT_FOUND.
+        deleted = self._store.delete(task_id, owner, version)
+        if not deleted:
+            self._publish(owner, seq, 0, "", None)
+            if etag:
+                raise Aborted(
+                    "the task changed since it was read (etag mismatch); read it again", reason="ETAG_MISMATCH"
+                )
             raise NotFound(_NOT_FOUND)
-        if etag != task.etag or not self._store.delete(task.id, owner, task.version):
-            raise Aborted("the task changed since it was read (etag mismatch); read it again", reason="ETAG_MISMATCH")
         self._cache.invalidate(caller.user_id)
+        self._publish(owner, seq, DELETED, task_id, None)
 
     def list_page(self, caller: Caller, spec: TaskFilter, page_size: int, page_token: str) -> TaskPage:
         owner = self._owner_scope(caller, spec.owner)

@@ -109,6 +109,13 @@ class EdgeConfig:
     # The split layout, when set: service ("auth", "tasks", "users") -> the replicas serving it,
     # one cluster each (`taskapi_auth`, ...); every service needs at least one. `upstreams` is unused.
     service_upstreams: Mapping[str, Sequence[tuple[str, int]]] = field(default_factory=dict)
+    # The replicas' watch servers (TASKAPI_WATCH_PORT): WatchTasks streams, gRPC and SSE, go
+    # there (cluster `taskapi_watch`); empty: WatchTasks is not routed (404 over REST).
+    watch_upstreams: Sequence[tuple[str, int]] = ()
+    # Streams per watch-server connection (idle watchers are cheap there), and how long a
+    # stream may stay silent (the server sends heartbeats well within it).
+    watch_concurrency: int = 10_000
+    watch_idle_timeout_seconds: float = 120.0
     listen_address: str = "127.0.0.1"
     # Discover replicas through DNS (Envoy's STRICT_DNS): a Kubernetes headless Service or a
     # compose service name resolves to one address per ready replica, re-resolved every
@@ -151,6 +158,11 @@ class Cluster:
     name: str
     upstreams: Sequence[tuple[str, int]]
     health_service: str  # what the gRPC health check asks about ("": the whole server)
+    streams: int = 0  # calls in flight per connection; 0: the replicas' concurrency
+
+
+WATCH_CLUSTER = "taskapi_watch"
+WATCH_METHOD = "/taskapi.v1.TaskService/WatchTasks"
 
 
 def clusters(config: EdgeConfig) -> list[Cluster]:
@@ -202,7 +214,15 @@ def render(config: EdgeConfig) -> str:
         rest_port=config.rest_port,
         grpc_port=config.grpc_port,
         listen_address=config.listen_address,
-        clusters=upstream_clusters,
+        clusters=upstream_clusters
+        + (
+            [Cluster(WATCH_CLUSTER, list(config.watch_upstreams), "", streams=config.watch_concurrency)]
+            if config.watch_upstreams
+            else []
+        ),
+        watch_method=WATCH_METHOD if config.watch_upstreams else "",
+        watch_cluster=WATCH_CLUSTER,
+        watch_idle_timeout=_duration(config.watch_idle_timeout_seconds),
         # Every route names its cluster: the one cluster, or its service's.
         service_routes=[(service, cluster_of(config, service)) for service in SERVICES],
         # Split, health and reflection go to any replica (each reflects the whole API).

@@ -201,7 +201,11 @@ def _refs(node: object) -> Iterator[str]:
 
 
 def _ok_schema(op: Json) -> Json:
-    schema = op["responses"]["200"]["content"]["application/json"]["schema"]
+    content = op["responses"]["200"]["content"]
+    if "text/event-stream" in content:  # a server stream (WatchTasks): each event's data is one message
+        schema = content["text/event-stream"]["schema"]["properties"]["data"]["contentSchema"]
+    else:
+        schema = content["application/json"]["schema"]
     assert isinstance(schema, dict), op
     return schema
 

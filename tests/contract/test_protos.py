@@ -30,6 +30,8 @@ API_SURFACE = {
     ("TaskService", "ListTasks"): ("get", "/api/v1/tasks", ""),
     ("TaskService", "UpdateTask"): ("patch", "/api/v1/tasks/{task.id}", "task"),
     ("TaskService", "DeleteTask"): ("delete", "/api/v1/tasks/{id}", ""),
+    ("TaskService", "WatchTasks"): ("get", "/api/v1/tasks:watch", ""),
+    ("TaskService", "ListTaskChanges"): ("get", "/api/v1/tasks:changes", ""),
     ("UserService", "GetCurrentUser"): ("get", "/api/v1/users/me", ""),
     ("UserService", "UpdateCurrentUser"): ("patch", "/api/v1/users/me", "user"),
     ("UserService", "ChangePassword"): ("post", "/api/v1/users/me:changePassword", "*"),

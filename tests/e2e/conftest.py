@@ -83,7 +83,8 @@ def running_stack(
     try:
         started = [app.start_replica(0) for _ in range(replicas)]
         upstreams = [(settings.grpc_host, replica.port) for replica in started]
-        with running_edge(upstreams, workdir, **edge) as envoy:
+        watch = [(settings.grpc_host, r.watch.port) for r in started if r.watch is not None]
+        with running_edge(upstreams, workdir, **({"watch_upstreams": watch} | edge)) as envoy:
             yield Stack(app, started, envoy, RestClient(envoy.rest_url), workdir)
     finally:
         app.close(grace=1.0)

@@ -268,6 +268,7 @@ def test_a_token_with_a_byte_grpc_cannot_decode_is_never_logged(redis_url: str, 
     port = free_port()
     env = os.environ | {
         "TASKAPI_GRPC_PORT": str(port),
+        "TASKAPI_WATCH_PORT": "0",  # any free one: a fixed port would collide between processes
         "TASKAPI_METRICS_PORT": "0",
         # A database of its own: this server runs the default limits, and its counters for
         # 127.0.0.1 (the same keys) would spend the session servers' budgets for the next minute.

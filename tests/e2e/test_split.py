@@ -150,7 +150,7 @@ def test_the_split_edge_routes_each_service_to_its_own_health_checked_cluster(st
     names = {line.split("::")[0] for line in clusters.splitlines() if "::" in line}
     ours = {name for name in names if name.startswith("taskapi_")}
     if stack.layout == "single":
-        assert ours == {"taskapi_replicas"}
+        assert ours == {"taskapi_replicas", "taskapi_watch"}  # WatchTasks: the replicas' watch servers
     else:
         assert ours == {"taskapi_auth", "taskapi_users", "taskapi_tasks"}
         for name in ours:

@@ -119,6 +119,7 @@ def test_serve_command_drains_on_sigterm(redis_url: str, tmp_path: Path) -> None
     port = free_port()
     env = os.environ | {
         "TASKAPI_GRPC_PORT": str(port),
+        "TASKAPI_WATCH_PORT": "0",  # any free one: a fixed port would collide between processes
         "TASKAPI_METRICS_PORT": "0",
         "REDIS_URL": redis_url,
         "BCRYPT_ROUNDS": "4",

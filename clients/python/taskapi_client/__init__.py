@@ -7,6 +7,7 @@ from .client import TaskApiClient
 from .errors import (
     Aborted,
     AlreadyExists,
+    FailedPrecondition,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -20,6 +21,7 @@ from .errors import (
 __all__ = [
     "Aborted",
     "AlreadyExists",
+    "FailedPrecondition",
     "InvalidArgument",
     "NotFound",
     "PermissionDenied",

@@ -61,6 +61,7 @@ class TaskApiClient:
         *,
         credentials: grpc.ChannelCredentials | None = None,
         channel: grpc.Channel | None = None,
+        watch_channel: grpc.Channel | None = None,
         timeout: float = 10.0,
         max_attempts: int = 4,
         backoff_initial: float = 0.1,
@@ -73,6 +74,10 @@ class TaskApiClient:
         self.auth = auth_pb2_grpc.AuthServiceStub(channel)
         self.tasks = task_pb2_grpc.TaskServiceStub(channel)
         self.users = user_pb2_grpc.UserServiceStub(channel)
+        # WatchTasks: through Envoy the same target; straight to a replica, its watch port.
+        self._watch_channel = watch_channel
+        self._watch = task_pb2_grpc.TaskServiceStub(watch_channel) if watch_channel is not None else self.tasks
+        self.last_resume_token = ""  # of the last change (or heartbeat) watch_tasks saw
         stubs = {
             "taskapi.v1.AuthService": self.auth,
             "taskapi.v1.TaskService": self.tasks,
@@ -93,6 +98,8 @@ class TaskApiClient:
 
     def close(self) -> None:
         self._channel.close()
+        if self._watch_channel is not None:
+            self._watch_channel.close()
 
     def __enter__(self) -> Self:
         return self
@@ -166,6 +173,49 @@ class TaskApiClient:
             if not page.next_page_token:
                 return
             request.page_token = page.next_page_token
+
+    def list_task_changes(self, since_token: str = "", *, page_size: int = 0) -> task_pb2.ListTaskChangesResponse:
+        """The changes after `since_token` (empty: none, and a token for now), for polling."""
+        request = task_pb2.ListTaskChangesRequest(since_token=since_token, page_size=page_size)
+        return self.call(self.tasks.ListTaskChanges, request)
+
+    def watch_tasks(
+        self, resume_token: str = "", *, heartbeats: bool = False, max_reconnects: int | None = None
+    ) -> Iterator[task_pb2.TaskChange]:
+        """The caller's task changes as they happen, from `resume_token` (empty: from now).
+
+        A stream that ends (the replica drains, a slow consumer is dropped, the network
+        fails: UNAVAILABLE) is reopened from the last token, with backoff, so the caller sees
+        every change once and in order. An expired session is refreshed. FailedPrecondition
+        with reason RESYNC_REQUIRED is raised: the changes after the token are gone, so list
+        the tasks again and watch from now. `max_reconnects` in a row (None: no limit)."""
+        token, failures = resume_token, 0
+        while True:
+            session = self._session
+            stream = self._watch.WatchTasks(task_pb2.WatchTasksRequest(resume_token=token), metadata=_bearer(session))
+            try:
+                for change in stream:
+                    failures = 0
+                    token = change.resume_token or token
+                    self.last_resume_token = token
+                    if change.kind or heartbeats:
+                        yield change
+                error: TaskApiError | None = None  # ended cleanly (a drain): reopen at once
+            except grpc.RpcError as rpc_error:
+                error = from_rpc_error(rpc_error)
+            finally:
+                stream.cancel()
+            if isinstance(error, Unauthenticated) and session is not None and self._refresh_after(session):
+                continue
+            if error is not None and not isinstance(error, Unavailable):
+                raise error
+            failures += 1
+            if max_reconnects is not None and failures > max_reconnects:
+                raise error or Unavailable(grpc.StatusCode.UNAVAILABLE, "the change feed keeps ending")
+            if error is not None:
+                initial, cap = self._backoff
+                delay = random.uniform(0, min(cap, initial * 2 ** (failures - 1)))
+                self._sleep(max(delay, error.retry_delay or 0.0))
 
     # --- users ---------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@
     ├── NotFound                 missing, or another user's
     ├── AlreadyExists            the email is taken
     ├── Aborted                  stale etag
+    ├── FailedPrecondition       reason RESYNC_REQUIRED: a change feed token past retention; list again
     ├── ResourceExhausted        rate limited; .retry_delay says when to come back
     └── Unavailable              the server or its store is down (idempotent calls are retried first)
 
@@ -71,6 +72,10 @@ class Aborted(TaskApiError):
     pass
 
 
+class FailedPrecondition(TaskApiError):
+    pass
+
+
 class ResourceExhausted(TaskApiError):
     pass
 
@@ -86,6 +91,7 @@ _BY_CODE: dict[grpc.StatusCode, type[TaskApiError]] = {
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
     grpc.StatusCode.ABORTED: Aborted,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
     grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
 }

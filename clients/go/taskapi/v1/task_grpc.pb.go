@@ -29,6 +29,18 @@ type TaskServiceClient interface {
 	UpdateTask(ctx context.Context, in *UpdateTaskRequest, opts ...grpc.CallOption) (*Task, error)
 	// DeleteTask deletes one of the caller's tasks.
 	DeleteTask(ctx context.Context, in *DeleteTaskRequest, opts ...grpc.CallOption) (*DeleteTaskResponse, error)
+	// WatchTasks streams the caller's task changes as they happen: created,
+	// updated (the new task) and deleted (a tombstone). Every change carries a
+	// resume token; pass it back as resume_token to continue after it. Without
+	// one the stream starts from now. A token older than the retention, or a gap
+	// in the feed, ends the stream with FAILED_PRECONDITION, ErrorInfo reason
+	// RESYNC_REQUIRED: list the tasks again, then watch from now. Over REST it is
+	// Server-Sent Events (the SSE `id` is the resume token; Last-Event-ID resumes).
+	WatchTasks(ctx context.Context, in *WatchTasksRequest, opts ...grpc.CallOption) (TaskService_WatchTasksClient, error)
+	// ListTaskChanges pages through the same changes as WatchTasks, for clients
+	// that poll: the changes after since_token (without one: none, and a token
+	// for now). The tokens of both RPCs are interchangeable.
+	ListTaskChanges(ctx context.Context, in *ListTaskChangesRequest, opts ...grpc.CallOption) (*ListTaskChangesResponse, error)
 }
 
 type taskServiceClient struct {
@@ -84,6 +96,47 @@ func (c *taskServiceClient) DeleteTask(ctx context.Context, in *DeleteTaskReques
 	return out, nil
 }
 
+func (c *taskServiceClient) WatchTasks(ctx context.Context, in *WatchTasksRequest, opts ...grpc.CallOption) (TaskService_WatchTasksClient, error) {
+	stream, err := c.cc.NewStream(ctx, &_TaskService_serviceDesc.Streams[0], "/taskapi.v1.TaskService/WatchTasks", opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &taskServiceWatchTasksClient{stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+type TaskService_WatchTasksClient interface {
+	Recv() (*TaskChange, error)
+	grpc.ClientStream
+}
+
+type taskServiceWatchTasksClient struct {
+	grpc.ClientStream
+}
+
+func (x *taskServiceWatchTasksClient) Recv() (*TaskChange, error) {
+	m := new(TaskChange)
+	if err := x.ClientStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (c *taskServiceClient) ListTaskChanges(ctx context.Context, in *ListTaskChangesRequest, opts ...grpc.CallOption) (*ListTaskChangesResponse, error) {
+	out := new(ListTaskChangesResponse)
+	err := c.cc.Invoke(ctx, "/taskapi.v1.TaskService/ListTaskChanges", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TaskServiceServer is the server API for TaskService service.
 // All implementations must embed UnimplementedTaskServiceServer
 // for forward compatibility
@@ -100,6 +153,18 @@ type TaskServiceServer interface {
 	UpdateTask(context.Context, *UpdateTaskRequest) (*Task, error)
 	// DeleteTask deletes one of the caller's tasks.
 	DeleteTask(context.Context, *DeleteTaskRequest) (*DeleteTaskResponse, error)
+	// WatchTasks streams the caller's task changes as they happen: created,
+	// updated (the new task) and deleted (a tombstone). Every change carries a
+	// resume token; pass it back as resume_token to continue after it. Without
+	// one the stream starts from now. A token older than the retention, or a gap
+	// in the feed, ends the stream with FAILED_PRECONDITION, ErrorInfo reason
+	// RESYNC_REQUIRED: list the tasks again, then watch from now. Over REST it is
+	// Server-Sent Events (the SSE `id` is the resume token; Last-Event-ID resumes).
+	WatchTasks(*WatchTasksRequest, TaskService_WatchTasksServer) error
+	// ListTaskChanges pages through the same changes as WatchTasks, for clients
+	// that poll: the changes after since_token (without one: none, and a token
+	// for now). The tokens of both RPCs are interchangeable.
+	ListTaskChanges(context.Context, *ListTaskChangesRequest) (*ListTaskChangesResponse, error)
 	mustEmbedUnimplementedTaskServiceServer()
 }
 
@@ -121,6 +186,12 @@ func (UnimplementedTaskServiceServer) UpdateTask(context.Context, *UpdateTaskReq
 }
 func (UnimplementedTaskServiceServer) DeleteTask(context.Context, *DeleteTaskRequest) (*DeleteTaskResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method DeleteTask not implemented")
+}
+func (UnimplementedTaskServiceServer) WatchTasks(*WatchTasksRequest, TaskService_WatchTasksServer) error {
+	return status.Errorf(codes.Unimplemented, "method WatchTasks not implemented")
+}
+func (UnimplementedTaskServiceServer) ListTaskChanges(context.Context, *ListTaskChangesRequest) (*ListTaskChangesResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListTaskChanges not implemented")
 }
 func (UnimplementedTaskServiceServer) mustEmbedUnimplementedTaskServiceServer() {}
 
@@ -225,6 +296,45 @@ func _TaskService_DeleteTask_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _TaskService_WatchTasks_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchTasksRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(TaskServiceServer).WatchTasks(m, &taskServiceWatchTasksServer{stream})
+}
+
+type TaskService_WatchTasksServer interface {
+	Send(*TaskChange) error
+	grpc.ServerStream
+}
+
+type taskServiceWatchTasksServer struct {
+	grpc.ServerStream
+}
+
+func (x *taskServiceWatchTasksServer) Send(m *TaskChange) error {
+	return x.ServerStream.SendMsg(m)
+}
+
+func _TaskService_ListTaskChanges_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListTaskChangesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TaskServiceServer).ListTaskChanges(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/taskapi.v1.TaskService/ListTaskChanges",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TaskServiceServer).ListTaskChanges(ctx, req.(*ListTaskChangesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 var _TaskService_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "taskapi.v1.TaskService",
 	HandlerType: (*TaskServiceServer)(nil),
@@ -249,7 +359,17 @@ var _TaskService_serviceDesc = grpc.ServiceDesc{
 			MethodName: "DeleteTask",
 			Handler:    _TaskService_DeleteTask_Handler,
 		},
+		{
+			MethodName: "ListTaskChanges",
+			Handler:    _TaskService_ListTaskChanges_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchTasks",
+			Handler:       _TaskService_WatchTasks_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "taskapi/v1/task.proto",
 }

@@ -132,3 +132,47 @@ class DeleteTaskRequest(_message.Message):
 class DeleteTaskResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class TaskChange(_message.Message):
+    __slots__ = ("kind", "task", "change_time", "resume_token")
+    class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        KIND_UNSPECIFIED: _ClassVar[TaskChange.Kind]
+        CREATED: _ClassVar[TaskChange.Kind]
+        UPDATED: _ClassVar[TaskChange.Kind]
+        DELETED: _ClassVar[TaskChange.Kind]
+    KIND_UNSPECIFIED: TaskChange.Kind
+    CREATED: TaskChange.Kind
+    UPDATED: TaskChange.Kind
+    DELETED: TaskChange.Kind
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_TIME_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    kind: TaskChange.Kind
+    task: Task
+    change_time: _timestamp_pb2.Timestamp
+    resume_token: str
+    def __init__(self, kind: _Optional[_Union[TaskChange.Kind, str]] = ..., task: _Optional[_Union[Task, _Mapping]] = ..., change_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resume_token: _Optional[str] = ...) -> None: ...
+
+class WatchTasksRequest(_message.Message):
+    __slots__ = ("resume_token",)
+    RESUME_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    resume_token: str
+    def __init__(self, resume_token: _Optional[str] = ...) -> None: ...
+
+class ListTaskChangesRequest(_message.Message):
+    __slots__ = ("since_token", "page_size")
+    SINCE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    since_token: str
+    page_size: int
+    def __init__(self, since_token: _Optional[str] = ..., page_size: _Optional[int] = ...) -> None: ...
+
+class ListTaskChangesResponse(_message.Message):
+    __slots__ = ("changes", "next_token")
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    changes: _containers.RepeatedCompositeFieldContainer[TaskChange]
+    next_token: str
+    def __init__(self, changes: _Optional[_Iterable[_Union[TaskChange, _Mapping]]] = ..., next_token: _Optional[str] = ...) -> None: ...

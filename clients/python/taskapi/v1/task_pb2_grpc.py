@@ -61,6 +61,16 @@ class TaskServiceStub:
                 request_serializer=taskapi_dot_v1_dot_task__pb2.DeleteTaskRequest.SerializeToString,
                 response_deserializer=taskapi_dot_v1_dot_task__pb2.DeleteTaskResponse.FromString,
                 _registered_method=True)
+        self.WatchTasks = channel.unary_stream(
+                '/taskapi.v1.TaskService/WatchTasks',
+                request_serializer=taskapi_dot_v1_dot_task__pb2.WatchTasksRequest.SerializeToString,
+                response_deserializer=taskapi_dot_v1_dot_task__pb2.TaskChange.FromString,
+                _registered_method=True)
+        self.ListTaskChanges = channel.unary_unary(
+                '/taskapi.v1.TaskService/ListTaskChanges',
+                request_serializer=taskapi_dot_v1_dot_task__pb2.ListTaskChangesRequest.SerializeToString,
+                response_deserializer=taskapi_dot_v1_dot_task__pb2.ListTaskChangesResponse.FromString,
+                _registered_method=True)
 
 
 class TaskServiceServicer:
@@ -105,6 +115,28 @@ class TaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchTasks(self, request, context):
+        """WatchTasks streams the caller's task changes as they happen: created,
+        updated (the new task) and deleted (a tombstone). Every change carries a
+        resume token; pass it back as resume_token to continue after it. Without
+        one the stream starts from now. A token older than the retention, or a gap
+        in the feed, ends the stream with FAILED_PRECONDITION, ErrorInfo reason
+        RESYNC_REQUIRED: list the tasks again, then watch from now. Over REST it is
+        Server-Sent Events (the SSE `id` is the resume token; Last-Event-ID resumes).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTaskChanges(self, request, context):
+        """ListTaskChanges pages through the same changes as WatchTasks, for clients
+        that poll: the changes after since_token (without one: none, and a token
+        for now). The tokens of both RPCs are interchangeable.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -132,6 +164,16 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.DeleteTask,
                     request_deserializer=taskapi_dot_v1_dot_task__pb2.DeleteTaskRequest.FromString,
                     response_serializer=taskapi_dot_v1_dot_task__pb2.DeleteTaskResponse.SerializeToString,
+            ),
+            'WatchTasks': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchTasks,
+                    request_deserializer=taskapi_dot_v1_dot_task__pb2.WatchTasksRequest.FromString,
+                    response_serializer=taskapi_dot_v1_dot_task__pb2.TaskChange.SerializeToString,
+            ),
+            'ListTaskChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTaskChanges,
+                    request_deserializer=taskapi_dot_v1_dot_task__pb2.ListTaskChangesRequest.FromString,
+                    response_serializer=taskapi_dot_v1_dot_task__pb2.ListTaskChangesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -271,6 +313,60 @@ class TaskService:
             '/taskapi.v1.TaskService/DeleteTask',
             taskapi_dot_v1_dot_task__pb2.DeleteTaskRequest.SerializeToString,
             taskapi_dot_v1_dot_task__pb2.DeleteTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/taskapi.v1.TaskService/WatchTasks',
+            taskapi_dot_v1_dot_task__pb2.WatchTasksRequest.SerializeToString,
+            taskapi_dot_v1_dot_task__pb2.TaskChange.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTaskChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskapi.v1.TaskService/ListTaskChanges',
+            taskapi_dot_v1_dot_task__pb2.ListTaskChangesRequest.SerializeToString,
+            taskapi_dot_v1_dot_task__pb2.ListTaskChangesResponse.FromString,
             options,
             channel_credentials,
             insecure,

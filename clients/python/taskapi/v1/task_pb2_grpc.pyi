@@ -49,6 +49,20 @@ class TaskServiceStub:
     """
     DeleteTask: _grpc.UnaryUnaryMultiCallable[_task_pb2.DeleteTaskRequest, _task_pb2.DeleteTaskResponse]
     """DeleteTask deletes one of the caller's tasks."""
+    WatchTasks: _grpc.UnaryStreamMultiCallable[_task_pb2.WatchTasksRequest, _task_pb2.TaskChange]
+    """WatchTasks streams the caller's task changes as they happen: created,
+    updated (the new task) and deleted (a tombstone). Every change carries a
+    resume token; pass it back as resume_token to continue after it. Without
+    one the stream starts from now. A token older than the retention, or a gap
+    in the feed, ends the stream with FAILED_PRECONDITION, ErrorInfo reason
+    RESYNC_REQUIRED: list the tasks again, then watch from now. Over REST it is
+    Server-Sent Events (the SSE `id` is the resume token; Last-Event-ID resumes).
+    """
+    ListTaskChanges: _grpc.UnaryUnaryMultiCallable[_task_pb2.ListTaskChangesRequest, _task_pb2.ListTaskChangesResponse]
+    """ListTaskChanges pages through the same changes as WatchTasks, for clients
+    that poll: the changes after since_token (without one: none, and a token
+    for now). The tokens of both RPCs are interchangeable.
+    """
 
 @_typing.type_check_only
 class TaskServiceAsyncStub(TaskServiceStub):
@@ -71,6 +85,20 @@ class TaskServiceAsyncStub(TaskServiceStub):
     """
     DeleteTask: _aio.UnaryUnaryMultiCallable[_task_pb2.DeleteTaskRequest, _task_pb2.DeleteTaskResponse]  # type: ignore[assignment]
     """DeleteTask deletes one of the caller's tasks."""
+    WatchTasks: _aio.UnaryStreamMultiCallable[_task_pb2.WatchTasksRequest, _task_pb2.TaskChange]  # type: ignore[assignment]
+    """WatchTasks streams the caller's task changes as they happen: created,
+    updated (the new task) and deleted (a tombstone). Every change carries a
+    resume token; pass it back as resume_token to continue after it. Without
+    one the stream starts from now. A token older than the retention, or a gap
+    in the feed, ends the stream with FAILED_PRECONDITION, ErrorInfo reason
+    RESYNC_REQUIRED: list the tasks again, then watch from now. Over REST it is
+    Server-Sent Events (the SSE `id` is the resume token; Last-Event-ID resumes).
+    """
+    ListTaskChanges: _aio.UnaryUnaryMultiCallable[_task_pb2.ListTaskChangesRequest, _task_pb2.ListTaskChangesResponse]  # type: ignore[assignment]
+    """ListTaskChanges pages through the same changes as WatchTasks, for clients
+    that poll: the changes after since_token (without one: none, and a token
+    for now). The tokens of both RPCs are interchangeable.
+    """
 
 class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
     """TaskService manages the caller's tasks. Every RPC needs a bearer token; a
@@ -120,5 +148,31 @@ class TaskServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_task_pb2.DeleteTaskResponse, _abc.Awaitable[_task_pb2.DeleteTaskResponse]]:
         """DeleteTask deletes one of the caller's tasks."""
+
+    @_abc_1.abstractmethod
+    def WatchTasks(
+        self,
+        request: _task_pb2.WatchTasksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_task_pb2.TaskChange], _abc.AsyncIterator[_task_pb2.TaskChange]]:
+        """WatchTasks streams the caller's task changes as they happen: created,
+        updated (the new task) and deleted (a tombstone). Every change carries a
+        resume token; pass it back as resume_token to continue after it. Without
+        one the stream starts from now. A token older than the retention, or a gap
+        in the feed, ends the stream with FAILED_PRECONDITION, ErrorInfo reason
+        RESYNC_REQUIRED: list the tasks again, then watch from now. Over REST it is
+        Server-Sent Events (the SSE `id` is the resume token; Last-Event-ID resumes).
+        """
+
+    @_abc_1.abstractmethod
+    def ListTaskChanges(
+        self,
+        request: _task_pb2.ListTaskChangesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_task_pb2.ListTaskChangesResponse, _abc.Awaitable[_task_pb2.ListTaskChangesResponse]]:
+        """ListTaskChanges pages through the same changes as WatchTasks, for clients
+        that poll: the changes after since_token (without one: none, and a token
+        for now). The tokens of both RPCs are interchangeable.
+        """
 
 def add_TaskServiceServicer_to_server(servicer: TaskServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -350,6 +350,164 @@ export declare type DeleteTaskResponse = Message<"taskapi.v1.DeleteTaskResponse"
 export declare const DeleteTaskResponseSchema: GenMessage<DeleteTaskResponse>;
 
 /**
+ * TaskChange is one change of one of the caller's tasks.
+ *
+ * @generated from message taskapi.v1.TaskChange
+ */
+export declare type TaskChange = Message<"taskapi.v1.TaskChange"> & {
+  /**
+   * What happened.
+   *
+   * @generated from field: taskapi.v1.TaskChange.Kind kind = 1;
+   */
+  kind: TaskChange_Kind;
+
+  /**
+   * The task as it is after the change; only the id for DELETED.
+   *
+   * @generated from field: taskapi.v1.Task task = 2;
+   */
+  task?: Task | undefined;
+
+  /**
+   * When the change happened.
+   *
+   * @generated from field: google.protobuf.Timestamp change_time = 3;
+   */
+  changeTime?: Timestamp | undefined;
+
+  /**
+   * Opaque: pass it as resume_token (WatchTasks) or since_token
+   * (ListTaskChanges) to continue after this change.
+   *
+   * @generated from field: string resume_token = 4;
+   */
+  resumeToken: string;
+};
+
+/**
+ * Describes the message taskapi.v1.TaskChange.
+ * Use `create(TaskChangeSchema)` to create a new message.
+ */
+export declare const TaskChangeSchema: GenMessage<TaskChange>;
+
+/**
+ * What happened to the task.
+ *
+ * @generated from enum taskapi.v1.TaskChange.Kind
+ */
+export enum TaskChange_Kind {
+  /**
+   * Not a change: a heartbeat on an idle stream (no task, a fresh resume_token).
+   *
+   * @generated from enum value: KIND_UNSPECIFIED = 0;
+   */
+  KIND_UNSPECIFIED = 0,
+
+  /**
+   * The task was created; task is the new task.
+   *
+   * @generated from enum value: CREATED = 1;
+   */
+  CREATED = 1,
+
+  /**
+   * The task changed; task is the task after the change.
+   *
+   * @generated from enum value: UPDATED = 2;
+   */
+  UPDATED = 2,
+
+  /**
+   * The task was deleted; task carries only its id (a tombstone).
+   *
+   * @generated from enum value: DELETED = 3;
+   */
+  DELETED = 3,
+}
+
+/**
+ * Describes the enum taskapi.v1.TaskChange.Kind.
+ */
+export declare const TaskChange_KindSchema: GenEnum<TaskChange_Kind>;
+
+/**
+ * WatchTasksRequest is the input of TaskService.WatchTasks.
+ *
+ * @generated from message taskapi.v1.WatchTasksRequest
+ */
+export declare type WatchTasksRequest = Message<"taskapi.v1.WatchTasksRequest"> & {
+  /**
+   * A resume token of an earlier change; empty: from now. Over REST the
+   * Last-Event-ID header, when present, takes its place.
+   *
+   * @generated from field: string resume_token = 1;
+   */
+  resumeToken: string;
+};
+
+/**
+ * Describes the message taskapi.v1.WatchTasksRequest.
+ * Use `create(WatchTasksRequestSchema)` to create a new message.
+ */
+export declare const WatchTasksRequestSchema: GenMessage<WatchTasksRequest>;
+
+/**
+ * ListTaskChangesRequest is the input of TaskService.ListTaskChanges.
+ *
+ * @generated from message taskapi.v1.ListTaskChangesRequest
+ */
+export declare type ListTaskChangesRequest = Message<"taskapi.v1.ListTaskChangesRequest"> & {
+  /**
+   * A resume token of an earlier change (or a next_token); empty: from now.
+   *
+   * @generated from field: string since_token = 1;
+   */
+  sinceToken: string;
+
+  /**
+   * At most this many changes; default 100, above 1000 means 1000.
+   *
+   * @generated from field: int32 page_size = 2;
+   */
+  pageSize: number;
+};
+
+/**
+ * Describes the message taskapi.v1.ListTaskChangesRequest.
+ * Use `create(ListTaskChangesRequestSchema)` to create a new message.
+ */
+export declare const ListTaskChangesRequestSchema: GenMessage<ListTaskChangesRequest>;
+
+/**
+ * ListTaskChangesResponse is the output of TaskService.ListTaskChanges.
+ *
+ * @generated from message taskapi.v1.ListTaskChangesResponse
+ */
+export declare type ListTaskChangesResponse = Message<"taskapi.v1.ListTaskChangesResponse"> & {
+  /**
+   * The changes after since_token, oldest first.
+   *
+   * @generated from field: repeated taskapi.v1.TaskChange changes = 1;
+   */
+  changes: TaskChange[];
+
+  /**
+   * The token to poll with next: after the last change here (since_token's
+   * position when there is none).
+   *
+   * @generated from field: string next_token = 2;
+   */
+  nextToken: string;
+};
+
+/**
+ * Describes the message taskapi.v1.ListTaskChangesResponse.
+ * Use `create(ListTaskChangesResponseSchema)` to create a new message.
+ */
+export declare const ListTaskChangesResponseSchema: GenMessage<ListTaskChangesResponse>;
+
+/**
  * TaskStatus is where a task stands. Values are unprefixed so that JSON reads
  * "PENDING" rather than "TASK_STATUS_PENDING".
  *
@@ -488,6 +646,34 @@ export declare const TaskService: GenService<{
     methodKind: "unary";
     input: typeof DeleteTaskRequestSchema;
     output: typeof DeleteTaskResponseSchema;
+  },
+  /**
+   * WatchTasks streams the caller's task changes as they happen: created,
+   * updated (the new task) and deleted (a tombstone). Every change carries a
+   * resume token; pass it back as resume_token to continue after it. Without
+   * one the stream starts from now. A token older than the retention, or a gap
+   * in the feed, ends the stream with FAILED_PRECONDITION, ErrorInfo reason
+   * RESYNC_REQUIRED: list the tasks again, then watch from now. Over REST it is
+   * Server-Sent Events (the SSE `id` is the resume token; Last-Event-ID resumes).
+   *
+   * @generated from rpc taskapi.v1.TaskService.WatchTasks
+   */
+  watchTasks: {
+    methodKind: "server_streaming";
+    input: typeof WatchTasksRequestSchema;
+    output: typeof TaskChangeSchema;
+  },
+  /**
+   * ListTaskChanges pages through the same changes as WatchTasks, for clients
+   * that poll: the changes after since_token (without one: none, and a token
+   * for now). The tokens of both RPCs are interchangeable.
+   *
+   * @generated from rpc taskapi.v1.TaskService.ListTaskChanges
+   */
+  listTaskChanges: {
+    methodKind: "unary";
+    input: typeof ListTaskChangesRequestSchema;
+    output: typeof ListTaskChangesResponseSchema;
   },
 }>;
 

@@ -1,0 +1,234 @@
+"""TaskService.WatchTasks on the replica's asyncio server (docs/api.md "Live changes").
+
+A watcher is a coroutine waiting on a queue, never a worker thread: the process's one
+change tail (cache/changes.py) reads every watched stream in one blocking XREAD and hands
+each watcher its changes. The unary interceptor chain does not run here (grpc's sync
+interceptors cannot wrap an asyncio server), so this module does what a stream needs of
+it: the token and the live session (the same Authenticator), the access level (USER),
+watcher limits per user and per replica instead of the per-call rate limit, and the
+error mapping (interceptors.status.to_status).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol
+
+import grpc
+from google.rpc import status_pb2
+
+from taskapi.interceptors.auth import Authenticator
+from taskapi.interceptors.status import to_status
+from taskapi.server.api.convert import change_to_proto
+from taskapi.server.domain.caller import Caller
+from taskapi.server.domain.changes import Change, Changes, Cursor
+from taskapi.server.domain.errors import ApiError, ResourceExhausted, Unauthenticated, Unavailable
+from taskapi.server.domain.errors import QuotaViolation as Quota
+from taskapi.v1 import task_pb2
+
+log = logging.getLogger(__name__)
+WATCH_TASKS = "/taskapi.v1.TaskService/WatchTasks"
+CATCH_UP_BATCH = 500
+SLOW_CONSUMER = "SLOW_CONSUMER"
+TOO_MANY_WATCHERS = "TOO_MANY_WATCHERS"
+
+
+Context = grpc.aio.ServicerContext[task_pb2.WatchTasksRequest, task_pb2.TaskChange]
+
+
+class Tail(Protocol):
+    """The process's change tail (taskapi.server.cache.changes.ChangeTail)."""
+
+    def follow(self, owner: str, position: str, deliver: Callable[[list[Change]], None]) -> Any: ...
+
+    def unfollow(self, follower: Any) -> None: ...
+
+
+class WatchLimits:
+    """Watchers open on this replica, per user and in all (one event loop: no locks)."""
+
+    def __init__(self, per_user: int, per_replica: int) -> None:
+        self.per_user, self.per_replica = per_user, per_replica
+        self.by_user: dict[str, int] = {}
+        self.total = 0
+
+    def acquire(self, user_id: str) -> None:
+        if self.total >= self.per_replica:
+            raise ResourceExhausted(
+                "this replica holds as many watchers as it may; retry (another replica may take it)",
+                retry_after_seconds=1.0,
+                reason=TOO_MANY_WATCHERS,
+                quota_violations=[Quota("replica", f"{self.per_replica} watchers per replica")],
+            )
+        if self.by_user.get(user_id, 0) >= self.per_user:
+            raise ResourceExhausted(
+                "too many watchers open for this user; close one first",
+                retry_after_seconds=5.0,
+                reason=TOO_MANY_WATCHERS,
+                quota_violations=[Quota(f"user:{user_id}", f"{self.per_user} watchers per user")],
+            )
+        self.by_user[user_id] = self.by_user.get(user_id, 0) + 1
+        self.total += 1
+
+    def release(self, user_id: str) -> None:
+        self.total -= 1
+        left = self.by_user.get(user_id, 1) - 1
+        if left:
+            self.by_user[user_id] = left
+        else:
+            self.by_user.pop(user_id, None)
+
+
+class WatchServicer:
+    def __init__(
+        self,
+        changes: Changes,
+        tail: Tail,
+        authenticator: Authenticator,
+        limits: WatchLimits,
+        *,
+        heartbeat_seconds: float,
+        buffer: int,
+    ) -> None:
+        self._changes = changes
+        self._tail = tail
+        self._authenticator = authenticator
+        self._limits = limits
+        self._heartbeat = heartbeat_seconds
+        self._buffer = buffer
+        self.draining = asyncio.Event()  # set on the server's loop: every watcher ends with its token
+
+    @property
+    def watchers(self) -> int:
+        """Streams open on this server now."""
+        return self._limits.total
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        return grpc.method_handlers_generic_handler(
+            "taskapi.v1.TaskService",
+            {
+                "WatchTasks": grpc.unary_stream_rpc_method_handler(
+                    self.watch,  # an async generator: grpc.aio serves it
+                    request_deserializer=task_pb2.WatchTasksRequest.FromString,
+                    response_serializer=task_pb2.TaskChange.SerializeToString,
+                )
+            },
+        )
+
+    async def watch(self, request: task_pb2.WatchTasksRequest, context: Context) -> AsyncIterator[task_pb2.TaskChange]:
+        try:
+            if self.draining.is_set():
+                raise Unavailable("this replica is stopping; watch again (another replica answers)")
+            caller = await asyncio.to_thread(self._caller, context)
+            self._limits.acquire(caller.user_id)
+        except ApiError as error:
+            await _abort(context, error)
+            return
+        try:
+            async for change in self._stream(caller, request, context):
+                yield change
+        except ApiError as error:
+            await _abort(context, error)
+        finally:
+            self._limits.release(caller.user_id)
+
+    def _caller(self, context: Context) -> Caller:
+        metadata = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
+        scheme, _, token = metadata.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthenticated("a bearer token is required")
+        return self._authenticator.confirm(self._authenticator.authenticate(token.strip()))
+
+    async def _stream(
+        self, caller: Caller, request: task_pb2.WatchTasksRequest, context: Context
+    ) -> AsyncIterator[task_pb2.TaskChange]:
+        metadata = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
+        # Over REST a reconnecting EventSource-style client sends its last SSE id as Last-Event-ID.
+        token = request.resume_token or metadata.get("last-event-id", "")
+        field = "resume_token"
+        cursor = await asyncio.to_thread(self._changes.start, caller, token, field)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[list[Change]] = asyncio.Queue(maxsize=self._buffer)
+        overflow = asyncio.Event()
+
+        def put(batch: list[Change]) -> None:
+            if queue.full():
+                overflow.set()
+            else:
+                queue.put_nowait(batch)
+
+        def deliver(batch: list[Change]) -> None:  # on the tail's thread
+            loop.call_soon_threadsafe(put, batch)
+
+        follower = self._tail.follow(cursor.owner, cursor.position, deliver)
+        try:
+            yield self._heartbeat_of(cursor)  # at once: the client has a token before any change
+            # What lies between the token and the tail's place (the tail dedups by number).
+            while True:
+                batch = await asyncio.to_thread(self._changes.log.read, cursor.owner, cursor.position, CATCH_UP_BATCH)
+                for delivered in self._changes.accept(cursor, batch):
+                    yield change_to_proto(delivered)
+                if len(batch) < CATCH_UP_BATCH:
+                    break
+            async for change in self._live(cursor, queue, overflow):
+                yield change
+        finally:
+            self._tail.unfollow(follower)
+
+    async def _live(
+        self, cursor: Cursor, queue: asyncio.Queue[list[Change]], overflow: asyncio.Event
+    ) -> AsyncIterator[task_pb2.TaskChange]:
+        loop = asyncio.get_running_loop()
+        drained = asyncio.ensure_future(self.draining.wait())
+        getter: asyncio.Future[list[Change]] | None = None
+        beat_at = loop.time() + self._heartbeat
+        try:
+            while True:
+                # A hole in the numbers is checked again soon: it either fills or outlives its grace.
+                wait = min(0.25, self._heartbeat) if cursor.pending else max(0.0, beat_at - loop.time())
+                getter = getter or asyncio.ensure_future(queue.get())
+                waiting: set[asyncio.Future[Any]] = {getter, drained}
+                done, _ = await asyncio.wait(waiting, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+                if overflow.is_set():  # slower than the feed: end with a token, never buffer without bound
+                    yield self._heartbeat_of(cursor)
+                    raise Unavailable(
+                        "this watcher fell behind and was dropped; resume with the last token", reason=SLOW_CONSUMER
+                    )
+                if drained in done:  # the replica is stopping: end cleanly with the token
+                    yield self._heartbeat_of(cursor)
+                    return
+                batch: list[Change] = []
+                if getter in done:
+                    batch, getter = getter.result(), None
+                delivered = self._changes.accept(cursor, batch)
+                for item in delivered:
+                    yield change_to_proto(item)
+                if delivered:
+                    beat_at = loop.time() + self._heartbeat
+                elif loop.time() >= beat_at:  # idle: a heartbeat keeps proxies from closing the stream
+                    yield self._heartbeat_of(cursor)
+                    beat_at = loop.time() + self._heartbeat
+        finally:
+            drained.cancel()
+            if getter is not None:
+                getter.cancel()
+
+    def _heartbeat_of(self, cursor: Cursor) -> task_pb2.TaskChange:
+        return task_pb2.TaskChange(resume_token=self._changes.token(cursor))
+
+
+async def _abort(context: Context, error: ApiError) -> None:
+    # No initial metadata first: over REST the transcoder would commit a 200 with it. RetryInfo
+    # in the details says when to come back.
+    status: status_pb2.Status = to_status(error)
+    await context.abort(
+        _code(status.code),
+        status.message,
+        trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),),
+    )
+
+
+def _code(number: int) -> grpc.StatusCode:
+    return next((code for code in grpc.StatusCode if code.value[0] == number), grpc.StatusCode.UNKNOWN)
