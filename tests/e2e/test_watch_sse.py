@@ -7,6 +7,7 @@ import json
 import queue
 import subprocess
 import threading
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -175,3 +176,28 @@ def _next_change(seen: queue.Queue[task_pb2.TaskChange]) -> task_pb2.TaskChange:
         change = seen.get(timeout=15)
         if change.kind:
             return change
+
+
+HOSTILE_TOKENS = {
+    "garbage bytes": b"\xff\xfe\x00\x80",
+    "huge": b"A" * 20_000,
+    "three dots": b"a.b.c.d",
+    "wrong alphabet": b"!!!!.????",
+    "empty signature": b"eyJ1IjoiYSJ9.",
+}
+
+
+@pytest.mark.parametrize("value", HOSTILE_TOKENS.values(), ids=HOSTILE_TOKENS.keys())
+def test_hostile_resume_tokens_are_4xx_json_and_harm_no_one(sse_stack: Stack, value: bytes) -> None:
+    """Last-Event-ID and sinceToken are new inputs: anything that is not a token this service
+    signed is a 4xx in the JSON error shape (never a 5xx), and the next caller is served."""
+    client = sse_stack.client
+    account = register(client)
+    for response in (
+        client.get("tasks:watch", token=account.token, headers={"last-event-id": value}),
+        client.request("GET", f"tasks:changes?sinceToken={urllib.parse.quote_from_bytes(value)}", token=account.token),
+    ):
+        assert 400 <= response.status < 500, (response.status, response.body[:200])
+        body = json.loads(response.body)
+        assert isinstance(body["code"], int) and body["code"] != 0 and "message" in body
+    assert client.get("tasks:changes", token=account.token).status == 200
