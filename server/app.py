@@ -8,6 +8,7 @@ share the embedded store, as replicas share one MongoDB in production.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -34,6 +35,7 @@ from taskapi.server.api.task_service import TaskServicer
 from taskapi.server.api.user_service import UserServicer
 from taskapi.server.api.watch_service import WatchLimits, WatchServicer
 from taskapi.server.cache.changes import ChangeTail, RedisChangeLog
+from taskapi.server.cache.watchers import RedisWatcherLeases
 from taskapi.server.cache.client import connect_from_settings
 from taskapi.server.cache.reads import ReadPlan
 from taskapi.server.cache.session_state import RedisSessionState
@@ -324,6 +326,8 @@ class App:
         settings = self.settings
         assert self.changes is not None and self.change_tail is not None  # noqa: S101 - checked by the caller
         changes, tail = self.changes, self.change_tail
+        assert self.redis is not None  # noqa: S101 - the change feed is built only with Redis
+        leases = RedisWatcherLeases(self.redis, lease_seconds=settings.watch_lease_seconds)
         # A replica on a free port (tests, dev) streams on a free port too; else TASKAPI_WATCH_PORT.
         watch_port = 0 if port == 0 or (port is None and settings.grpc_port == 0) else settings.watch_port
 
@@ -332,9 +336,15 @@ class App:
                 changes,
                 tail,
                 self.authenticator,
-                WatchLimits(settings.watchers_per_user, settings.watchers_per_replica),
+                WatchLimits(
+                    leases,
+                    settings.watchers_per_user,
+                    settings.watchers_per_replica,
+                    lease_seconds=settings.watch_lease_seconds,
+                ),
                 heartbeat_seconds=settings.watch_heartbeat_seconds,
                 buffer=settings.watch_buffer,
+                write_timeout_seconds=settings.watch_write_timeout_seconds,
             )
 
         return WatchServer(servicer, host_port(settings.grpc_host, watch_port), settings.max_message_bytes)
@@ -419,6 +429,7 @@ class WatchServer:
         self, make: Callable[[], WatchServicer], address: str, max_message_bytes: int
     ) -> tuple[int, grpc.aio.Server, WatchServicer]:
         servicer = make()  # on this loop: its Event belongs here
+        self._refresher = asyncio.ensure_future(servicer.limits.refresh_forever())
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
@@ -439,6 +450,11 @@ class WatchServer:
         log.info("watch server streaming on %s", address.rsplit(":", 1)[0] + f":{port}")
         return port, server, servicer
 
+    async def _stop_refreshing(self) -> None:
+        self._refresher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._refresher
+
     def drain(self) -> None:
         """End every stream with its resume token, and refuse new ones."""
         if self._loop.is_closed():  # stopped already
@@ -451,6 +467,7 @@ class WatchServer:
             return
         self.drain()
         asyncio.run_coroutine_threadsafe(self._server.stop(grace), self._loop).result()
+        asyncio.run_coroutine_threadsafe(self._stop_refreshing(), self._loop).result()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
         if not self._thread.is_alive():

@@ -145,9 +145,11 @@ class Settings:
     changes_ttl_seconds: int = 7 * 24 * 3600  # a user's log expires this long after their last write
     changes_gap_grace_seconds: float = 2.0  # a hole in the numbers this old is a lost change: resync
     watch_heartbeat_seconds: float = 15.0  # an idle stream sends a heartbeat this often (proxies keep it)
-    watchers_per_user: int = 5
+    watchers_per_user: int = 5  # across every replica (leases in Redis)
+    watch_lease_seconds: float = 30.0  # a crashed replica's watchers stop counting this long after
     watchers_per_replica: int = 2000
     watch_buffer: int = 256  # changes queued for one watcher; a slower one is ended with its token
+    watch_write_timeout_seconds: float = 5.0  # a message the client's window has not taken by then: dropped
     # Auth
     jwt_secret: str = field(default="", repr=False)
     jwt_issuer: str = "taskapi"
@@ -251,8 +253,10 @@ class Settings:
             changes_gap_grace_seconds=reader.seconds("CHANGES_GAP_GRACE_SECONDS", cls.changes_gap_grace_seconds),
             watch_heartbeat_seconds=reader.seconds("WATCH_HEARTBEAT_SECONDS", cls.watch_heartbeat_seconds),
             watchers_per_user=reader.integer("WATCHERS_PER_USER", cls.watchers_per_user, minimum=1),
+            watch_lease_seconds=reader.seconds("WATCH_LEASE_SECONDS", cls.watch_lease_seconds),
             watchers_per_replica=reader.integer("WATCHERS_PER_REPLICA", cls.watchers_per_replica, minimum=1),
             watch_buffer=reader.integer("WATCH_BUFFER", cls.watch_buffer, minimum=1),
+            watch_write_timeout_seconds=reader.seconds("WATCH_WRITE_TIMEOUT_SECONDS", cls.watch_write_timeout_seconds),
             jwt_secret=secret,
             jwt_issuer=reader.text("JWT_ISSUER", cls.jwt_issuer),
             jwt_audience=reader.text("JWT_AUDIENCE", cls.jwt_audience),

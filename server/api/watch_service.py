@@ -12,8 +12,9 @@ error mapping (interceptors.status.to_status).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Protocol
 
 import grpc
@@ -46,15 +47,29 @@ class Tail(Protocol):
     def unfollow(self, follower: Any) -> None: ...
 
 
-class WatchLimits:
-    """Watchers open on this replica, per user and in all (one event loop: no locks)."""
+class Leases(Protocol):
+    """Watcher leases shared by every replica (taskapi.server.cache.watchers.RedisWatcherLeases)."""
 
-    def __init__(self, per_user: int, per_replica: int) -> None:
+    def acquire(self, owner: str, limit: int) -> str | None: ...
+
+    def release(self, owner: str, lease: str) -> None: ...
+
+    def refresh(self, leases: Iterable[tuple[str, str]]) -> None: ...
+
+
+class WatchLimits:
+    """Watchers per replica (counted here: one event loop, no locks) and per user, across
+    every replica (a lease each in Redis, refreshed while the stream is open)."""
+
+    def __init__(self, leases: Leases, per_user: int, per_replica: int, *, lease_seconds: float) -> None:
+        self.leases = leases
         self.per_user, self.per_replica = per_user, per_replica
-        self.by_user: dict[str, int] = {}
+        self.lease_seconds = lease_seconds
+        self.held: dict[str, str] = {}  # lease -> its owner, for the refresh
         self.total = 0
 
-    def acquire(self, user_id: str) -> None:
+    async def acquire(self, user_id: str) -> str:
+        """The stream's lease; raises RESOURCE_EXHAUSTED at a limit, UNAVAILABLE without Redis."""
         if self.total >= self.per_replica:
             raise ResourceExhausted(
                 "this replica holds as many watchers as it may; retry (another replica may take it)",
@@ -62,23 +77,37 @@ class WatchLimits:
                 reason=TOO_MANY_WATCHERS,
                 quota_violations=[Quota("replica", f"{self.per_replica} watchers per replica")],
             )
-        if self.by_user.get(user_id, 0) >= self.per_user:
+        self.total += 1  # held while the lease is asked for
+        try:
+            lease = await asyncio.to_thread(self.leases.acquire, user_id, self.per_user)
+        except BaseException:
+            self.total -= 1
+            raise
+        if lease is None:
+            self.total -= 1
             raise ResourceExhausted(
                 "too many watchers open for this user; close one first",
                 retry_after_seconds=5.0,
                 reason=TOO_MANY_WATCHERS,
                 quota_violations=[Quota(f"user:{user_id}", f"{self.per_user} watchers per user")],
             )
-        self.by_user[user_id] = self.by_user.get(user_id, 0) + 1
-        self.total += 1
+        self.held[lease] = user_id
+        return lease
 
-    def release(self, user_id: str) -> None:
+    def release(self, user_id: str, lease: str) -> None:
+        """Never waits (it runs as a cancelled stream unwinds): the lease goes on a thread."""
         self.total -= 1
-        left = self.by_user.get(user_id, 1) - 1
-        if left:
-            self.by_user[user_id] = left
-        else:
-            self.by_user.pop(user_id, None)
+        self.held.pop(lease, None)
+        asyncio.get_running_loop().run_in_executor(None, self.leases.release, user_id, lease)
+
+    async def refresh_forever(self) -> None:
+        """Keep this replica's leases alive (every third of their life) while it runs."""
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            try:
+                await asyncio.to_thread(self.leases.refresh, [(o, lease) for lease, o in self.held.items()])
+            except Unavailable:
+                log.warning("cannot refresh the watcher leases; retrying", exc_info=True)
 
 
 class WatchServicer:
@@ -91,6 +120,7 @@ class WatchServicer:
         *,
         heartbeat_seconds: float,
         buffer: int,
+        write_timeout_seconds: float,
     ) -> None:
         self._changes = changes
         self._tail = tail
@@ -98,7 +128,12 @@ class WatchServicer:
         self._limits = limits
         self._heartbeat = heartbeat_seconds
         self._buffer = buffer
+        self._write_timeout = write_timeout_seconds
         self.draining = asyncio.Event()  # set on the server's loop: every watcher ends with its token
+
+    @property
+    def limits(self) -> WatchLimits:
+        return self._limits
 
     @property
     def watchers(self) -> int:
@@ -110,29 +145,45 @@ class WatchServicer:
             "taskapi.v1.TaskService",
             {
                 "WatchTasks": grpc.unary_stream_rpc_method_handler(
-                    self.watch,  # an async generator: grpc.aio serves it
+                    self.watch,  # a coroutine writing its messages: grpc.aio serves it
                     request_deserializer=task_pb2.WatchTasksRequest.FromString,
                     response_serializer=task_pb2.TaskChange.SerializeToString,
                 )
             },
         )
 
-    async def watch(self, request: task_pb2.WatchTasksRequest, context: Context) -> AsyncIterator[task_pb2.TaskChange]:
+    async def watch(self, request: task_pb2.WatchTasksRequest, context: Context) -> None:
         try:
             if self.draining.is_set():
                 raise Unavailable("this replica is stopping; watch again (another replica answers)")
             caller = await asyncio.to_thread(self._caller, context)
-            self._limits.acquire(caller.user_id)
+            lease = await self._limits.acquire(caller.user_id)
         except ApiError as error:
-            await _abort(context, error)
+            await self._abort(context, error)
             return
         try:
             async for change in self._stream(caller, request, context):
-                yield change
+                await self._write(context, change)
         except ApiError as error:
-            await _abort(context, error)
+            await self._abort(context, error)
         finally:
-            self._limits.release(caller.user_id)
+            self._limits.release(caller.user_id, lease)
+
+    async def _write(self, context: Context, change: task_pb2.TaskChange) -> None:
+        """One message, or SLOW_CONSUMER once it has waited `write_timeout` on the client.
+
+        A write completes when the client's flow-control window takes it; one that stops
+        reading fills the window (and the edge's small buffers, see the taskapi_watch cluster)
+        and the write waits: bounded here, so a stalled client never keeps its slot."""
+        try:
+            await asyncio.wait_for(context.write(change), self._write_timeout)
+        except TimeoutError:
+            raise _slow("this watcher stopped reading and was dropped") from None
+
+    async def _abort(self, context: Context, error: ApiError) -> None:
+        # A stalled client may never take the status either: give up on it after the same bound.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(_abort(context, error), self._write_timeout)
 
     def _caller(self, context: Context) -> Caller:
         metadata = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
@@ -193,9 +244,7 @@ class WatchServicer:
                 done, _ = await asyncio.wait(waiting, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
                 if overflow.is_set():  # slower than the feed: end with a token, never buffer without bound
                     yield self._heartbeat_of(cursor)
-                    raise Unavailable(
-                        "this watcher fell behind and was dropped; resume with the last token", reason=SLOW_CONSUMER
-                    )
+                    raise _slow("this watcher fell behind and was dropped")
                 if drained in done:  # the replica is stopping: end cleanly with the token
                     yield self._heartbeat_of(cursor)
                     return
@@ -217,6 +266,10 @@ class WatchServicer:
 
     def _heartbeat_of(self, cursor: Cursor) -> task_pb2.TaskChange:
         return task_pb2.TaskChange(resume_token=self._changes.token(cursor))
+
+
+def _slow(what: str) -> Unavailable:
+    return Unavailable(f"{what}; resume with the last token it received", reason=SLOW_CONSUMER)
 
 
 async def _abort(context: Context, error: ApiError) -> None:

@@ -8,7 +8,9 @@ Both keys expire `ttl` after the user's last write. Trimming is seen through the
 first entry: a reader positioned before it, whose next number is not that entry's, lost changes.
 
 ChangeTail is one thread per process that multiplexes every followed stream in one blocking
-XREAD, so a watcher costs a dict entry here, never a connection or a thread.
+XREAD, so a watcher costs a dict entry here, never a connection or a thread. On Redis Cluster
+one command cannot span slots: the tail polls instead, every `poll_ms`, one pipelined round
+trip per node holding one non-blocking XREAD per slot it follows there.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from datetime import datetime
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
 
 from taskapi.server.cache.client import AnyRedis
 from taskapi.server.domain.changes import Change, LogHead
@@ -174,9 +177,10 @@ class ChangeTail:
     so it must first read what lies between its own position and now (the caller does).
     """
 
-    def __init__(self, client: AnyRedis, *, block_ms: int = 250, batch: int = 100) -> None:
+    def __init__(self, client: AnyRedis, *, block_ms: int = 250, batch: int = 100, poll_ms: int = 100) -> None:
         self._redis = client
         self._block_ms = block_ms
+        self._poll_ms = poll_ms
         self._batch = batch
         self._lock = threading.Lock()
         self._followers: dict[str, set[Follower]] = {}
@@ -226,13 +230,36 @@ class ChangeTail:
                 self._wake.clear()
                 continue
             try:
-                replies = self._redis.xread(streams, count=self._batch, block=self._block_ms)  # type: ignore[arg-type]
+                if isinstance(self._redis, RedisCluster):
+                    replies = self._poll_cluster(self._redis, streams)
+                else:
+                    replies = self._redis.xread(streams, count=self._batch, block=self._block_ms) or []  # type: ignore[arg-type, assignment]
             except redis.RedisError:
                 log.warning("the change tail cannot read Redis; retrying", exc_info=True)
+                if isinstance(self._redis, RedisCluster):  # a slot may have moved: ask for the map again
+                    self._redis.nodes_manager.initialize()
                 self._stopped.wait(0.5)
                 continue
-            for key, entries in replies or ():  # type: ignore[str-unpack]  # [[key, entries], ...]
-                self._dispatch(key.decode() if isinstance(key, bytes) else str(key), entries)  # type: ignore[arg-type]
+            for key, entries in replies:  # [[key, entries], ...]
+                self._dispatch(key.decode() if isinstance(key, bytes) else str(key), entries)
+
+    def _poll_cluster(self, cluster: RedisCluster, streams: dict[str, str]) -> list[Any]:
+        """One pass over every followed stream; waits `poll_ms` when none had anything new."""
+        by_node: dict[str, tuple[redis.Redis, dict[int, dict[str, str]]]] = {}
+        for key, position in streams.items():
+            node = cluster.get_node_from_key(key)  # type: ignore[no-untyped-call]
+            client = node.redis_connection
+            assert client is not None  # noqa: S101 - the node map gives connected nodes
+            by_node.setdefault(node.name, (client, {}))[1].setdefault(cluster.keyslot(key), {})[key] = position  # type: ignore[no-untyped-call]
+        replies: list[Any] = []
+        for client, slots in by_node.values():
+            pipe = client.pipeline(transaction=False)
+            for group in slots.values():
+                pipe.xread(group, count=self._batch)  # type: ignore[arg-type]
+            replies += [reply for result in pipe.execute() for reply in result or ()]
+        if not replies:
+            self._stopped.wait(self._poll_ms / 1000)
+        return replies
 
     def _dispatch(self, key: str, entries: list[Any]) -> None:
         changes = [parse_entry(entry_id, fields) for entry_id, fields in entries]

@@ -116,6 +116,11 @@ class EdgeConfig:
     # stream may stay silent (the server sends heartbeats well within it).
     watch_concurrency: int = 10_000
     watch_idle_timeout_seconds: float = 120.0
+    # HTTP/2 flow-control windows toward the watch servers (Envoy's defaults are 256 MiB a
+    # stream): a client that stops reading holds at most a stream window here, plus the
+    # listener's connection buffer, before the replica's writes wait (WATCH_WRITE_TIMEOUT_SECONDS).
+    watch_stream_window_bytes: int = 64 << 10
+    watch_connection_window_bytes: int = 1 << 20
     listen_address: str = "127.0.0.1"
     # Discover replicas through DNS (Envoy's STRICT_DNS): a Kubernetes headless Service or a
     # compose service name resolves to one address per ready replica, re-resolved every
@@ -159,6 +164,7 @@ class Cluster:
     upstreams: Sequence[tuple[str, int]]
     health_service: str  # what the gRPC health check asks about ("": the whole server)
     streams: int = 0  # calls in flight per connection; 0: the replicas' concurrency
+    windows: tuple[int, int] | None = None  # HTTP/2 (stream, connection) windows; None: Envoy's
 
 
 WATCH_CLUSTER = "taskapi_watch"
@@ -216,7 +222,15 @@ def render(config: EdgeConfig) -> str:
         listen_address=config.listen_address,
         clusters=upstream_clusters
         + (
-            [Cluster(WATCH_CLUSTER, list(config.watch_upstreams), "", streams=config.watch_concurrency)]
+            [
+                Cluster(
+                    WATCH_CLUSTER,
+                    list(config.watch_upstreams),
+                    "",
+                    streams=config.watch_concurrency,
+                    windows=(config.watch_stream_window_bytes, config.watch_connection_window_bytes),
+                )
+            ]
             if config.watch_upstreams
             else []
         ),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import queue
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -14,8 +15,10 @@ from typing import Any
 
 import grpc
 import pytest
+import redis
 
 from taskapi.server.app import App, Replica
+from taskapi.server.cache.watchers import RedisWatcherLeases
 from taskapi.server.domain.changes import CREATED
 from taskapi.v1 import task_pb2, task_pb2_grpc
 from tests.conftest import make_settings, private_database
@@ -23,6 +26,7 @@ from tests.integration.api import Api, User, error_details, fails
 
 T = task_pb2
 GRACE = 0.5
+LEASE = 1.5
 
 
 @dataclass
@@ -41,6 +45,7 @@ def feed(redis_url: str) -> Iterator[Feed]:
         changes_gap_grace_seconds=GRACE,
         watch_heartbeat_seconds=0.5,
         watchers_per_user=3,
+        watch_lease_seconds=LEASE,
     )
     app = App(settings)
     a, b = app.start_replica(0), app.start_replica(0)
@@ -231,22 +236,57 @@ def test_a_retried_create_fills_its_number(feed: Feed) -> None:
     assert watcher.error is None or watcher.error.code() == grpc.StatusCode.CANCELLED
 
 
-def test_the_per_user_watcher_limit(feed: Feed) -> None:
+def test_the_per_user_watcher_limit_spans_replicas(feed: Feed) -> None:
+    """Leases in Redis: watchers of one user on both replicas count together."""
     user = feed.writer.register("many")
-    watchers = [Watcher(feed.watch_a, user) for _ in range(3)]
+    watchers = [Watcher(feed.watch_a, user), Watcher(feed.watch_b, user), Watcher(feed.watch_a, user)]
     try:
-        error = fails(
-            functools.partial(_first, feed.watch_a, user.auth),
-            grpc.StatusCode.RESOURCE_EXHAUSTED,
-        )
-        assert error_details(error)["ErrorInfo"].reason == "TOO_MANY_WATCHERS"
-        # Another replica counts its own watchers; closing one frees a place here.
-        Watcher(feed.watch_b, user).close()
+        time.sleep(2 * LEASE)  # leases outlive their period while their streams are open (refreshed)
+        for stub in (feed.watch_a, feed.watch_b):
+            error = fails(functools.partial(_first, stub, user.auth), grpc.StatusCode.RESOURCE_EXHAUSTED)
+            details = error_details(error)
+            assert details["ErrorInfo"].reason == "TOO_MANY_WATCHERS" and details["RetryInfo"].retry_delay.seconds
+        # Closing one on A frees a place, on B too.
         watchers.pop().close()
-        watchers.append(_eventually_watch(feed.watch_a, user))
+        watchers.append(_eventually_watch(feed.watch_b, user))
+        assert all(w.error is None for w in watchers)
     finally:
         for watcher in watchers:
             watcher.close()
+
+
+def test_a_crashed_replicas_leases_expire(feed: Feed) -> None:
+    """A replica that took leases and died never refreshes or releases them: they lapse."""
+    user = feed.writer.register("orphaned")
+    redis_client = redis.Redis.from_url(feed.app.settings.redis_url)
+    crashed = RedisWatcherLeases(redis_client, lease_seconds=1.0)
+    try:
+        assert all(crashed.acquire(user.id, limit=3) for _ in range(3))
+        fails(functools.partial(_first, feed.watch_a, user.auth), grpc.StatusCode.RESOURCE_EXHAUSTED)
+        time.sleep(1.2)
+        _eventually_watch(feed.watch_a, user).close()
+    finally:
+        redis_client.close()
+
+
+def test_watching_without_redis_is_unavailable_at_once(redis_url: str) -> None:
+    """Redis unreachable: the lease (and the feed) cannot be had; UNAVAILABLE within the deadline."""
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        dead = f"redis://127.0.0.1:{unused.getsockname()[1]}/0"
+    app = App(make_settings(dead))
+    try:
+        replica = app.start_replica(0)
+        with grpc.insecure_channel(replica.address) as unary, grpc.insecure_channel(replica.watch_address) as channel:
+            user = Api(unary).register("no-redis")  # the service serves without Redis
+            started = time.monotonic()
+            fails(
+                functools.partial(_first, task_pb2_grpc.TaskServiceStub(channel), user.auth),
+                grpc.StatusCode.UNAVAILABLE,
+            )
+        assert time.monotonic() - started < 5
+    finally:
+        app.close(grace=0.5)
 
 
 def _eventually_watch(stub: task_pb2_grpc.TaskServiceStub, user: User) -> Watcher:
@@ -310,7 +350,8 @@ def test_200_watchers_leave_the_workers_to_unary_calls(feed: Feed) -> None:
     replica = feed.replicas[0]
     assert replica.watch is not None
     loop = asyncio.new_event_loop()
-    threading.Thread(target=loop.run_forever, daemon=True).start()
+    runner = threading.Thread(target=loop.run_forever, daemon=True)
+    runner.start()
 
     async def open_all() -> tuple[grpc.aio.Channel, list[Any]]:
         channel = grpc.aio.insecure_channel(replica.watch_address)
@@ -346,3 +387,5 @@ def test_200_watchers_leave_the_workers_to_unary_calls(feed: Feed) -> None:
 
         asyncio.run_coroutine_threadsafe(close_all(), loop).result(30)
         loop.call_soon_threadsafe(loop.stop)
+        runner.join(5)
+        loop.close()
