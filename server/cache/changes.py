@@ -26,6 +26,7 @@ from typing import Any
 
 import redis
 from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 
 from taskapi.server.cache.client import AnyRedis
 from taskapi.server.domain.changes import Change, LogHead
@@ -234,7 +235,7 @@ class ChangeTail:
                     replies = self._poll_cluster(self._redis, streams)
                 else:
                     replies = self._redis.xread(streams, count=self._batch, block=self._block_ms) or []  # type: ignore[arg-type, assignment]
-            except redis.RedisError:
+            except (redis.RedisError, RedisClusterException):  # the latter: a slot no node serves now
                 log.warning("the change tail cannot read Redis; retrying", exc_info=True)
                 if isinstance(self._redis, RedisCluster):  # a slot may have moved: ask for the map again
                     self._redis.nodes_manager.initialize()

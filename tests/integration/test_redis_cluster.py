@@ -9,6 +9,7 @@ refunded when another slot refuses the call.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,11 +18,13 @@ import grpc
 import pytest
 
 from taskapi.server.app import App
+from taskapi.server.cache.changes import stream_key
 from taskapi.server.config import Settings
 from taskapi.server.domain.limits import RateLimit
-from taskapi.v1 import auth_pb2, task_pb2, user_pb2
+from taskapi.v1 import auth_pb2, task_pb2, task_pb2_grpc, user_pb2
 from tests.conftest import make_settings
 from tests.integration.api import Api, User, error_details, fails
+from tests.integration.test_watch import Watcher
 from tests.support.redis_ha import Cluster, redis_cluster, serving
 
 pytestmark = pytest.mark.redis_ha
@@ -151,3 +154,40 @@ def test_a_dead_master_costs_its_users_nothing_but_the_shared_state(tmp_path: Pa
         )
         assert api.tasks.GetTask(task_pb2.GetTaskRequest(id=task.id), metadata=users[0].auth, timeout=5).title == "t"
         assert sample(app, "taskapi_ratelimit_decisions_total", decision="allowed", backend="local") > 0
+
+
+def test_watchers_see_live_writes_on_a_cluster(cluster: Cluster) -> None:
+    """The change tail on a Cluster: the followed streams span nodes and slots (one XREAD each
+    per slot, pipelined per node), and each watcher gets its own user's writes, in order."""
+    with serving(cluster_settings(cluster, watch_heartbeat_seconds=0.5, watchers_per_user=1)) as (app, api):
+        users = [api.register() for _ in range(6)]
+        assert len({cluster.node_of(stream_key(user.id)).port for user in users}) >= 2
+        with grpc.insecure_channel(app.replicas[0].watch_address) as channel:
+            stub = task_pb2_grpc.TaskServiceStub(channel)
+            watchers = [Watcher(stub, user) for user in users]
+            try:
+                # The lease of each (one per user here) lives on the user's node too.
+                error = fails(
+                    lambda: next(
+                        iter(stub.WatchTasks(task_pb2.WatchTasksRequest(), metadata=users[0].auth, timeout=5))
+                    ),
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                )
+                assert error_details(error)["ErrorInfo"].reason == "TOO_MANY_WATCHERS"
+                written = {
+                    user.id: [
+                        api.tasks.CreateTask(
+                            task_pb2.CreateTaskRequest(task=task_pb2.Task(title=f"t{n}")), metadata=user.auth
+                        ).id
+                        for n in range(3)
+                    ]
+                    for user in users
+                }
+                started = time.monotonic()
+                for user, watcher in zip(users, watchers, strict=True):
+                    assert [c.task.id for c in watcher.take(3)] == written[user.id]
+                assert time.monotonic() - started < 5
+                assert all(watcher.changes.empty() for watcher in watchers)
+            finally:
+                for watcher in watchers:
+                    watcher.close()
