@@ -35,13 +35,13 @@ from taskapi.server.api.task_service import TaskServicer
 from taskapi.server.api.user_service import UserServicer
 from taskapi.server.api.watch_service import WatchLimits, WatchServicer
 from taskapi.server.cache.changes import ChangeTail, RedisChangeLog
-from taskapi.server.cache.watchers import RedisWatcherLeases
 from taskapi.server.cache.client import connect_from_settings
 from taskapi.server.cache.reads import ReadPlan
 from taskapi.server.cache.session_state import RedisSessionState
 from taskapi.server.cache.sessions import RedisSessionCache
 from taskapi.server.cache.shared import SharedCache
 from taskapi.server.cache.tasks import TaskCache
+from taskapi.server.cache.watchers import RedisWatcherLeases
 from taskapi.server.config import Settings
 from taskapi.server.domain.accounts import Accounts
 from taskapi.server.domain.changes import Changes

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 from pathlib import Path
 
 from taskapi.server.edge import Envoy
@@ -52,9 +51,8 @@ def test_a_stalled_sse_client_is_dropped_within_the_bound(redis_url: str, tmp_pa
         stalled = socket.socket()
         stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
         stalled.connect((stack.client.host, stack.client.port))
-        stalled.sendall(
-            f"GET /api/v1/tasks:watch HTTP/1.1\r\nHost: taskapi\r\nAuthorization: Bearer {account.token}\r\n\r\n".encode()
-        )
+        request = f"GET /api/v1/tasks:watch HTTP/1.1\r\nHost: taskapi\r\nAuthorization: Bearer {account.token}\r\n\r\n"
+        stalled.sendall(request.encode())
         head = stalled.recv(4096)  # the status line and the first heartbeat, then no more reading
         assert head.startswith(b"HTTP/1.1 200"), head
         wait_for(lambda: watchers() == 1, 5)
