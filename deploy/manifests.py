@@ -22,6 +22,7 @@ from stack import (
     SETTINGS,
     STOP_MARGIN_SECONDS,
     UID,
+    WATCH_PORT,
     WORKER_METRICS_PORT,
     WORKER_TERMINATION_SECONDS,
     Manifest,
@@ -139,6 +140,11 @@ def service_account(name: str, component: str) -> Manifest:
     }
 
 
+def serves_tasks(args: Sequence[str]) -> bool:
+    """True unless `--services` leaves the task service (and so its watch server) out."""
+    return "--services" not in args or "tasks" in args[list(args).index("--services") + 1].split(",")
+
+
 def server_container(args: Sequence[str]) -> Manifest:
     health = {"grpc": {"port": GRPC_PORT, "service": ""}}  # grpc.health.v1 on the whole server
     return {
@@ -148,6 +154,7 @@ def server_container(args: Sequence[str]) -> Manifest:
         "args": list(args),
         "ports": [
             {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+            *([{"name": "watch", "containerPort": WATCH_PORT, "protocol": "TCP"}] if serves_tasks(args) else []),
             {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
         ],
         "env": environment("server"),
@@ -165,6 +172,7 @@ def server_container(args: Sequence[str]) -> Manifest:
 
 def server(name: str, args: Sequence[str]) -> list[Manifest]:
     """A server Deployment with its headless Service (Envoy's DNS discovery), HPA and PDB."""
+    watch_port = {"name": "watch", "port": WATCH_PORT, "targetPort": "watch", "appProtocol": "kubernetes.io/h2c"}
     component = "server"
     annotations = {"prometheus.io/scrape": "true", "prometheus.io/port": str(METRICS_PORT)}
     return [
@@ -187,7 +195,9 @@ def server(name: str, args: Sequence[str]) -> list[Manifest]:
                 "clusterIP": "None",
                 "selector": {"app.kubernetes.io/name": name},
                 "ports": [
-                    {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "appProtocol": "kubernetes.io/h2c"}
+                    {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "appProtocol": "kubernetes.io/h2c"},
+                    # WatchTasks streams (Envoy's taskapi_watch cluster), where the pod serves tasks.
+                    *([watch_port] if serves_tasks(args) else []),
                 ],
             },
         },
@@ -332,10 +342,14 @@ SPLIT = (
 
 def kubernetes() -> dict[str, list[Manifest]]:
     single_name, single_args = SINGLE
+    single_edge = edge_config([(single_name, GRPC_PORT)], [(single_name, WATCH_PORT)])
     split_edge = split_edge_config()
     return {
         "kubernetes/common.yaml": [config_map(), *worker(), *edge_service()],
-        "kubernetes/single.yaml": [*server(single_name, single_args), *edge(edge_config([(single_name, GRPC_PORT)]))],
+        "kubernetes/single.yaml": [
+            *server(single_name, single_args),
+            *edge(single_edge),
+        ],
         "kubernetes/split.yaml": [
             *(document for name, args in SPLIT for document in server(name, args)),
             *edge(split_edge),

@@ -27,7 +27,7 @@ import compose_stack
 import manifests
 import yaml
 from compose_stack import Quoted
-from stack import GRPC_PORT, Manifest, edge_config
+from stack import GRPC_PORT, WATCH_PORT, Manifest, edge_config
 
 from taskapi.server.edge import render as render_edge
 
@@ -68,7 +68,7 @@ def files() -> dict[str, str]:
     """Every rendered file, by path under deploy/."""
     rendered = {path: dump(documents) for path, documents in manifests.kubernetes().items()}
     rendered["compose.yaml"] = dump([compose_stack.compose()])
-    rendered["envoy/compose.yaml"] = render_edge(edge_config([("server", GRPC_PORT)]))
+    rendered["envoy/compose.yaml"] = render_edge(edge_config([("server", GRPC_PORT)], [("server", WATCH_PORT)]))
     return rendered
 
 

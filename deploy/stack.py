@@ -24,6 +24,7 @@ IMAGE_DESCRIPTOR = "/opt/taskapi/lib/python3.11/site-packages/taskapi/envoy/task
 UID = 10001  # the image's user
 
 GRPC_PORT = 50051
+WATCH_PORT = 50052  # WatchTasks: each task-serving replica's streaming server (docs/api.md "Live changes")
 METRICS_PORT = 9464
 WORKER_METRICS_PORT = 9465
 REST_PORT = 8080
@@ -96,7 +97,7 @@ SETTINGS = (
     Setting("REDIS_TIMEOUT_MS"),
     Setting("CACHE_TTL_SECONDS"),
     # The change feed (WatchTasks on its own port; docs/api.md "Live changes").
-    Setting("TASKAPI_WATCH_PORT"),
+    Setting("TASKAPI_WATCH_PORT", str(WATCH_PORT)),
     Setting("CHANGES_RETENTION"),
     Setting("CHANGES_TTL_SECONDS"),
     Setting("CHANGES_GAP_GRACE_SECONDS"),
@@ -104,6 +105,8 @@ SETTINGS = (
     Setting("WATCHERS_PER_USER"),
     Setting("WATCHERS_PER_REPLICA"),
     Setting("WATCH_BUFFER"),
+    Setting("WATCH_WRITE_TIMEOUT_SECONDS"),
+    Setting("WATCH_LEASE_SECONDS"),
     # Auth
     Setting("JWT_SECRET", secret=True, required_by=BOTH),  # without it each replica signs with its own
     Setting("JWT_ISSUER"),
@@ -153,13 +156,15 @@ SETTINGS = (
 )
 
 
-def edge_config(upstreams: Sequence[tuple[str, int]]) -> EdgeConfig:
-    """Envoy in a container (the image's own envoy): replicas found by name through DNS."""
+def edge_config(upstreams: Sequence[tuple[str, int]], watch: Sequence[tuple[str, int]]) -> EdgeConfig:
+    """Envoy in a container (the image's own envoy): replicas found by name through DNS;
+    `watch`: the task replicas' watch servers (cluster taskapi_watch)."""
     return EdgeConfig(
         rest_port=REST_PORT,
         grpc_port=EDGE_GRPC_PORT,
         admin_port=ADMIN_PORT,
         upstreams=list(upstreams),
+        watch_upstreams=list(watch),
         upstream_dns=True,
         dns_refresh_seconds=DNS_REFRESH_SECONDS,
         listen_address="0.0.0.0",
@@ -182,4 +187,5 @@ SPLIT_UPSTREAMS: dict[str, list[tuple[str, int]]] = {
 
 def split_edge_config() -> EdgeConfig:
     """The split layout's Envoy config: each service routed to its own cluster, found by DNS."""
-    return dataclasses.replace(edge_config([]), service_upstreams=SPLIT_UPSTREAMS)
+    watch = [(host, WATCH_PORT) for host, _ in SPLIT_UPSTREAMS["tasks"]]
+    return dataclasses.replace(edge_config([], watch), service_upstreams=SPLIT_UPSTREAMS)

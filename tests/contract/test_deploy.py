@@ -381,13 +381,17 @@ def test_every_rendered_envoy_config_passes_envoy_validate(tmp_path: Path) -> No
 def test_edge_configs_discover_replicas_through_dns() -> None:
     for name, text in _envoy_configs().items():
         clusters = [c for c in yaml.safe_load(text)["static_resources"]["clusters"] if c["name"].startswith("taskapi_")]
-        # One cluster (single layout), or one per service (split: auth and users on the accounts pods).
-        assert len(clusters) in (1, 3), name
+        # One cluster (single layout), or one per service (split: auth and users on the accounts pods),
+        # and the task replicas' watch servers (WatchTasks streams).
+        assert len(clusters) in (2, 4) and clusters[-1]["name"] == "taskapi_watch", name
         for cluster in clusters:
             assert cluster["cluster_type"]["name"] == "envoy.cluster.dns", name
             (endpoint,) = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
-            address = endpoint["endpoint"]["address"]["socket_address"]["address"]
-            assert address in {"taskapi-server", "server", "taskapi-accounts", "taskapi-tasks"}, name
+            socket_address = endpoint["endpoint"]["address"]["socket_address"]
+            assert socket_address["address"] in {"taskapi-server", "server", "taskapi-accounts", "taskapi-tasks"}, name
+        watch = clusters[-1]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+        assert watch["socket_address"]["port_value"] == stack.WATCH_PORT, name
+        assert watch["socket_address"]["address"] in {"taskapi-server", "server", "taskapi-tasks"}, name
 
 
 def test_edge_pods_roll_when_their_config_changes() -> None:
