@@ -47,7 +47,10 @@ def test_a_stalled_sse_client_is_dropped_within_the_bound(redis_url: str, tmp_pa
         assert stack.app is not None
         account = register(stack.client)
         user_id = str(account.user["id"])
-        watchers = lambda: sum(r.watch.servicer.watchers for r in stack.replicas if r.watch is not None)  # noqa: E731
+
+        def watchers() -> int:
+            return sum(r.watch.servicer.watchers for r in stack.replicas if r.watch is not None)
+
         stalled = socket.socket()
         stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
         stalled.connect((stack.client.host, stack.client.port))

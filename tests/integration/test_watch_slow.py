@@ -5,7 +5,7 @@ UNAVAILABLE / SLOW_CONSUMER (RetryInfo), its slot freed; its last token resumes 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import grpc
@@ -67,10 +67,10 @@ def publish(app: App, owner: str, count: int) -> list[str]:
     return ids
 
 
-def wait_for(condition: object, seconds: float) -> float:
+def wait_for(condition: Callable[[], bool], seconds: float) -> float:
     """Seconds until `condition()` held (fails after `seconds`)."""
     start = time.monotonic()
-    while not condition():  # type: ignore[operator]
+    while not condition():
         assert time.monotonic() - start < seconds, "not within the bound"
         time.sleep(0.05)
     return time.monotonic() - start
