@@ -5,8 +5,11 @@ change tail (cache/changes.py) reads every watched stream in one blocking XREAD 
 each watcher its changes. The unary interceptor chain does not run here (grpc's sync
 interceptors cannot wrap an asyncio server), so this module does what a stream needs of
 it: the token and the live session (the same Authenticator), the access level (USER),
-watcher limits per user and per replica instead of the per-call rate limit, and the
-error mapping (interceptors.status.to_status).
+watcher limits per user (across replicas: leases in Redis) and per replica instead of the
+per-call rate limit, and the error mapping (interceptors.status.to_status).
+
+Every message is written under WATCH_WRITE_TIMEOUT_SECONDS: a client that stops reading fills
+its flow-control window, the write waits, and the stream ends with SLOW_CONSUMER, its slot free.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from typing import Any, Protocol
 
 import grpc
@@ -162,8 +165,9 @@ class WatchServicer:
             await self._abort(context, error)
             return
         try:
-            async for change in self._stream(caller, request, context):
-                await self._write(context, change)
+            async with contextlib.aclosing(self._stream(caller, request, context)) as stream:  # unfollows at once
+                async for change in stream:
+                    await self._write(context, change)
         except ApiError as error:
             await self._abort(context, error)
         finally:
@@ -194,7 +198,7 @@ class WatchServicer:
 
     async def _stream(
         self, caller: Caller, request: task_pb2.WatchTasksRequest, context: Context
-    ) -> AsyncIterator[task_pb2.TaskChange]:
+    ) -> AsyncGenerator[task_pb2.TaskChange, None]:
         metadata = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
         # Over REST a reconnecting EventSource-style client sends its last SSE id as Last-Event-ID.
         token = request.resume_token or metadata.get("last-event-id", "")
