@@ -293,7 +293,9 @@ class App:
         if "auth" in settings.services:
             auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(self.accounts), server)
         if self._tasks is not None:
-            task_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(self.tasks, self.task_cache), server)
+            task_pb2_grpc.add_TaskServiceServicer_to_server(
+                TaskServicer(self.tasks, self.task_cache, max_message_bytes=settings.max_message_bytes), server
+            )
         if "users" in settings.services:
             user_pb2_grpc.add_UserServiceServicer_to_server(UserServicer(self.users, self.accounts), server)
         health_servicer = health.HealthServicer()
