@@ -189,7 +189,9 @@ def start_aio_replica(app: App, workers: int | None) -> AioReplica:
             interceptors=[AioChainAdapter(app.interceptors[0], pool)],
             options=[("grpc.so_reuseport", 0)],
         )
-        task_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(app.tasks, app.task_cache), server)
+        task_pb2_grpc.add_TaskServiceServicer_to_server(
+            TaskServicer(app.tasks, app.task_cache, max_message_bytes=app.settings.max_message_bytes), server
+        )
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         return server, port

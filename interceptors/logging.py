@@ -233,9 +233,17 @@ GRPC_CYTHON_LOGGER = "grpc._cython.cygrpc"
 class RedactGrpcMetadata(logging.Filter):
     """Replaces each bytes argument of a grpc log record with its length: grpc passes raw
     metadata (a bearer token, say) to its logger as bytes. Its traceback goes too: the
-    exception it carries holds the same bytes."""
+    exception it carries holds the same bytes.
+
+    The "Invalid encoding" record itself is the client's doing, not the server's (grpc drops
+    the value and serves the call without it): it is demoted to DEBUG, so a client sending a
+    stray byte in every header cannot fill the log with ERROR lines."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith("Invalid encoding"):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            if not logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
+                return False
         args = record.args
         if isinstance(args, tuple) and any(isinstance(arg, bytes | bytearray) for arg in args):
             record.args = tuple(

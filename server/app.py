@@ -271,7 +271,9 @@ class App:
         settings = self.settings
         limits = [
             ("grpc.max_receive_message_length", settings.max_message_bytes),
-            ("grpc.max_send_message_length", settings.max_message_bytes),
+            # No cap on what the server sends: page sizes bound every response, and a cap below
+            # the largest valid page (100 of the largest tasks: ~1.1 MB) refused it with grpc's
+            # own RESOURCE_EXHAUSTED ("Sent message larger than max") instead of answering.
             ("grpc.so_reuseport", 0),
             # Backpressure, not refusal: a client with this many calls open on one connection
             # waits for one to finish (HTTP/2 flow control). Envoy sends fewer (it queues the
@@ -295,7 +297,9 @@ class App:
         if "auth" in settings.services:
             auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(self.accounts), server)
         if self._tasks is not None:
-            task_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(self.tasks, self.task_cache), server)
+            task_pb2_grpc.add_TaskServiceServicer_to_server(
+                TaskServicer(self.tasks, self.task_cache, max_message_bytes=settings.max_message_bytes), server
+            )
         if "users" in settings.services:
             user_pb2_grpc.add_UserServiceServicer_to_server(UserServicer(self.users, self.accounts), server)
         health_servicer = health.HealthServicer()

@@ -53,9 +53,15 @@ def list_entry(request: object, caller: Caller) -> str | None:
 CACHED_READS: dict[str, EntryOf] = {GET_TASK: get_entry, LIST_TASKS: list_entry}
 
 
+# Room a ListTaskChanges page leaves under the message limit for what is not a change
+# (next_token, field framing): a page is cut by bytes before grpc would refuse to send it.
+PAGE_HEADROOM_BYTES = 4096
+
+
 class TaskServicer(task_pb2_grpc.TaskServiceServicer):
-    def __init__(self, tasks: Tasks, cache: ReadCache) -> None:
+    def __init__(self, tasks: Tasks, cache: ReadCache, *, max_message_bytes: int) -> None:
         self._tasks = tasks
+        self._page_bytes = max(max_message_bytes - PAGE_HEADROOM_BYTES, 1)
         self._cache = cache
 
     def CreateTask(self, request: task_pb2.CreateTaskRequest, context: grpc.ServicerContext) -> task_pb2.Task:
@@ -107,7 +113,16 @@ class TaskServicer(task_pb2_grpc.TaskServiceServicer):
         if changes is None:
             raise Unavailable("the change feed is off on this deployment (it needs Redis)")
         delivered, next_token = changes.page(current_caller(), request.since_token, request.page_size)
-        return task_pb2.ListTaskChangesResponse(changes=[change_to_proto(d) for d in delivered], next_token=next_token)
+        page: list[task_pb2.TaskChange] = []
+        size = 0
+        for item in delivered:  # 1,000 changes of large tasks would pass the message limit
+            change = change_to_proto(item)
+            size += change.ByteSize() + 8  # the field's tag and length prefix
+            if page and size > self._page_bytes:
+                next_token = page[-1].resume_token  # the rest comes on the next page
+                break
+            page.append(change)
+        return task_pb2.ListTaskChangesResponse(changes=page, next_token=next_token)
 
     def WatchTasks(self, request: task_pb2.WatchTasksRequest, context: grpc.ServicerContext) -> Iterator[Any]:
         # Streams are served by the replica's asyncio server (api/watch_service.py, TASKAPI_WATCH_PORT),

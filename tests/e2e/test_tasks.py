@@ -160,6 +160,20 @@ def test_list_page_size_rules(client: RestClient, account: Account) -> None:
     assert_error(client.get("tasks", token=account.token, query={"pageToken": "garbage"}), 400, INVALID_ARGUMENT)
 
 
+def test_a_full_page_of_the_largest_tasks_is_served(client: RestClient, account: Account) -> None:
+    """100 tasks at every field's limit, in 4-byte characters, are a ~1.1 MB page: more than the
+    1 MiB a request may be, and still a page the server must send (not grpc's "Sent message
+    larger than max" as a 429)."""
+    wide = "\U0001f600"
+    largest = {"title": wide * 100, "description": wide * 2000, "tags": [wide * 31 + chr(97 + n) for n in range(20)]}
+    for _ in range(100):
+        create(client, account, **largest)
+    response = client.get("tasks", token=account.token, query={"pageSize": 100})
+    page = resource(response)
+    assert len(page["tasks"]) == 100 and all(task["description"] == largest["description"] for task in page["tasks"])
+    assert len(response.body) > 1 << 20
+
+
 def test_update_with_mask_changes_only_masked_fields(client: RestClient, account: Account) -> None:
     task = create(client, account, title="before", description="keep me", priority="LOW")
     response = client.patch(
