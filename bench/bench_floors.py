@@ -1,7 +1,7 @@
 """grpcio's own floor: a no-op TaskService on the sync server vs grpc.aio, through Envoy and direct.
 
 What runs (all in this process, one model loaded at a time)
-  sync   grpc.server on a ThreadPoolExecutor of `--workers` threads, no interceptors:
+  sync   grpc.server on a ThreadPoolExecutor of 16 threads, no interceptors:
          GetTask/ListTasks answer a canned message (bench_all.py's floor-noop server).
   aio    grpc.aio.server on an event loop in a thread of this process, the same canned
          answers from `async def` handlers, no interceptors.
@@ -52,10 +52,10 @@ from tests.support.edge import edge_config  # noqa: E402
 
 
 class _AioNoOpTasks(task_pb2_grpc.TaskServiceServicer):
-    async def GetTask(self, request: Any, context: Any) -> Any:  # type: ignore[override]
+    async def GetTask(self, request: Any, context: Any) -> Any:
         return task_pb2.Task(id=request.id, title="canned")
 
-    async def ListTasks(self, request: Any, context: Any) -> Any:  # type: ignore[override]
+    async def ListTasks(self, request: Any, context: Any) -> Any:
         return task_pb2.ListTasksResponse()
 
 
@@ -106,7 +106,6 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=4)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--workers", type=int, default=16, help="the sync server's threads")
     parser.add_argument("--envoy-workers", type=int, default=2)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -137,8 +136,11 @@ def main() -> None:
                 edges[name] = envoy
                 envoy.wait_healthy(replicas=1)
             ports = {"sync": sync_port, "aio": aio.port}
-            print(f"seconds={args.seconds} conns={args.connections} sync workers={args.workers} cores={os.cpu_count()}")
-            print(f"{'model':<6} {'load':<7} {'req/s':>7} {'p99 ms':>7} {'srv us/call':>11} {'envoy us/call':>13} {'box':>5}")
+            print(f"seconds={args.seconds} conns={args.connections} sync workers=16 cores={os.cpu_count()}")
+            print(
+                f"{'model':<6} {'load':<7} {'req/s':>7} {'p99 ms':>7} "
+                f"{'srv us/call':>11} {'envoy us/call':>13} {'box':>5}"
+            )
             for rnd in range(args.rounds):
                 for name in ("sync", "aio"):
                     edge = edges[name]
@@ -158,7 +160,10 @@ def main() -> None:
                     box0, t0 = support.machine_busy_seconds(), time.perf_counter()
                     rate, us, p99 = direct(ports[name], accounts, args.connections, args.seconds)
                     box = (support.machine_busy_seconds() - box0) / (time.perf_counter() - t0)
-                    print(f"{name:<6} {'direct':<7} {rate:>7.0f} {p99:>7.2f} {us:>11.0f} {'-':>13} {box:>5.2f}", flush=True)
+                    print(
+                        f"{name:<6} {'direct':<7} {rate:>7.0f} {p99:>7.2f} {us:>11.0f} {'-':>13} {box:>5.2f}",
+                        flush=True,
+                    )
         finally:
             for envoy in edges.values():
                 envoy.__exit__(None, None, None)
