@@ -121,7 +121,8 @@ def print_row(row: bench_rest.Row, floors: dict[str, float]) -> None:
         f"{row.name:<12} {row.connections:>5} {row.req_per_s:>7.0f} {row.p50_ms:>7.2f} {row.p99_ms:>7.2f} "
         f"{row.non_2xx:>7}  "
         + " ".join(f"{row.us_per_call[c]:>6.0f}" for c in bench_rest.CPU_COLUMNS)
-        + f"  {row.box_cores:>5.2f}{ratios}",
+        + f"  {row.box_cores:>5.2f}{ratios}"
+        + (f"  ({row.socket_errors} of the non-2xx: no response within wrk's 2 s)" if row.socket_errors else ""),
         flush=True,
     )
 

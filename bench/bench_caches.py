@@ -10,18 +10,28 @@ micro-cache stays only where this shows its gain.
 from __future__ import annotations
 
 import ipaddress
+import sys
 import time
 import timeit
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast
 
+import grpc
 import jwt
+import redis
 from prometheus_client import CollectorRegistry
 
 from taskapi.interceptors.call_state import CallStateInterceptor
-from taskapi.interceptors.metrics import Metrics
+from taskapi.interceptors.context import CallState, bind_call, unbind_call
+from taskapi.interceptors.metrics import Metrics, call_code, final_code
 from taskapi.interceptors.ratelimit import _policy_header
+from taskapi.interceptors.ratelimit_redis import _undecorated
 from taskapi.server.domain.limits import DEFAULT_AUTH, DEFAULT_IP, DEFAULT_USER
 from taskapi.server.domain.tokens import Tokens
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import support  # noqa: E402
 
 SECRET = "bench-secret-that-is-long-enough-for-hs256-0123456789"
 
@@ -74,10 +84,72 @@ def main() -> None:
         )
     )
 
-    print(f"{'micro-cache':62} {'cached us':>10} {'uncached us':>12} {'saved us/call':>14}")
+    rows.append(
+        (
+            "decision and cache counter children (interceptors/metrics.py)",
+            best_us(lambda: metrics.ratelimit_decision(allowed=True, backend="redis")),
+            best_us(lambda: metrics.ratelimit_decisions.labels("allowed", "redis").inc()),
+        )
+    )
+
+    # A call's final status code, asked by Logging, Tracing and Metrics as the call ends.
+    context = cast(grpc.ServicerContext, _EndedCall())
+    state = CallState("/taskapi.v1.TaskService/GetTask", "127.0.0.1", "r")
+    bound = bind_call(state)
+    try:
+
+        def three_asks_once() -> None:
+            state.outcome = None  # a new call
+            for _ in range(3):
+                call_code(context, None)
+
+        rows.append(
+            (
+                "a call's final status code, 3 asks (interceptors/metrics.py)",
+                best_us(three_asks_once),
+                best_us(lambda: [final_code(context, None) for _ in range(3)]),
+            )
+        )
+    finally:
+        unbind_call(bound)
+
+    # The limiter's pooled connection (interceptors/ratelimit_redis.py), taken and given back.
+    with support.redis_url() as url:
+        pool = redis.Redis.from_url(url).connection_pool
+        plain = _undecorated(pool.get_connection)
+
+        def take(get: Callable[[], Any]) -> None:
+            pool.release(get())
+
+        rows.append(
+            (
+                "pool connection, no deprecated_args wrapper (ratelimit_redis.py)",
+                best_us(lambda: take(plain)),
+                best_us(lambda: take(pool.get_connection)),
+            )
+        )
+        pool.disconnect()
+
+    print(f"{'micro-cache':66} {'cached us':>10} {'uncached us':>12} {'saved us/call':>14}")
     for name, cached, uncached in rows:
-        print(f"{name:62} {cached:10.3f} {uncached:12.3f} {uncached - cached:14.3f}")
+        print(f"{name:66} {cached:10.3f} {uncached:12.3f} {uncached - cached:14.3f}")
     print("(the interceptor chain composed once per method: bench/bench_chain.py, 'one by one' vs 'InterceptorChain')")
+
+
+class _EndedCall:
+    """What final_code reads of a ServicerContext: grpcio's `code()` and `is_active()` (a lock)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._condition = threading.Condition()
+
+    def code(self) -> grpc.StatusCode | None:
+        return None
+
+    def is_active(self) -> bool:
+        with self._condition:  # as grpcio's _Context.is_active
+            return True
 
 
 if __name__ == "__main__":

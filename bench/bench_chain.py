@@ -95,6 +95,12 @@ class _Context:
     def code(self) -> None:
         return None
 
+    def is_active(self) -> bool:
+        return True
+
+    def time_remaining(self) -> float:
+        return 10.0
+
 
 class _Details(grpc.HandlerCallDetails):
     method = GET_TASK

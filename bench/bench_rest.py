@@ -99,6 +99,7 @@ class Row:
     server_cores: float  # this process's CPU / wall time: ~1.0 is one GIL's worth
     box_cores: float
     upstream_per_req: float
+    socket_errors: int = 0  # of non_2xx: responses wrk never got (its 2 s timeout) or failed connections
 
 
 def _ms(value: str) -> float:
@@ -145,14 +146,16 @@ def run_wrk(name: str, envoy: Envoy, pids: dict[str, int], url: str, lua: Path |
     out = done.stdout
     requests = int(_wrk_field(r"(\d+) requests in", out))
     non_2xx = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
-    non_2xx += sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))  # socket errors
+    # Socket errors: wrk gives up on a response after its 2 s timeout, or a connection failed.
+    socket_errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
     return Row(
         name=name,
         connections=conns,
         req_per_s=float(_wrk_field(r"Requests/sec:\s+([\d.]+)", out)),
         p50_ms=_ms(_wrk_field(r"^\s*50%\s+(\S+)", out)),
         p99_ms=_ms(_wrk_field(r"^\s*99%\s+(\S+)", out)),
-        non_2xx=non_2xx,
+        non_2xx=non_2xx + socket_errors,
+        socket_errors=socket_errors,
         us_per_call={k: v * 1e6 / max(1, requests) for k, v in cpu.items() if k != "box"},
         server_cores=cpu["server"] / wall,
         box_cores=cpu["box"] / wall,

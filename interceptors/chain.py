@@ -2,10 +2,14 @@
 
 The first interceptor is the outermost: it sees the call first and its end last.
 
-    1. Metrics      outermost, so every call is counted and timed, including calls
-                    rejected further in (auth, rate limit, validation).
-    2. CallState    binds method, client IP and request id for everything inside, and
-                    sends the response metadata (rate-limit headers, x-request-id).
+    1. CallState    binds method, client IP and request id for everything inside, and
+                    sends the response metadata (rate-limit headers, x-request-id). It
+                    rejects nothing, so nothing it does escapes the counts below.
+    2. Metrics      outside everything that can reject, so every call is counted and
+                    timed, including calls rejected further in (auth, rate limit,
+                    validation); inside CallState, so the call's final status code is
+                    computed once and shared by Logging, Tracing and Metrics
+                    (metrics.call_code keeps it on the CallState).
     3. Tracing      (only when tracing is on) the call's server span, continuing the
                     caller's traceparent; inside CallState (the span names the request id),
                     outside Logging, so the call's log line carries the span's ids.
@@ -71,8 +75,8 @@ def build_chain(
     """The chain, ready for `grpc.server(interceptors=...)`: one interceptor running all layers."""
     policy = AccessPolicy(services)
     chain: list[ServerInterceptor | None] = [
-        metrics,
         CallStateInterceptor(trusted_proxies),
+        metrics,
         tracing,
         logging,
         ErrorInterceptor(translators),

@@ -36,6 +36,9 @@ class CallState:
     # into HTTP headers, which trailing metadata on an error never becomes.
     response_metadata: list[tuple[str, str]] = field(default_factory=list)
     response_metadata_sent: bool = False
+    # (the exception the call ended with below a recording layer, or None; the status code
+    # the client sees): computed once by the innermost layer that records it (metrics.call_code).
+    outcome: tuple[BaseException | None, grpc.StatusCode] | None = None
 
     def send_response_metadata(self, context: Any) -> None:
         """Send `response_metadata` as initial metadata, once (a second send is an error in grpc)."""

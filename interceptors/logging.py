@@ -25,7 +25,7 @@ from grpc_interceptor import ServerInterceptor
 from opentelemetry.trace import get_current_span
 
 from taskapi.interceptors.context import Continuation, current_call, current_call_or_none
-from taskapi.interceptors.metrics import final_code
+from taskapi.interceptors.metrics import call_code
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +55,9 @@ class LoggingInterceptor(ServerInterceptor):
         try:
             response = method(request, context)
         except BaseException as exc:
-            self._emit(method_name, final_code(context, exc), start)
+            self._emit(method_name, call_code(context, exc), start)
             raise
-        self._emit(method_name, final_code(context, None), start)
+        self._emit(method_name, call_code(context, None), start)
         return response
 
     def _emit(self, method_name: str, code: grpc.StatusCode, start: float) -> None:

@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from taskapi.interceptors.context import Continuation, recorded_code
+from taskapi.interceptors.context import Continuation, current_call_or_none, recorded_code
 
 # Go's prometheus.DefBuckets, which grpc-prometheus uses: dashboards built for Go
 # services then read ours unchanged.
@@ -60,6 +60,23 @@ def final_code(context: grpc.ServicerContext, exc: BaseException | None) -> grpc
     if isinstance(exc, GrpcException):
         return exc.status_code
     return grpc.StatusCode.UNKNOWN
+
+
+def call_code(context: grpc.ServicerContext, exc: BaseException | None) -> grpc.StatusCode:
+    """`final_code`, computed once per call: the layers that record a call's outcome
+    (Logging, Tracing, Metrics, innermost first) each ask when the call ends below them;
+    the first answer is kept on the call's CallState and reused by the others, for as long
+    as they see the same exception (or none). Outside a bound call it is `final_code`.
+    """
+    state = current_call_or_none()
+    if state is None:
+        return final_code(context, exc)
+    known = state.outcome
+    if known is not None and known[0] is exc:
+        return known[1]
+    code = final_code(context, exc)
+    state.outcome = (exc, code)
+    return code
 
 
 def _deadline_passed(context: grpc.ServicerContext) -> bool:
@@ -105,22 +122,32 @@ class Metrics:
             ["cache", "result"],
             registry=registry,
         )
+        # Label children by label values: `.labels()` takes a lock and builds a tuple on every
+        # call; these few combinations (2 x 2 decisions, caches x 3 results) are resolved once.
+        self._children: dict[tuple[Counter, str, str], Any] = {}
+
+    def _child(self, counter: Counter, first: str, second: str) -> Any:
+        key = (counter, first, second)
+        child = self._children.get(key)
+        if child is None:  # a racing thread resolves the same child
+            child = self._children[key] = counter.labels(first, second)
+        return child
 
     def measure_password_hashing(self, load: Callable[[], tuple[int, int, int]], slots: int) -> None:
         """Read (running, waiting, refused) from `load` at every scrape (the PasswordHasher's)."""
         self.registry.register(_PasswordHashing(load, slots))
 
     def cache_hit(self, cache: str) -> None:
-        self.cache_requests.labels(cache, "hit").inc()
+        self._child(self.cache_requests, cache, "hit").inc()
 
     def cache_miss(self, cache: str) -> None:
-        self.cache_requests.labels(cache, "miss").inc()
+        self._child(self.cache_requests, cache, "miss").inc()
 
     def cache_error(self, cache: str) -> None:
-        self.cache_requests.labels(cache, "error").inc()
+        self._child(self.cache_requests, cache, "error").inc()
 
     def ratelimit_decision(self, *, allowed: bool, backend: str) -> None:
-        self.ratelimit_decisions.labels("allowed" if allowed else "rejected", backend).inc()
+        self._child(self.ratelimit_decisions, "allowed" if allowed else "rejected", backend).inc()
 
 
 class _PasswordHashing(Collector):
@@ -168,7 +195,7 @@ class _MethodMetrics:
 
 
 class MetricsInterceptor(ServerInterceptor):
-    """Outermost interceptor: counts every call, including those the inner ones reject."""
+    """Counts every call, including those the inner ones reject (just inside CallState)."""
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
@@ -208,11 +235,11 @@ class MetricsInterceptor(ServerInterceptor):
         try:
             response = method(request, context)
         except BaseException as exc:
-            self._done(m, start, final_code(context, exc))
+            self._done(m, start, call_code(context, exc))
             raise
         if m.grpc_type in (SERVER_STREAM, BIDI_STREAM):
             return self._stream(m, start, response, context)
-        self._done(m, start, final_code(context, None))
+        self._done(m, start, call_code(context, None))
         return response
 
     def _stream(
@@ -222,9 +249,9 @@ class MetricsInterceptor(ServerInterceptor):
         try:
             yield from responses
         except BaseException as exc:
-            self._done(m, start, final_code(context, exc))
+            self._done(m, start, call_code(context, exc))
             raise
-        self._done(m, start, final_code(context, None))
+        self._done(m, start, call_code(context, None))
 
     def _done(self, m: _MethodMetrics, start: float, code: grpc.StatusCode) -> None:
         m.handling.observe(time.perf_counter() - start)

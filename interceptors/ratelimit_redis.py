@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -137,8 +137,10 @@ class RedisDecider:
         # per-call machinery (~20-30 us of CPU a call, bench/README.md "Hot path"). A traced
         # client keeps execute_command, which makes the span.
         self._direct_pool: Any = None
+        self._get_connection: Callable[[], Any] | None = None
         if type(client) is redis.Redis and client.connection is None:
             self._direct_pool = client.connection_pool
+            self._get_connection = _undecorated(self._direct_pool.get_connection)
         script = resources.files("taskapi.interceptors").joinpath("ratelimit.lua").read_text(encoding="utf-8")
         self._script = script
         # EVALSHA needs only the digest; the script is sent (SCRIPT LOAD) once, and again
@@ -260,7 +262,7 @@ class RedisDecider:
         pool = self._direct_pool
         if pool is None:
             return self._client.execute_command("EVALSHA", self._sha, *arguments)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
-        connection = pool.get_connection()
+        connection = self._get_connection()  # type: ignore[misc]  # set with the pool
         try:
             # The client's retry policy (one immediate retry, cache/client.py), on a fresh
             # connection after a connection error or timeout, as execute_command does.
@@ -290,6 +292,16 @@ class RedisDecider:
                     self._login_refund(keys=keys, args=[0, charged])
             except REDIS_DOWN as exc:  # the charge stays: forgotten with the window
                 log.warning("rate limit refund failed: %s", exc.__class__.__name__)
+
+
+def _undecorated(get_connection: Callable[[], Any]) -> Callable[[], Any]:
+    """The pool's `get_connection` without redis-py's `deprecated_args` wrapper, which inspects
+    the arguments of every call (~4-6 % of a cached read's handler samples, py-spy) to warn
+    about arguments this module never passes. The method itself, bound, when it is wrapped."""
+    function = getattr(get_connection, "__func__", None)
+    inner = getattr(function, "__wrapped__", None)
+    owner = getattr(get_connection, "__self__", None)
+    return inner.__get__(owner) if inner is not None and owner is not None else get_connection
 
 
 def _send_read(connection: Any, sha: str, arguments: list[Any]) -> Any:

@@ -24,7 +24,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, set_
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from taskapi.interceptors.context import Continuation, current_call
-from taskapi.interceptors.metrics import final_code
+from taskapi.interceptors.metrics import call_code
 
 # The server's fault: what OpenTelemetry's gRPC conventions count as a server span error.
 _SERVER_ERRORS = frozenset(
@@ -88,10 +88,10 @@ class TracingInterceptor(ServerInterceptor):
         try:
             response = method(request, context)
         except BaseException as exc:
-            self._finish(span, final_code(context, exc), exc)
+            self._finish(span, call_code(context, exc), exc)
             raise
         else:
-            self._finish(span, final_code(context, None), None)
+            self._finish(span, call_code(context, None), None)
             return response
         finally:
             otel_context.detach(token)

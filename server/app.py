@@ -265,7 +265,13 @@ class App:
         return worker.job_queue(settings, self.job_metrics)
 
     def _count_cache(self, cache: str, result: str) -> None:
-        {"hit": self.metrics.cache_hit, "miss": self.metrics.cache_miss}.get(result, self.metrics.cache_error)(cache)
+        metrics = self.metrics
+        if result == "hit":
+            metrics.cache_hit(cache)
+        elif result == "miss":
+            metrics.cache_miss(cache)
+        else:
+            metrics.cache_error(cache)
 
     def start_replica(self, port: int | None = None) -> Replica:
         settings = self.settings

@@ -8,8 +8,9 @@ Starts, in order:
   1. Redis: `REDIS_URL` when set, else a throw-away `redis-server` on a free port;
   2. SMTP: `SMTP_URL` when set, else a local sink (dev/mailsink.py) that shows each
      message on the console and keeps it as an .eml file in the stack's folder;
-  3. N gRPC server replicas (default 2) in this process, sharing one App, so they
-     share one embedded data set (mongomock), one metrics endpoint and one Redis;
+  3. N gRPC server replicas (default 1, chosen by measurement: bench/README.md "Dev
+     topology") in this process, sharing one App, so they share one embedded data set
+     (mongomock), one metrics endpoint and one Redis;
   4. a job worker in this process (the one `taskapi worker` runs), taking the jobs
      the App's outbox relay queues: a new user's welcome email arrives at once;
   5. a real Envoy in front of them (server/edge.py): JSON REST and gRPC.
@@ -64,7 +65,10 @@ DEFAULT_REST_PORT = 8080
 DEFAULT_GRPC_PORT = 8081
 DEFAULT_ADMIN_PORT = 9901
 DEFAULT_WEB_PORT = 3000
-DEFAULT_REPLICAS = 2
+# Replicas in this process share one GIL: a second one adds no parallelism, only a second
+# server's threads contending for it (~20 % more server CPU per call on a 2-core machine,
+# no more throughput: bench/README.md "Dev topology"). `--replicas 2` shows balancing.
+DEFAULT_REPLICAS = 1
 # Dev-only: the browser pages are served from the checkout (server/dev/ -> the repo root).
 CLIENTS_DIR = Path(__file__).resolve().parents[2] / "clients"
 # The docs page's renderer: Swagger UI from npm (package.json), served from node_modules as is.

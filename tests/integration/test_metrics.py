@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import urllib.request
+from typing import Any
 
 import grpc
 import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from taskapi.interceptors.logging import JsonFormatter, LoggingInterceptor
 from taskapi.interceptors.metrics import Metrics, MetricsInterceptor, serve_metrics
 from taskapi.interceptors.ratelimit import RateLimitInterceptor
 from taskapi.server.cache.client import connect_redis
@@ -131,3 +134,65 @@ def test_two_servers_keep_separate_registries() -> None:
     labels = {"grpc_type": "unary", "grpc_service": "taskapi.v1.TaskService", "grpc_method": "GetTask"}
     assert first.registry.get_sample_value("grpc_server_started_total", labels) == 2
     assert second.registry.get_sample_value("grpc_server_started_total", labels) == 1
+
+
+def test_the_log_line_and_the_metrics_name_the_same_code_for_every_call(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The final code is decided once per call (metrics.call_code) and shared by the log line
+    and the counters: OK, an error from the handler, a rate-limit rejection, a refused token,
+    and a call whose client gave up before the handler returned all read the same in both."""
+    metrics = Metrics(CollectorRegistry())
+    limiter = RateLimitInterceptor(
+        connect_redis(redis_url, 500),
+        user=RateLimit(requests=2, window_seconds=60),
+        key_prefix=unique_prefix(),
+        metrics=metrics,
+    )
+    chain = make_chain(metrics=MetricsInterceptor(metrics), logging=LoggingInterceptor(), ratelimit=limiter)
+    expected = {
+        "get-ok": grpc.StatusCode.OK,
+        "delete": grpc.StatusCode.NOT_FOUND,
+        "get-limited": grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "bad-token": grpc.StatusCode.UNAUTHENTICATED,
+        "late": grpc.StatusCode.DEADLINE_EXCEEDED,
+    }
+    with caplog.at_level(logging.INFO, "taskapi.interceptors.logging"):
+        with run_server(chain) as (_, port), stubs(port) as (_, tasks):
+
+            def call(request_id: str, method: Any, request: Any, token: str = "Bearer user-7", **kw: Any) -> None:
+                metadata = (("authorization", token), ("x-request-id", request_id))
+                try:
+                    method(request, metadata=metadata, **kw)
+                except grpc.RpcError as error:
+                    assert error.code() is expected[request_id], request_id
+                else:
+                    assert expected[request_id] is grpc.StatusCode.OK, request_id
+
+            get = task_pb2.GetTaskRequest(id=TASK_ID)
+            call("get-ok", tasks.GetTask, get)
+            call("delete", tasks.DeleteTask, task_pb2.DeleteTaskRequest(id=TASK_ID))
+            call("get-limited", tasks.GetTask, get)  # user 7's third call: over its budget of 2
+            call("bad-token", tasks.GetTask, get, token="Bearer nobody")
+            call("late", tasks.ListTasks, task_pb2.ListTasksRequest(), token="Bearer user-8", timeout=SLOW_SECONDS / 4)
+            time.sleep(SLOW_SECONDS)  # the late call's handler has returned by now
+    logged = {
+        line["request_id"]: line["grpc_code"]
+        for line in (json.loads(JsonFormatter().format(r)) for r in caplog.records if hasattr(r, "grpc_code"))
+        if line["request_id"] in expected
+    }
+    assert logged == {request_id: code.name for request_id, code in expected.items()}
+    counted = {
+        (sample.labels["grpc_method"], sample.labels["grpc_code"]): sample.value
+        for family in metrics.registry.collect()
+        if family.name == "grpc_server_handled"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+    assert counted == {
+        ("GetTask", "OK"): 1,
+        ("DeleteTask", "NOT_FOUND"): 1,
+        ("GetTask", "RESOURCE_EXHAUSTED"): 1,
+        ("GetTask", "UNAUTHENTICATED"): 1,
+        ("ListTasks", "DEADLINE_EXCEEDED"): 1,
+    }
