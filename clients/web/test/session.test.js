@@ -4,20 +4,16 @@
 // two tabs from presenting the same refresh token twice, and ends the session with a
 // clear message when a rotated refresh token is used again (a stolen copy).
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 
-import { launch, newContext, openApp, rest, signUp, skip, storedSession, taskRow } from "./support.js";
+import { browserPerFile, newContext, openApp, rest, signUp, skip, storedSession, taskRow } from "./support.js";
 
 const tokenSeconds = Number(process.env.TASKAPI_TOKEN_SECONDS || 0);
 const skipped = skip || (!tokenSeconds && "TASKAPI_TOKEN_SECONDS is not set");
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const waitOutToken = () => sleep(tokenSeconds * 1000 + 600);
 
-let browser;
-before(async () => {
-  if (!skipped) browser = await launch();
-});
-after(() => browser?.close());
+const shared = browserPerFile(skipped);
 
 async function quickAdd(page, title) {
   await page.locator("#quick-title").fill(title);
@@ -26,7 +22,7 @@ async function quickAdd(page, title) {
 }
 
 test("expired access tokens are refreshed silently, rotating the refresh token", { skip: skipped }, async () => {
-  const context = await newContext(browser);
+  const context = await newContext(shared.browser);
   const page = await openApp(context);
   await signUp(page);
   const first = await storedSession(page);
@@ -79,7 +75,7 @@ test("expired access tokens are refreshed silently, rotating the refresh token",
 });
 
 test("a refresh token used twice ends the session with a clear message", { skip: skipped }, async () => {
-  const context = await newContext(browser);
+  const context = await newContext(shared.browser);
   const page = await openApp(context);
   await signUp(page);
   // Someone with a copy of the refresh token uses it first.

@@ -4,6 +4,7 @@
 import { useCallback, useEffect, useRef, useState } from "preact/hooks";
 
 import { describeError } from "../api.js";
+import { followChanges } from "../feed.js";
 import { useNotify } from "../notices.js";
 import { newRequestId, plural } from "../labels.js";
 import { hasFilters, listQuery } from "../route.js";
@@ -33,6 +34,8 @@ export function TasksView({ api, route, navigate }) {
   // Deletes waiting for their undo window to pass.
   const pendingDeletes = useRef(new Map());
   const reload = useCallback(() => setReloads((n) => n + 1), []);
+  const shownTasks = useRef([]);
+  shownTasks.current = page.tasks;
 
   useEffect(() => {
     const mine = ++sequence.current;
@@ -59,6 +62,29 @@ export function TasksView({ api, route, navigate }) {
         if (mine === sequence.current) setLoading(false);
       });
   }, [api, filterKey, pageToken, reloads]);
+
+  // Live: the change feed (another tab, device or client wrote) lists the page again, so
+  // filters, order and paging stay the server's; a resync does the same. Stops on sign-out
+  // (this view unmounts) or when the session ends.
+  useEffect(() => {
+    const stop = new AbortController();
+    let timer;
+    const soon = () => {
+      clearTimeout(timer);
+      timer = setTimeout(reload, 100); // a burst of changes, one listing
+    };
+    // What this page shows already (its own writes, echoed back) needs no listing.
+    const shown = (change) => {
+      const task = shownTasks.current.find((t) => t.id === change.task?.id);
+      return change.kind === "DELETED" ? !task : task?.etag === change.task.etag;
+    };
+    const onChange = (change) => shown(change) || soon();
+    followChanges(api, { onChange, onResync: soon, signal: stop.signal });
+    return () => {
+      stop.abort();
+      clearTimeout(timer);
+    };
+  }, [api, reload]);
 
   // Back online: fetch what we could not.
   useEffect(() => {
