@@ -15,6 +15,7 @@ import { TaskItem } from "./TaskItem.jsx";
 
 const PAGE_SIZE = 20;
 const UNDO_MS = 6000;
+const RESYNC = {}; // the feed lost track: always list again
 
 export function TasksView({ api, route, navigate }) {
   const notify = useNotify();
@@ -69,17 +70,25 @@ export function TasksView({ api, route, navigate }) {
   useEffect(() => {
     const stop = new AbortController();
     let timer;
-    const soon = () => {
-      clearTimeout(timer);
-      timer = setTimeout(reload, 100); // a burst of changes, one listing
-    };
+    let waiting = [];
     // What this page shows already (its own writes, echoed back) needs no listing.
     const shown = (change) => {
       const task = shownTasks.current.find((t) => t.id === change.task?.id);
-      return change.kind === "DELETED" ? !task : task?.etag === change.task.etag;
+      return change.kind === "DELETED" ? !task : task?.etag === change.task?.etag;
     };
-    const onChange = (change) => shown(change) || soon();
-    followChanges(api, { onChange, onResync: soon, signal: stop.signal });
+    // Judged a moment later, in a burst one listing: the page's own write may be answered
+    // after its echo arrives, and a listing then would undo an optimistic change.
+    const settle = () => {
+      const stale = waiting.some((change) => change === RESYNC || !shown(change));
+      waiting = [];
+      if (stale) reload();
+    };
+    const note = (change) => {
+      waiting.push(change);
+      clearTimeout(timer);
+      timer = setTimeout(settle, 250);
+    };
+    followChanges(api, { onChange: note, onResync: () => note(RESYNC), signal: stop.signal });
     return () => {
       stop.abort();
       clearTimeout(timer);
