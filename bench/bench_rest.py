@@ -30,7 +30,7 @@ Columns
                 wrk stops with requests in flight; 0 for the floor)
 
     .venv/bin/python bench/bench_rest.py [--replicas 2] [--seconds 3] [--connections 1,8,32]
-        [--envoy-workers 2] [--get-share 0.8] [--no-floor] [--burst 1000]
+        [--envoy-workers 2] [--get-share 0.8] [--no-floor] [--burst 1000] [--edge-sse-ids none]
 
   burst   (--burst N) N connections opened at once, then one GetTask on each at the same
           instant: the count per status (only 200s and 503s with Retry-After expected; Envoy
@@ -252,6 +252,13 @@ def main() -> None:
         help="default: Envoy's tracer as deployed without a collector (unsampled trace contexts); "
         "none: no tracer at all, to measure what the default costs",
     )
+    parser.add_argument(
+        "--edge-sse-ids",
+        choices=("default", "none"),
+        default="default",
+        help="default: the SSE id filter in the chain as deployed (it runs only on the watch route); "
+        "none: no such filter, to show the REST routes do not pay for it",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
@@ -273,6 +280,9 @@ def main() -> None:
                 access_log=os.devnull,
                 health_check_interval_seconds=2.0,
                 trace_context=args.edge_tracing == "default",
+                # As deployed: the watch route and its SSE id filter are in the config.
+                watch_upstreams=[(settings.grpc_host, r.watch.port) for r in replicas if r.watch is not None],
+                sse_event_ids=args.edge_sse_ids == "default",
             )
             with open(workdir / "envoy.log", "wb") as envoy_log:
                 envoy = Envoy(
@@ -282,7 +292,7 @@ def main() -> None:
                     envoy.wait_healthy(replicas=args.replicas)
                     print(
                         f"replicas={args.replicas} envoy workers={args.envoy_workers} seconds={args.seconds} "
-                        f"get share={args.get_share} edge tracing={args.edge_tracing} "
+                        f"get share={args.get_share} edge tracing={args.edge_tracing} sse ids={args.edge_sse_ids} "
                         f"cores={os.cpu_count()} tasks={sum(len(a.task_ids) for a in accounts)}",
                         flush=True,
                     )

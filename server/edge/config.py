@@ -121,6 +121,9 @@ class EdgeConfig:
     # listener's connection buffer, before the replica's writes wait (WATCH_WRITE_TIMEOUT_SECONDS).
     watch_stream_window_bytes: int = 64 << 10
     watch_connection_window_bytes: int = 1 << 20
+    # Over REST, an SSE `id:` line per WatchTasks event (its resume token; envoy/sse_event_ids.lua).
+    # False: no such filter at all, for measuring what it costs.
+    sse_event_ids: bool = True
     listen_address: str = "127.0.0.1"
     # Discover replicas through DNS (Envoy's STRICT_DNS): a Kubernetes headless Service or a
     # compose service name resolves to one address per ready replica, re-resolved every
@@ -169,6 +172,8 @@ class Cluster:
 
 WATCH_CLUSTER = "taskapi_watch"
 WATCH_METHOD = "/taskapi.v1.TaskService/WatchTasks"
+# The watch route's response script over REST: an SSE `id:` line per event (its resume token).
+SSE_EVENT_IDS = ENVOY_FILES.joinpath("sse_event_ids.lua")
 
 
 def clusters(config: EdgeConfig) -> list[Cluster]:
@@ -237,6 +242,8 @@ def render(config: EdgeConfig) -> str:
         watch_method=WATCH_METHOD if config.watch_upstreams else "",
         watch_cluster=WATCH_CLUSTER,
         watch_idle_timeout=_duration(config.watch_idle_timeout_seconds),
+        sse_event_ids=config.sse_event_ids,
+        sse_event_ids_lua=SSE_EVENT_IDS.read_text(encoding="utf-8"),
         # Every route names its cluster: the one cluster, or its service's.
         service_routes=[(service, cluster_of(config, service)) for service in SERVICES],
         # Split, health and reflection go to any replica (each reflects the whole API).

@@ -104,7 +104,9 @@ def web_stack(redis_url: str, workdir: Path, pages: str, **settings: object) -> 
         admin = unique_email("admin").lower()
         app.accounts.create_user(admin, ADMIN_PASSWORD, "Ada Admin", role=ROLE_ADMIN)
         with (
-            running_edge([("127.0.0.1", replica.port)], workdir, cors_origins=(pages,)) as envoy,
+            running_edge(
+                [("127.0.0.1", replica.port)], workdir, cors_origins=(pages,), watch_upstreams=_watch(replica)
+            ) as envoy,
             outage_switch(replica, envoy) as switch,
         ):
             api = envoy.rest_url.removesuffix("/api/v1/")
@@ -119,6 +121,11 @@ def web_stack(redis_url: str, workdir: Path, pages: str, **settings: object) -> 
             }
     finally:
         app.close(grace=1.0)
+
+
+def _watch(replica: Replica) -> list[tuple[str, int]]:
+    """The replica's watch server, as the edge's watch cluster: the page's live list."""
+    return [] if replica.watch is None else [("127.0.0.1", replica.watch.port)]
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +165,10 @@ def test_taskapi_dev_serves_the_built_app_with_cache_headers(web_pages: str) -> 
 
 def test_tasks_in_the_browser(everyday: dict[str, str]) -> None:
     run_node_test("tasks.test.js", everyday)
+
+
+def test_the_task_list_follows_the_change_feed(everyday: dict[str, str]) -> None:
+    run_node_test("live.test.js", everyday)
 
 
 def test_accounts_and_admin_in_the_browser(everyday: dict[str, str]) -> None:

@@ -30,7 +30,8 @@ def sse_stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 class Curl:
-    """`curl -sN` following the feed: each SSE `data:` payload, parsed, on a queue."""
+    """`curl -sN` following the feed: each SSE event's `data:` payload, parsed, on a queue, with
+    the event's `id:` under "sseId" (None when the event had no id line)."""
 
     def __init__(self, stack: Stack, account: Account, *headers: str) -> None:
         client = stack.client
@@ -45,9 +46,14 @@ class Curl:
 
     def _read(self) -> None:
         assert self.process.stdout is not None
+        fields: dict[str, str] = {}
         for line in self.process.stdout:
-            if line.startswith("data: "):
-                self.events.put(json.loads(line[len("data: ") :]))
+            name, _, value = line.rstrip("\n").partition(": ")
+            if name:
+                fields[name] = value
+            elif "data" in fields:  # a blank line ends the event
+                self.events.put(json.loads(fields["data"]) | {"sseId": fields.get("id")})
+                fields = {}
 
     def changes(self, count: int) -> list[dict[str, Any]]:
         """The next `count` changes, heartbeats (kind KIND_UNSPECIFIED) skipped."""
@@ -94,6 +100,49 @@ def test_curl_follows_the_feed_and_resumes_with_last_event_id(sse_stack: Stack) 
         resumed.close()
     assert (updated["kind"], updated["task"]["title"]) == ("UPDATED", "missed")
     assert deleted["kind"] == "DELETED" and deleted["task"]["id"] == task["id"]
+
+
+def test_every_sse_event_has_its_resume_token_as_id_and_last_event_id_gets_exactly_the_missed(
+    sse_stack: Stack,
+) -> None:
+    """`id:` is what a browser keeps as its last event id: every event has one, equal to the
+    token in its data, heartbeats included; sent back as Last-Event-ID it resumes right after
+    that event, with nothing missed and nothing repeated."""
+    client = sse_stack.client
+    account = register(client)
+    follower = Curl(sse_stack, account)
+    try:
+        first = follower.heartbeat()
+        titles = [f"seen {n}" for n in range(3)]
+        seen = [resource(client.post("tasks", {"title": title}, token=account.token)) for title in titles]
+        changes = follower.changes(3)
+        beat = follower.heartbeat()
+    finally:
+        follower.close()
+    for event in (first, *changes, beat):
+        assert event["resumeToken"] and event["sseId"] == event["resumeToken"], event
+    assert [c["task"]["title"] for c in changes] == titles
+    last_id = changes[-1]["sseId"]
+    missed = [client.patch(f"tasks/{seen[0]['id']}", {"title": "renamed"}, token=account.token)]
+    missed.append(client.delete(f"tasks/{seen[1]['id']}", token=account.token))
+    missed.append(client.post("tasks", {"title": "new"}, token=account.token))
+    assert [r.status for r in missed] == [200, 200, 200]
+    resumed = Curl(sse_stack, account, f"Last-Event-ID: {last_id}")
+    try:
+        events = [resumed.events.get(timeout=10) for _ in range(4)]
+        after = resumed.heartbeat()
+    finally:
+        resumed.close()
+    assert events[0]["kind"] == "KIND_UNSPECIFIED" and events[0]["sseId"] == last_id  # where it resumed
+    created = json.loads(missed[2].body)
+    assert [(e["kind"], e["task"]["id"]) for e in events[1:]] == [
+        ("UPDATED", seen[0]["id"]),
+        ("DELETED", seen[1]["id"]),
+        ("CREATED", created["id"]),
+    ]
+    assert events[1]["task"]["title"] == "renamed"
+    assert all(e["sseId"] == e["resumeToken"] for e in events)
+    assert after["sseId"] == events[-1]["sseId"]  # then nothing more: idle heartbeats at the same place
 
 
 def test_polling_changes_over_rest(sse_stack: Stack) -> None:

@@ -2,16 +2,16 @@
 // use with a sensible focus order, a phone-sized layout that never scrolls sideways,
 // and screenshots of each view at both sizes (TASKAPI_WEB_ARTIFACTS).
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 
 import {
+  browserPerFile,
   DESKTOP,
   PASSWORD,
   PHONE,
   assertAccessible,
   createTasks,
   env,
-  launch,
   newContext,
   openApp,
   signIn,
@@ -22,11 +22,7 @@ import {
   uniqueEmail,
 } from "./support.js";
 
-let browser;
-before(async () => {
-  if (!skip) browser = await launch();
-});
-after(() => browser?.close());
+const shared = browserPerFile();
 
 const SAMPLE = [
   { title: "Renew passport", priority: "HIGH", dueTime: "2030-01-15T10:00:00Z", tags: ["admin", "travel"] },
@@ -47,7 +43,7 @@ for (const [size, viewport] of [
 ]) {
   test(`every view passes axe at ${size} size`, { skip }, async () => {
     const phone = viewport === PHONE;
-    const context = await newContext(browser, { viewport, isMobile: phone, hasTouch: phone });
+    const context = await newContext(shared.browser, { viewport, isMobile: phone, hasTouch: phone });
     const page = await openApp(context);
     const check = async (name) => {
       await assertAccessible(page, `${name} (${size})`);
@@ -91,7 +87,7 @@ for (const [size, viewport] of [
 }
 
 test("the dark colour scheme passes axe too", { skip }, async () => {
-  const context = await newContext(browser, { colorScheme: "dark" });
+  const context = await newContext(shared.browser, { colorScheme: "dark" });
   const page = await openApp(context);
   await signUp(page, { name: "Night Owl" });
   await createTasks((await storedSession(page)).accessToken, SAMPLE);
@@ -107,7 +103,7 @@ test("the dark colour scheme passes axe too", { skip }, async () => {
 });
 
 test("the app works from the keyboard alone, in a sensible focus order", { skip }, async () => {
-  const context = await newContext(browser);
+  const context = await newContext(shared.browser);
   const page = await openApp(context);
   const email = uniqueEmail("keys");
   const focused = () =>

@@ -1,8 +1,9 @@
 // Signing up, in and out; the account page; the admin view.
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 
 import {
+  browserPerFile,
   PASSWORD,
   env,
   launch,
@@ -17,14 +18,10 @@ import {
   waitFor,
 } from "./support.js";
 
-let browser;
-before(async () => {
-  if (!skip) browser = await launch();
-});
-after(() => browser?.close());
+const shared = browserPerFile();
 
 test("sign up shows the API's field errors, then sign out and back in", { skip }, async () => {
-  const context = await newContext(browser);
+  const context = await newContext(shared.browser);
   const page = await openApp(context);
   await page.locator("#switch-mode").click();
   await page.locator("#signup-email").fill("not an email");
@@ -79,7 +76,7 @@ test("sign up shows the API's field errors, then sign out and back in", { skip }
 });
 
 test("edit the profile and change the password", { skip }, async () => {
-  const context = await newContext(browser);
+  const context = await newContext(shared.browser);
   const page = await openApp(context);
   const { email } = await signUp(page, { name: "Alan" });
   await page.locator("nav a", { hasText: "Account" }).click();
@@ -135,7 +132,7 @@ test("admins list, find, promote and disable users; others never see the admin v
   for (const [email, name] of [[bob, "Bob Builder"], [carol, "Carol Danvers"]]) {
     assert.equal((await rest("POST", "auth/register", { body: { email, password: PASSWORD, name } })).status, 200);
   }
-  const context = await newContext(browser);
+  const context = await newContext(shared.browser);
   const user = await openApp(context, "view=admin");
   await signIn(user, carol);
   await user.locator("h1", { hasText: "Tasks" }).waitFor(); // not an admin: the tasks view instead
@@ -143,7 +140,7 @@ test("admins list, find, promote and disable users; others never see the admin v
   const carolSession = await storedSession(user);
   await context.close();
 
-  const adminContext = await newContext(browser);
+  const adminContext = await newContext(shared.browser);
   const page = await openApp(adminContext);
   await signIn(page, env.adminEmail, env.adminPassword);
   await page.locator("nav a", { hasText: "Admin" }).click();

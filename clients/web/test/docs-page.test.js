@@ -5,12 +5,12 @@
 //   TASKAPI_WEB_ARTIFACTS  where screenshots go
 //   CHROMIUM               the browser binary (default /usr/bin/chromium)
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 
-import { env, launch, uniqueEmail } from "./support.js";
+import { browserPerFile, env, uniqueEmail } from "./support.js";
 
 /** A screenshot of one operation (request and live response), where a person would look. */
 async function screenshot(operation, name) {
@@ -20,18 +20,10 @@ async function screenshot(operation, name) {
 
 const docsUrl = process.env.TASKAPI_DOCS_URL;
 const skip = !docsUrl && "TASKAPI_DOCS_URL is not set";
-let browser;
-
-before(async () => {
-  if (!skip) browser = await launch();
-});
-
-after(async () => {
-  await browser?.close();
-});
+const shared = browserPerFile(skip);
 
 async function openDocs() {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const context = await shared.browser.newContext({ viewport: { width: 1280, height: 900 } });
   const page = await context.newPage();
   page.problems = [];
   page.requests = [];

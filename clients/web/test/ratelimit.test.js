@@ -2,21 +2,17 @@
 // says when the user may try again (counting down, from Retry-After) and keeps what
 // was typed.
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 
-import { launch, newContext, openApp, rest, signUp, skip, storedSession, taskRow } from "./support.js";
+import { browserPerFile, newContext, openApp, rest, signUp, skip, storedSession, taskRow } from "./support.js";
 
 const limit = Number(process.env.TASKAPI_USER_LIMIT || 0);
 const skipped = skip || (!limit && "TASKAPI_USER_LIMIT is not set");
 
-let browser;
-before(async () => {
-  if (!skipped) browser = await launch();
-});
-after(() => browser?.close());
+const shared = browserPerFile(skipped);
 
 test("a rate-limited user is told when to try again and loses nothing", { skip: skipped }, async () => {
-  const context = await newContext(browser);
+  const context = await newContext(shared.browser);
   const page = await openApp(context);
   await signUp(page);
   // Each quick add is two calls (create, then the list again): spend the budget.

@@ -4,20 +4,19 @@
 // two tabs from presenting the same refresh token twice, and ends the session with a
 // clear message when a rotated refresh token is used again (a stolen copy).
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 
-import { launch, newContext, openApp, rest, signUp, skip, storedSession, taskRow } from "./support.js";
+import { browserPerFile, newContext, openApp, rest, signUp, skip, storedSession, taskRow } from "./support.js";
 
 const tokenSeconds = Number(process.env.TASKAPI_TOKEN_SECONDS || 0);
 const skipped = skip || (!tokenSeconds && "TASKAPI_TOKEN_SECONDS is not set");
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const waitOutToken = () => sleep(tokenSeconds * 1000 + 600);
 
-let browser;
-before(async () => {
-  if (!skipped) browser = await launch();
-});
-after(() => browser?.close());
+const shared = browserPerFile(skipped);
+
+// The change feed's stream (tasks:watch) opens and reopens on its own schedule: not a call here.
+const isCall = (response) => !response.url().includes("tasks:watch");
 
 async function quickAdd(page, title) {
   await page.locator("#quick-title").fill(title);
@@ -26,7 +25,7 @@ async function quickAdd(page, title) {
 }
 
 test("expired access tokens are refreshed silently, rotating the refresh token", { skip: skipped }, async () => {
-  const context = await newContext(browser);
+  const context = await newContext(shared.browser);
   const page = await openApp(context);
   await signUp(page);
   const first = await storedSession(page);
@@ -50,7 +49,7 @@ test("expired access tokens are refreshed silently, rotating the refresh token",
     [`taskapi.session:${process.env.TASKAPI_API}`, { ...(await storedSession(page)), expiresAt: later, refreshAt: later }],
   );
   const calls = [];
-  page.on("response", (r) => calls.push(`${r.status()} ${r.request().method()} ${new URL(r.url()).pathname}`));
+  page.on("response", (r) => isCall(r) && calls.push(`${r.status()} ${r.request().method()} ${new URL(r.url()).pathname}`));
   await quickAdd(page, "After the second expiry");
   assert.deepEqual(calls.slice(0, 3), ["401 POST /api/v1/tasks", "200 POST /api/v1/auth/refresh", "200 POST /api/v1/tasks"]);
   const third = await storedSession(page);
@@ -62,7 +61,7 @@ test("expired access tokens are refreshed silently, rotating the refresh token",
   await sleep((await storedSession(page)).refreshAt - Date.now() + 100);
   const calls2 = [];
   for (const [name, tab] of [["first", page], ["second", other]]) {
-    tab.on("response", (r) => calls2.push(`${name}: ${r.status()} ${r.request().method()} ${new URL(r.url()).pathname}`));
+    tab.on("response", (r) => isCall(r) && calls2.push(`${name}: ${r.status()} ${r.request().method()} ${new URL(r.url()).pathname}`));
   }
   await Promise.all([page.reload(), other.reload()]);
   await Promise.all([taskRow(page, "After the first expiry"), taskRow(other, "After the first expiry")].map((row) => row.waitFor({ timeout: 10000 }))).catch(
@@ -79,7 +78,7 @@ test("expired access tokens are refreshed silently, rotating the refresh token",
 });
 
 test("a refresh token used twice ends the session with a clear message", { skip: skipped }, async () => {
-  const context = await newContext(browser);
+  const context = await newContext(shared.browser);
   const page = await openApp(context);
   await signUp(page);
   // Someone with a copy of the refresh token uses it first.

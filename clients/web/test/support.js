@@ -15,6 +15,7 @@ import { readFileSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { join } from "node:path";
+import { after, before } from "node:test";
 
 import { chromium } from "playwright-core";
 
@@ -38,6 +39,19 @@ export function launch(extraArgs = []) {
     args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
       "--disable-sync", "--no-first-run", ...extraArgs],
   });
+}
+
+/**
+ * One Chromium for the tests of the calling file: started before the first (unless `skipped`,
+ * a reason the file's stack is missing), closed after the last. Use `.browser` inside tests.
+ */
+export function browserPerFile(skipped = skip) {
+  const shared = { browser: undefined };
+  before(async () => {
+    if (!skipped) shared.browser = await launch();
+  });
+  after(() => shared.browser?.close());
+  return shared;
 }
 
 /** A fresh browser profile (own storage) with a fixed locale; tabs opened in it share the session. */

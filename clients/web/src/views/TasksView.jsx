@@ -4,6 +4,7 @@
 import { useCallback, useEffect, useRef, useState } from "preact/hooks";
 
 import { describeError } from "../api.js";
+import { followChanges } from "../feed.js";
 import { useNotify } from "../notices.js";
 import { newRequestId, plural } from "../labels.js";
 import { hasFilters, listQuery } from "../route.js";
@@ -14,6 +15,7 @@ import { TaskItem } from "./TaskItem.jsx";
 
 const PAGE_SIZE = 20;
 const UNDO_MS = 6000;
+const RESYNC = {}; // the feed lost track: always list again
 
 export function TasksView({ api, route, navigate }) {
   const notify = useNotify();
@@ -33,6 +35,8 @@ export function TasksView({ api, route, navigate }) {
   // Deletes waiting for their undo window to pass.
   const pendingDeletes = useRef(new Map());
   const reload = useCallback(() => setReloads((n) => n + 1), []);
+  const shownTasks = useRef([]);
+  shownTasks.current = page.tasks;
 
   useEffect(() => {
     const mine = ++sequence.current;
@@ -59,6 +63,37 @@ export function TasksView({ api, route, navigate }) {
         if (mine === sequence.current) setLoading(false);
       });
   }, [api, filterKey, pageToken, reloads]);
+
+  // Live: the change feed (another tab, device or client wrote) lists the page again, so
+  // filters, order and paging stay the server's; a resync does the same. Stops on sign-out
+  // (this view unmounts) or when the session ends.
+  useEffect(() => {
+    const stop = new AbortController();
+    let timer;
+    let waiting = [];
+    // What this page shows already (its own writes, echoed back) needs no listing.
+    const shown = (change) => {
+      const task = shownTasks.current.find((t) => t.id === change.task?.id);
+      return change.kind === "DELETED" ? !task : task?.etag === change.task?.etag;
+    };
+    // Judged a moment later, in a burst one listing: the page's own write may be answered
+    // after its echo arrives, and a listing then would undo an optimistic change.
+    const settle = () => {
+      const stale = waiting.some((change) => change === RESYNC || !shown(change));
+      waiting = [];
+      if (stale) reload();
+    };
+    const note = (change) => {
+      waiting.push(change);
+      clearTimeout(timer);
+      timer = setTimeout(settle, 250);
+    };
+    followChanges(api, { onChange: note, onResync: () => note(RESYNC), signal: stop.signal });
+    return () => {
+      stop.abort();
+      clearTimeout(timer);
+    };
+  }, [api, reload]);
 
   // Back online: fetch what we could not.
   useEffect(() => {
