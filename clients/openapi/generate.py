@@ -410,10 +410,20 @@ class _Builder:
             op["description"] += "\n\nRequires the ADMIN role."
         op["responses"] = http_responses.operation(response, access, self.d.errors(method), has_body=bool(rule.body))
         if method.server_streaming:  # Envoy's transcoder: Server-Sent Events, one message per event
+            op.setdefault("parameters", []).append(
+                {
+                    "name": "Last-Event-ID",
+                    "in": "header",
+                    "required": False,
+                    "description": "The `id` of the last event received (its `resumeToken`): the stream "
+                    "continues after it. What a reconnecting SSE client sends.",
+                    "schema": {"type": "string", "maxLength": 1024},
+                }
+            )
             op["responses"]["200"] = {
-                "description": "A stream of Server-Sent Events, one `data: <JSON>` line per message (the "
-                f"`{response.rsplit('.', 1)[-1]}` schema); send the last `resumeToken` back as `Last-Event-ID` "
-                "to resume.",
+                "description": "A stream of Server-Sent Events, one `id: <resumeToken>` and one `data: <JSON>` "
+                f"line per message (the `{response.rsplit('.', 1)[-1]}` schema); send the last `id` back as "
+                "`Last-Event-ID` to resume.",
                 "content": {
                     "text/event-stream": {
                         "schema": {  # one event (schemathesis checks each one against it)
