@@ -38,7 +38,6 @@ import argparse
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -144,9 +143,7 @@ def main() -> None:
     parser.add_argument("--bcrypt-rounds", type=int, default=12)
     parser.add_argument("--envoy-workers", type=int, default=2)
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
-        sys.exit(2)
+    support.require_wrk()
     conns, secs = args.connections, args.seconds
 
     support.log_like_production()

@@ -29,7 +29,6 @@ import argparse
 import asyncio
 import multiprocessing
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -108,9 +107,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--envoy-workers", type=int, default=2)
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
-        sys.exit(2)
+    support.require_wrk()
     support.quiet_logging()
     # Canned servers ignore tokens and ids: any will do.
     accounts = [support.Account("t", tuple(f"{n:024x}" for n in range(20)))]

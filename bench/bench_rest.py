@@ -46,7 +46,6 @@ import asyncio
 import os
 import re
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -260,9 +259,7 @@ def main() -> None:
         "none: no such filter, to show the REST routes do not pay for it",
     )
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
-        sys.exit(2)
+    support.require_wrk()
     levels = [int(c) for c in args.connections.split(",")]
 
     support.log_like_production()

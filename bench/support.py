@@ -12,6 +12,7 @@ import io
 import logging
 import os
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -210,6 +211,13 @@ def load_in_process(conn: Connection, address: str, accounts: list[Account], kwa
         conn.send(run_load(address, accounts, **kwargs))
     finally:
         conn.close()
+
+
+def require_wrk() -> None:
+    """Exit with the install hint when Debian's wrk (the REST load generator) is missing."""
+    if shutil.which("wrk") is None:
+        print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
+        sys.exit(2)
 
 
 def percentile(sorted_values: list[float], p: float) -> float:
