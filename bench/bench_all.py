@@ -336,7 +336,7 @@ def main() -> None:
                     refused = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
                     print(
                         f"storm logins: {(attempts - refused) / (secs + 1):.1f}/s signed in at {args.storm} "
-                        f"connections, {refused} refused (shed while every bcrypt slot was busy)",
+                        f"connections, {refused} non-2xx (503: shed, every bcrypt slot busy; 429: a Login limit)",
                         flush=True,
                     )
                     errors.report(edge, before, "storm (the mix and the logins)")
