@@ -27,7 +27,13 @@ as the floor); CPU per call as in bench_rest.py (server: this process, every rep
 no-op server, measured while only that row's load runs).
 
     .venv/bin/python bench/bench_all.py [--replicas 1] [--seconds 5] [--connections 64]
-        [--storm 16] [--burst 1000] [--bcrypt-rounds 12]
+        [--storm 16] [--burst 1000] [--bcrypt-rounds 12] [--rows storm,mix] [--explain-errors]
+
+  --rows            only these rows (the burst runs unless --burst 0)
+  --explain-errors  the edge writes its JSON access log to a file; after each row, its non-2xx
+                    by (rpc, status, grpc status, response flags, details, attempts) and the
+                    replicas' cluster counters that moved (retries, overflows, resets, 5xx).
+                    Status 0 with flag DC: wrk closed the connection when it stopped.
 
 Prints a table; asserts nothing. Exits 2 when wrk is not installed.
 """
@@ -54,7 +60,7 @@ import support  # noqa: E402
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # noqa: E402
 
 from taskapi.server.app import App  # noqa: E402
-from taskapi.server.edge import Envoy  # noqa: E402
+from taskapi.server.edge import CLUSTER, Envoy  # noqa: E402
 from taskapi.v1 import auth_pb2, auth_pb2_grpc, task_pb2, task_pb2_grpc  # noqa: E402
 from tests.support.edge import edge_config  # noqa: E402
 
@@ -126,6 +132,63 @@ def print_row(row: bench_rest.Row, floors: dict[str, float]) -> None:
     )
 
 
+class ErrorTally:
+    """--explain-errors: what each row's non-2xx were, from the edge's JSON access log (a file
+    per Envoy, flushed every second) and the replicas' cluster counters (/stats)."""
+
+    COUNTERS = re.compile(
+        r"upstream_rq_(pending_overflow|retry_overflow|timeout|per_try_timeout|rx_reset|tx_reset|5\d\d|retry|"
+        r"retry_success|cancelled|maintenance_mode|max_duration_reached)$|upstream_cx_(destroy\w*|connect_fail|"
+        r"overflow|protocol_error|close_notify|none_healthy)$|circuit_breakers\.default\.\w+_open$"
+    )
+
+    def __init__(self, enabled: bool, logs: dict[int, Path]) -> None:
+        self.enabled, self.logs = enabled, logs  # admin port -> access log file
+
+    def counters(self, envoy: Envoy) -> dict[str, int]:
+        body = envoy.admin_get(f"/stats?filter=^cluster[.]{CLUSTER}[.]&format=json")
+        stats = json.loads(body).get("stats", [])
+        prefix = f"cluster.{CLUSTER}."
+        return {
+            item["name"].removeprefix(prefix): int(item["value"])
+            for item in stats
+            if "value" in item and self.COUNTERS.search(item["name"].removeprefix(prefix))
+        }
+
+    def mark(self, envoy: Envoy) -> tuple[int, dict[str, int]]:
+        if not self.enabled:
+            return 0, {}
+        time.sleep(1.5)  # what the previous row sent is flushed to the file
+        log = self.logs[envoy.config.admin_port]
+        return (log.stat().st_size if log.exists() else 0), self.counters(envoy)
+
+    def report(self, envoy: Envoy, before: tuple[int, dict[str, int]], label: str) -> None:
+        if not self.enabled:
+            return
+        time.sleep(1.5)  # Envoy flushes its access log every second
+        offset, counters0 = before
+        with open(self.logs[envoy.config.admin_port], "rb") as log:
+            log.seek(offset)
+            lines = [json.loads(line) for line in log.read().splitlines() if line.strip()]
+        tally: dict[tuple[str, ...], int] = {}
+        for entry in lines:
+            if not str(entry.get("status", "")).startswith("2"):
+                key = tuple(str(entry.get(k)) for k in ("rpc", "status", "grpc_status", "flags", "details", "attempts"))
+                tally[key] = tally.get(key, 0) + 1
+        moved = {k: v - counters0.get(k, 0) for k, v in self.counters(envoy).items() if v != counters0.get(k, 0)}
+        print(f"  {label}: {len(lines)} lines, non-2xx by (rpc, status, grpc status, flags, details, attempts):")
+        for key, count in sorted(tally.items(), key=lambda kv: -kv[1]):
+            print(f"    {count:>6} x {' '.join(key)}")
+        shown = ", ".join(f"{k} +{v}" for k, v in sorted(moved.items())) or "none"
+        print(f"  cluster {CLUSTER} counters that moved: {shown}")
+        failed_reads = [
+            e for e in lines if not str(e.get("status", "")).startswith(("2", "0")) and "Login" not in e["rpc"]
+        ]
+        for entry in failed_reads[:3]:  # status 0: wrk closed the connection (at its end), not an answer
+            print(f"    e.g. {json.dumps(entry)}")
+        sys.stdout.flush()
+
+
 HEADER = (
     f"{'row':<12} {'conns':>5} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'non-2xx':>7}  "
     + " ".join(f"{c:>6}" for c in bench_rest.CPU_COLUMNS)
@@ -142,6 +205,17 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=1000, help="simultaneous connections, one call each (0: none)")
     parser.add_argument("--bcrypt-rounds", type=int, default=12)
     parser.add_argument("--envoy-workers", type=int, default=2)
+    parser.add_argument(
+        "--rows",
+        default="all",
+        help="comma-separated rows to run (floor-envoy,floor-noop,mix,get-cold,list20,create,storm); all: every row",
+    )
+    parser.add_argument(
+        "--explain-errors",
+        action="store_true",
+        help="the edge writes its JSON access log to a file: after each row, its non-2xx by "
+        "(rpc, status, response flags, details, attempts) and the replicas' cluster counters that moved",
+    )
     args = parser.parse_args()
     support.require_wrk()
     conns, secs = args.connections, args.seconds
@@ -174,8 +248,17 @@ def main() -> None:
                 paths[name] = workdir / f"{name}.lua"
                 paths[name].write_text(text)
 
+            logs: dict[int, Path] = {}
+            errors = ErrorTally(args.explain_errors, logs)
+            selected = set(args.rows.split(",")) if args.rows != "all" else None
+
+            def wanted(name: str) -> bool:
+                return selected is None or name in selected
+
             def envoy_for(name: str, upstreams: list[tuple[str, int]], expect: int) -> Envoy:
-                config = edge_config(upstreams, access_log=os.devnull, health_check_interval_seconds=2.0)
+                access_log = workdir / f"{name}-access.log" if args.explain_errors else Path(os.devnull)
+                config = edge_config(upstreams, access_log=str(access_log), health_check_interval_seconds=2.0)
+                logs[config.admin_port] = access_log
                 (workdir / name).mkdir()
                 log = open(workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the run's directory
                 envoy = Envoy(
@@ -201,15 +284,28 @@ def main() -> None:
                 )
                 bench_rest.run_wrk("warmup", edge, pids, rest, paths["mix"], 8, 1)
                 floors: dict[str, float] = {}
-                rows = [
-                    bench_rest.run_wrk("floor-envoy", edge, pids, edge.rest_url + "no-such-thing", None, conns, secs),
-                    bench_rest.run_wrk("floor-noop", noop_edge, noop_pids, noop_rest, paths["noop"], conns, secs),
-                ]
-                floors["envoy"], floors["noop"] = rows[0].req_per_s, rows[1].req_per_s
+                printed: dict[str, bench_rest.Row] = {}
+
+                def run(
+                    name: str, envoy: Envoy, these: dict[str, int], url: str, wrk_lua: Path | None
+                ) -> bench_rest.Row:
+                    before = errors.mark(envoy)
+                    row = bench_rest.run_wrk(name, envoy, these, url, wrk_lua, conns, secs)
+                    if name != "floor-envoy":  # every one of its answers is a 404 by design
+                        errors.report(envoy, before, row.name)
+                    printed[name] = row
+                    return row
+
                 print(HEADER)
-                for row in rows:
-                    print_row(row, floors)
-                print_row(bench_rest.run_wrk("mix", edge, pids, rest, paths["mix"], conns, secs), floors)
+                if wanted("floor-envoy"):
+                    floors["envoy"] = run("floor-envoy", edge, pids, edge.rest_url + "no-such-thing", None).req_per_s
+                if wanted("floor-noop"):
+                    floors["noop"] = run("floor-noop", noop_edge, noop_pids, noop_rest, paths["noop"]).req_per_s
+                for name in ("floor-envoy", "floor-noop"):
+                    if name in printed:
+                        print_row(printed[name], floors)
+                if wanted("mix"):
+                    print_row(run("mix", edge, pids, rest, paths["mix"]), floors)
                 read = app.task_cache.read
 
                 def miss(owner: str, entry: str) -> tuple[bytes | None, str | None]:
@@ -218,23 +314,29 @@ def main() -> None:
                 app.task_cache.read = miss  # type: ignore[method-assign]  # bench-only: every lookup misses
                 try:
                     for name in ("get-cold", "list20"):
-                        print_row(bench_rest.run_wrk(name, edge, pids, rest, paths[name], conns, secs), floors)
+                        if wanted(name):
+                            print_row(run(name, edge, pids, rest, paths[name]), floors)
                 finally:
                     del app.task_cache.read  # the class's method again
-                print_row(bench_rest.run_wrk("create", edge, pids, rest, paths["create"], conns, secs), floors)
-                storm_cmd = ["wrk", "-t", "1", "-c", str(args.storm), "-d", f"{secs + 1}s", "-s", str(paths["login"])]
-                storm = subprocess.Popen([*storm_cmd, rest], stdout=subprocess.PIPE, text=True)
-                time.sleep(0.5)  # the storm under way before the mix starts
-                mixed = bench_rest.run_wrk("storm", edge, pids, rest, paths["mix"], conns, secs)
-                out, _ = storm.communicate()
-                print_row(mixed, floors)
-                attempts = int(bench_rest._wrk_field(r"(\d+) requests in", out))
-                refused = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
-                print(
-                    f"storm logins: {(attempts - refused) / (secs + 1):.1f}/s signed in at {args.storm} connections, "
-                    f"{refused} refused (shed while every bcrypt slot was busy)",
-                    flush=True,
-                )
+                if wanted("create"):
+                    print_row(run("create", edge, pids, rest, paths["create"]), floors)
+                if wanted("storm"):
+                    storm_secs, login_lua = f"{secs + 1}s", str(paths["login"])
+                    storm_cmd = ["wrk", "-t", "1", "-c", str(args.storm), "-d", storm_secs, "-s", login_lua]
+                    before = errors.mark(edge)
+                    storm = subprocess.Popen([*storm_cmd, rest], stdout=subprocess.PIPE, text=True)
+                    time.sleep(0.5)  # the storm under way before the mix starts
+                    mixed = bench_rest.run_wrk("storm", edge, pids, rest, paths["mix"], conns, secs)
+                    out, _ = storm.communicate()
+                    print_row(mixed, floors)
+                    attempts = int(bench_rest._wrk_field(r"(\d+) requests in", out))
+                    refused = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
+                    print(
+                        f"storm logins: {(attempts - refused) / (secs + 1):.1f}/s signed in at {args.storm} "
+                        f"connections, {refused} non-2xx (503: shed, every bcrypt slot busy; 429: a Login limit)",
+                        flush=True,
+                    )
+                    errors.report(edge, before, "storm (the mix and the logins)")
                 if args.burst:
                     bench_rest.run_burst(edge, accounts, args.burst)
             finally:

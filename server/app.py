@@ -281,12 +281,17 @@ class App:
             # the largest valid page (100 of the largest tasks: ~1.1 MB) refused it with grpc's
             # own RESOURCE_EXHAUSTED ("Sent message larger than max") instead of answering.
             ("grpc.so_reuseport", 0),
-            # Backpressure, not refusal: a client with this many calls open on one connection
-            # waits for one to finish (HTTP/2 flow control). Envoy sends fewer (it queues the
-            # rest itself, edge config `replica_concurrency`). No `maximum_concurrent_rpcs`:
-            # grpcio refuses calls beyond it as RESOURCE_EXHAUSTED "Concurrent RPC limit
-            # exceeded!", a 429 that reads as a rate limit and carries no retry advice.
-            ("grpc.max_concurrent_streams", settings.workers * 4),
+            # Streams a client may open on one connection. Envoy sends at most its
+            # `replica_concurrency` (the workers) and queues the rest itself, so this is not
+            # the limit that shapes load. grpc refuses a stream beyond it (REFUSED_STREAM), and
+            # what it counts is not only what Envoy has open: at workers x 4, during a login
+            # storm (Envoy resetting the streams of hundreds of retried shed Logins), it refused
+            # streams while Envoy had at most `workers` open, and reads refused three times
+            # were answered 503 (issue 14, bench/README.md; at x 64 none in the same runs).
+            # No `maximum_concurrent_rpcs`: grpcio refuses calls beyond it as
+            # RESOURCE_EXHAUSTED "Concurrent RPC limit exceeded!", a 429 that reads as a rate
+            # limit and carries no retry advice.
+            ("grpc.max_concurrent_streams", settings.workers * 64),
             # Envoy accepts 32 KiB of request headers, and the transcoder forwards the REST path
             # with its query string as x-envoy-original-path: grpc's default limits (8 KiB soft,
             # 16 KiB hard) turned a long query string into RESOURCE_EXHAUSTED (429) before the

@@ -144,3 +144,91 @@ def test_a_shed_grpc_call_is_unavailable_and_the_sdk_retries_even_a_write(replic
             assert (
                 len(sleeps) == 1 and replica.calls == before + 3
             )  # the two occupying calls, and the SDK's: shed once, then run once
+
+
+class StormReplica:
+    """A stand-in replica during a login storm: every Login is shed after LOGIN_SECONDS (503
+    UNAVAILABLE marked `x-retry-safe`, as the server sheds one while its password-hashing
+    slots are busy), and each GetTask's first attempt is refused UNAVAILABLE (nothing done,
+    a repeatable read: the edge retries it; the retry is answered). It counts both."""
+
+    LOGIN_SECONDS = 0.3
+
+    def __init__(self) -> None:
+        self.logins = self.reads = 0
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=64))
+        health_servicer = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, self.server)
+        self.server.add_generic_rpc_handlers((_Storm(self),))
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+        health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+
+    def login(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        with self._lock:
+            self.logins += 1
+        time.sleep(self.LOGIN_SECONDS)
+        context.set_trailing_metadata((("x-retry-safe", "true"),))
+        context.abort(grpc.StatusCode.UNAVAILABLE, "the server is busy checking passwords; retry shortly")
+
+    def get(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        request_id = str(dict(context.invocation_metadata())["x-request-id"])  # the same on every attempt
+        with self._lock:
+            self.reads += 1
+            first = request_id not in self._seen
+            self._seen.add(request_id)
+        if first:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "refused before it ran")
+        return task_pb2.Task(id="0123456789abcdef01234567", title="read").SerializeToString()
+
+
+class _Storm(grpc.GenericRpcHandler):
+    def __init__(self, replica: StormReplica) -> None:
+        self._replica = replica
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[bytes, bytes] | None:
+        if details.method == "/taskapi.v1.AuthService/Login":
+            return grpc.unary_unary_rpc_method_handler(self._replica.login)
+        if details.method == "/taskapi.v1.TaskService/GetTask":
+            return grpc.unary_unary_rpc_method_handler(self._replica.get)
+        return None
+
+
+def test_a_login_storm_does_not_take_the_retries_other_calls_need(tmp_path: Path) -> None:
+    """48 clients log in over and over while every Login is shed (retry-safe, so the edge
+    retries each twice): far more retries at once than the old cap of 16 the whole cluster
+    shared. Reads whose first attempt a replica refused are still retried and answered 200,
+    never a 503, and no retry is refused for lack of a slot (upstream_rq_retry_overflow)."""
+    replica = StormReplica()
+    try:
+        with running_edge([("127.0.0.1", replica.port)], tmp_path, replica_concurrency=64) as envoy:
+            client = RestClient(f"http://127.0.0.1:{envoy.config.rest_port}/api/v1/")
+            stop = threading.Event()
+            login_statuses: list[int] = []
+
+            def storm() -> None:
+                while not stop.is_set():
+                    response = client.post("auth/login", {"email": "storm@example.com", "password": "wrong password"})
+                    login_statuses.append(response.status)
+
+            with futures.ThreadPoolExecutor(48) as stormers:
+                for _ in range(48):
+                    stormers.submit(storm)
+                try:
+                    time.sleep(2 * StormReplica.LOGIN_SECONDS)  # the storm's retries under way
+                    with futures.ThreadPoolExecutor(8) as readers:
+                        reads = list(
+                            readers.map(lambda _: client.get("tasks/0123456789abcdef01234567").status, range(40))
+                        )
+                finally:
+                    stop.set()
+            stats = cluster_stats(envoy, "")
+        assert reads == [200] * 40, reads
+        assert replica.reads == 80  # each read refused once, then retried and answered
+        assert login_statuses and set(login_statuses) == {503}  # the storm was shed throughout
+        assert stats["upstream_rq_retry"] >= 2 * len(login_statuses)  # every shed Login retried twice
+        assert stats["upstream_rq_retry_overflow"] == 0, stats
+    finally:
+        replica.server.stop(0)
