@@ -99,7 +99,12 @@ def _unavailable_soon(client: RestClient, path: str, body: dict[str, str] | None
     while True:
         response = client.post(path, body) if body is not None else client.get(path)
         if response.status == 503:
-            assert response.json()["code"] == UNAVAILABLE, response
+            body = response.json()
+            assert body["code"] == UNAVAILABLE, response
+            # Envoy's own reply, in ours: when to come back, and none of its wording.
+            assert response.headers["retry-after"] == "1", response
+            assert {d["@type"].rsplit(".", 1)[-1]: d for d in body["details"]}["RetryInfo"]["retryDelay"] == "1s"
+            assert "upstream" not in body["message"], body
             return
         assert time.monotonic() < deadline, response
         time.sleep(0.1)
