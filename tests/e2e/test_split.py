@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -99,12 +100,12 @@ def _unavailable_soon(client: RestClient, path: str, body: dict[str, str] | None
     while True:
         response = client.post(path, body) if body is not None else client.get(path)
         if response.status == 503:
-            body = response.json()
-            assert body["code"] == UNAVAILABLE, response
+            reply: dict[str, Any] = response.json()
+            assert reply["code"] == UNAVAILABLE, response
             # Envoy's own reply, in ours: when to come back, and none of its wording.
             assert response.headers["retry-after"] == "1", response
-            assert {d["@type"].rsplit(".", 1)[-1]: d for d in body["details"]}["RetryInfo"]["retryDelay"] == "1s"
-            assert "upstream" not in body["message"], body
+            assert {d["@type"].rsplit(".", 1)[-1]: d for d in reply["details"]}["RetryInfo"]["retryDelay"] == "1s"
+            assert "upstream" not in reply["message"], reply
             return
         assert time.monotonic() < deadline, response
         time.sleep(0.1)
