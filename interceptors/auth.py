@@ -72,7 +72,7 @@ class TokenInterceptor(ServerInterceptor):
         if self._policy.level(method_name) != PUBLIC:
             state = current_call()
             try:
-                state.caller = self._authenticator.authenticate(_bearer_token(context))
+                state.caller = self._authenticator.authenticate(bearer_token(context.invocation_metadata()))
             except Unauthenticated as error:
                 # Not raised here: the rate limiter must count this call by IP first
                 # (token guessing is limited too); AccessInterceptor raises it.
@@ -97,8 +97,9 @@ class AccessInterceptor(ServerInterceptor):
         return method(request, context)
 
 
-def _bearer_token(context: grpc.ServicerContext) -> str:
-    for key, value in context.invocation_metadata():
+def bearer_token(metadata: Iterable[tuple[str, str | bytes]]) -> str:
+    """The call's access token (unary calls here, streams on the watch server), or UNAUTHENTICATED."""
+    for key, value in metadata:
         if key == "authorization" and isinstance(value, str):
             scheme, _, token = value.partition(" ")
             if scheme.lower() == "bearer" and token.strip():

@@ -23,12 +23,12 @@ from typing import Any, Protocol
 import grpc
 from google.rpc import status_pb2
 
-from taskapi.interceptors.auth import Authenticator
+from taskapi.interceptors.auth import Authenticator, bearer_token
 from taskapi.interceptors.status import to_status
 from taskapi.server.api.convert import change_to_proto
 from taskapi.server.domain.caller import Caller
 from taskapi.server.domain.changes import Change, Changes, Cursor
-from taskapi.server.domain.errors import ApiError, ResourceExhausted, Unauthenticated, Unavailable
+from taskapi.server.domain.errors import ApiError, ResourceExhausted, Unavailable
 from taskapi.server.domain.errors import QuotaViolation as Quota
 from taskapi.v1 import task_pb2
 
@@ -159,13 +159,18 @@ class WatchServicer:
         try:
             if self.draining.is_set():
                 raise Unavailable("this replica is stopping; watch again (another replica answers)")
-            caller = await asyncio.to_thread(self._caller, context)
+            metadata = tuple(context.invocation_metadata() or ())
+            caller = await asyncio.to_thread(self._caller, metadata)
             lease = await self._limits.acquire(caller.user_id)
         except ApiError as error:
             await self._abort(context, error)
             return
         try:
-            async with contextlib.aclosing(self._stream(caller, request, context)) as stream:  # unfollows at once
+            # Over REST a reconnecting EventSource-style client sends its last SSE id as Last-Event-ID.
+            token = request.resume_token or next(
+                (value for key, value in metadata if key == "last-event-id" and isinstance(value, str)), ""
+            )
+            async with contextlib.aclosing(self._stream(caller, token)) as stream:  # unfollows at once
                 async for change in stream:
                     await self._write(context, change)
         except ApiError as error:
@@ -189,19 +194,10 @@ class WatchServicer:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(_abort(context, error), self._write_timeout)
 
-    def _caller(self, context: Context) -> Caller:
-        metadata = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
-        scheme, _, token = metadata.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise Unauthenticated("a bearer token is required")
-        return self._authenticator.confirm(self._authenticator.authenticate(token.strip()))
+    def _caller(self, metadata: tuple[tuple[str, str | bytes], ...]) -> Caller:
+        return self._authenticator.confirm(self._authenticator.authenticate(bearer_token(metadata)))
 
-    async def _stream(
-        self, caller: Caller, request: task_pb2.WatchTasksRequest, context: Context
-    ) -> AsyncGenerator[task_pb2.TaskChange, None]:
-        metadata = {key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)}
-        # Over REST a reconnecting EventSource-style client sends its last SSE id as Last-Event-ID.
-        token = request.resume_token or metadata.get("last-event-id", "")
+    async def _stream(self, caller: Caller, token: str) -> AsyncGenerator[task_pb2.TaskChange, None]:
         field = "resume_token"
         cursor = await asyncio.to_thread(self._changes.start, caller, token, field)
         loop = asyncio.get_running_loop()
