@@ -24,6 +24,7 @@ import grpc
 from google.rpc import status_pb2
 
 from taskapi.interceptors.auth import Authenticator, bearer_token
+from taskapi.interceptors.decoding import UndecodableRequest, tolerant
 from taskapi.interceptors.status import to_status
 from taskapi.server.api.convert import change_to_proto
 from taskapi.server.domain.caller import Caller
@@ -147,20 +148,26 @@ class WatchServicer:
         return grpc.method_handlers_generic_handler(
             "taskapi.v1.TaskService",
             {
-                "WatchTasks": grpc.unary_stream_rpc_method_handler(
-                    self.watch,  # a coroutine writing its messages: grpc.aio serves it
-                    request_deserializer=task_pb2.WatchTasksRequest.FromString,
-                    response_serializer=task_pb2.TaskChange.SerializeToString,
+                # Bytes that are not a WatchTasksRequest (REST: `?resumeToken=%ff`) come as an
+                # UndecodableRequest, a 400 below, not grpcio's UNKNOWN with a traceback.
+                "WatchTasks": tolerant(
+                    grpc.unary_stream_rpc_method_handler(
+                        self.watch,  # a coroutine writing its messages: grpc.aio serves it
+                        request_deserializer=task_pb2.WatchTasksRequest.FromString,
+                        response_serializer=task_pb2.TaskChange.SerializeToString,
+                    )
                 )
             },
         )
 
-    async def watch(self, request: task_pb2.WatchTasksRequest, context: Context) -> None:
+    async def watch(self, request: task_pb2.WatchTasksRequest | UndecodableRequest, context: Context) -> None:
         try:
             if self.draining.is_set():
                 raise Unavailable("this replica is stopping; watch again (another replica answers)")
             metadata = tuple(context.invocation_metadata() or ())
             caller = await asyncio.to_thread(self._caller, metadata)
+            if isinstance(request, UndecodableRequest):  # after the token, as on the unary path
+                raise request.error()
             lease = await self._limits.acquire(caller.user_id)
         except ApiError as error:
             await self._abort(context, error)

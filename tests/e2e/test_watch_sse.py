@@ -238,13 +238,15 @@ HOSTILE_TOKENS = {
 
 @pytest.mark.parametrize("value", HOSTILE_TOKENS.values(), ids=HOSTILE_TOKENS.keys())
 def test_hostile_resume_tokens_are_4xx_json_and_harm_no_one(sse_stack: Stack, value: bytes) -> None:
-    """Last-Event-ID and sinceToken are new inputs: anything that is not a token this service
+    """Last-Event-ID, resumeToken and sinceToken are new inputs: anything that is not a token this service
     signed is a 4xx in the JSON error shape (never a 5xx), and the next caller is served."""
     client = sse_stack.client
     account = register(client)
     for response in (
         client.get("tasks:watch", token=account.token, headers={"last-event-id": value}),
         client.request("GET", f"tasks:changes?sinceToken={urllib.parse.quote_from_bytes(value)}", token=account.token),
+        # In the query the bytes reach the watch server as they are: 0xff is no UTF-8 string.
+        client.request("GET", f"tasks:watch?resumeToken={urllib.parse.quote_from_bytes(value)}", token=account.token),
     ):
         assert 400 <= response.status < 500, (response.status, response.body[:200])
         body = json.loads(response.body)
