@@ -108,17 +108,22 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
     if args.split and args.replicas is not None:
         # Each embedded store lives in one process: a second account process would hold other accounts.
         raise DevError("--replicas does not apply with --split: one process per side, each with its own embedded store")
-    ports = {
-        "--rest-port": claim_port(args.listen, args.rest_port, "--rest-port"),
-        "--grpc-port": claim_port(args.listen, args.grpc_port, "--grpc-port"),
-        "--admin-port": claim_port("127.0.0.1", args.admin_port, "--admin-port"),
-        "--web-port": claim_port(args.listen, args.web_port, "--web-port"),
+    # Held bound until the server that listens there starts: the replicas, watch servers and
+    # mail sink bind port 0 meanwhile, and the OS may hand them a port just chosen for Envoy.
+    held = {
+        "--rest-port": hold_port(args.listen, args.rest_port, "--rest-port"),
+        "--grpc-port": hold_port(args.listen, args.grpc_port, "--grpc-port"),
+        "--admin-port": hold_port("127.0.0.1", args.admin_port, "--admin-port"),
+        "--web-port": hold_port(args.listen, args.web_port, "--web-port"),
     }
+    ports = {flag: int(sock.getsockname()[1]) for flag, sock in held.items()}
     # --metrics-port 0 (or TASKAPI_METRICS_PORT=0) means any free port.
     metrics_port = settings.metrics_port if args.metrics_port is None else args.metrics_port
     if metrics_port or args.metrics_port == 0:
         metrics_port = claim_port(settings.grpc_host, metrics_port, "--metrics-port")
     with ExitStack() as stack:
+        for sock in held.values():
+            stack.callback(sock.close)  # on any early exit; closing twice is harmless
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="taskapi-dev-")))
         # Before anything starts: no usable password is a clear error, not a half-started stack.
         admin_password = _admin_password(settings) if args.admin_email else ""
@@ -176,12 +181,15 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
             **upstreams,
         )
         envoy = Envoy(config, workdir, concurrency=2, stdout=None, stderr=None, start_new_session=True)
+        for flag in ("--rest-port", "--grpc-port", "--admin-port"):
+            held[flag].close()
         stack.enter_context(envoy)
         try:
             _wait_healthy(envoy, check)
         except (RuntimeError, TimeoutError, ChildExited) as exc:
             raise DevError(f"the stack did not become healthy: {exc}") from exc
 
+        held["--web-port"].close()
         pages = stack.enter_context(serve_pages(args.listen, ports["--web-port"]))
         api_origin = envoy.rest_url.split("/api/")[0]
         print(
@@ -342,25 +350,31 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def claim_port(host: str, port: int, flag: str) -> int:
-    """`port` if it is free (any free port for 0); a clear error if it is taken.
+    """`port` if it is free (any free port for 0); a clear error if it is taken."""
+    with hold_port(host, port, flag) as sock:
+        return int(sock.getsockname()[1])
+
+
+def hold_port(host: str, port: int, flag: str) -> socket.socket:
+    """A socket bound (not listening) to `port`, or to any free port for 0; a clear error if
+    it is taken. Close it just before the real server binds: while it is open, nothing that
+    binds port 0 is given this port.
 
     Bound with SO_REUSEADDR, as Envoy and our HTTP servers bind: connections of the
     previous run linger in TIME_WAIT for a minute after it stops, and they do not stop
     a server from listening again. A socket listening on the port still fails the bind.
+    (Linux never hands a port held this way to a bind to port 0.)
     """
-    if port == 0:
-        return free_port(host)
-    with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise DevError(
-                    f"port {port} on {host} is in use: pass {flag} with another port, or 0 for any"
-                ) from None
-            raise DevError(f"cannot bind {host}:{port} ({flag}): {exc.strerror}") from None
-    return port
+    sock = socket.socket(_family(host), socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise DevError(f"port {port} on {host} is in use: pass {flag} with another port, or 0 for any") from None
+        raise DevError(f"cannot bind {host}:{port} ({flag}): {exc.strerror}") from None
+    return sock
 
 
 def _family(host: str) -> socket.AddressFamily:

@@ -53,6 +53,25 @@ def test_a_port_left_in_time_wait_can_be_claimed() -> None:
     assert dev.claim_port("127.0.0.1", port, "--rest-port") == port
 
 
+def test_a_port_held_for_envoy_is_never_handed_to_a_server_binding_port_0() -> None:
+    """The dev stack chooses Envoy's ports before its replicas and watch servers bind port 0;
+    a port chosen and released was once handed straight to a watch server, and Envoy failed
+    to start. Held, it never is: not to a gRPC-style bind (SO_REUSEADDR and SO_REUSEPORT)."""
+    held = [dev.hold_port("127.0.0.1", 0, "--grpc-port") for _ in range(500)]
+    try:
+        held_ports = {sock.getsockname()[1] for sock in held}
+        for _ in range(2000):
+            with socket.socket() as server:
+                server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                server.bind(("127.0.0.1", 0))
+                server.listen()
+                assert server.getsockname()[1] not in held_ports
+    finally:
+        for sock in held:
+            sock.close()
+
+
 def test_bad_flags_exit_with_usage(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         dev.main(["--replicas", "0"])
