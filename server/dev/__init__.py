@@ -108,22 +108,23 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
     if args.split and args.replicas is not None:
         # Each embedded store lives in one process: a second account process would hold other accounts.
         raise DevError("--replicas does not apply with --split: one process per side, each with its own embedded store")
-    # Held bound until the server that listens there starts: the replicas, watch servers and
-    # mail sink bind port 0 meanwhile, and the OS may hand them a port just chosen for Envoy.
-    held = {
-        "--rest-port": hold_port(args.listen, args.rest_port, "--rest-port"),
-        "--grpc-port": hold_port(args.listen, args.grpc_port, "--grpc-port"),
-        "--admin-port": hold_port("127.0.0.1", args.admin_port, "--admin-port"),
-        "--web-port": hold_port(args.listen, args.web_port, "--web-port"),
-    }
-    ports = {flag: int(sock.getsockname()[1]) for flag, sock in held.items()}
     # --metrics-port 0 (or TASKAPI_METRICS_PORT=0) means any free port.
     metrics_port = settings.metrics_port if args.metrics_port is None else args.metrics_port
+    wanted = {
+        "--rest-port": (args.listen, args.rest_port),
+        "--grpc-port": (args.listen, args.grpc_port),
+        "--admin-port": ("127.0.0.1", args.admin_port),
+        "--web-port": (args.listen, args.web_port),
+    }
     if metrics_port or args.metrics_port == 0:
-        metrics_port = claim_port(settings.grpc_host, metrics_port, "--metrics-port")
+        wanted["--metrics-port"] = (settings.grpc_host, metrics_port)
     with ExitStack() as stack:
-        for sock in held.values():
-            stack.callback(sock.close)  # on any early exit; closing twice is harmless
+        # Each held bound until just before its server listens (closing twice is harmless): the
+        # mail sink, replicas and watch servers bind port 0 meanwhile, and the OS would hand
+        # them a port chosen and let go.
+        held = {flag: stack.enter_context(hold_port(host, port, flag)) for flag, (host, port) in wanted.items()}
+        ports = {flag: int(sock.getsockname()[1]) for flag, sock in held.items()}
+        metrics_port = ports.get("--metrics-port", 0)
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="taskapi-dev-")))
         # Before anything starts: no usable password is a clear error, not a half-started stack.
         admin_password = _admin_password(settings) if args.admin_email else ""
@@ -140,6 +141,8 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
             settings, redis_url=redis_url, smtp=smtp, metrics_port=metrics_port, drain_seconds=0.0
         )
 
+        if "--metrics-port" in held:
+            held["--metrics-port"].close()
         if args.split:
             split = _start_split(stack, settings, metrics_port, args.admin_email or "", admin_password)
             upstreams: dict[str, Any] = {"service_upstreams": split.service_upstreams()}

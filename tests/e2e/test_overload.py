@@ -103,7 +103,7 @@ def test_a_burst_waits_in_the_edge_queue_and_what_does_not_fit_is_a_clean_503(
                     {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1s"},
                 ],
             }
-        assert cluster_stats(envoy, "")["upstream_rq_pending_overflow"] == 5  # counted, for dashboards
+        assert stats["upstream_rq_pending_overflow"] == 5  # counted, for dashboards
 
 
 def _reason(body: object) -> str:
