@@ -6,7 +6,7 @@ What runs
   shared read cache, the embedded mongomock store, JSON call logs to /dev/null), bcrypt at
   `--bcrypt-rounds` (12, the default, so the login storm costs what it does in production).
   Beside it, for the floors, a second Envoy in front of a no-op gRPC server (grpcio's sync
-  server, 16 workers, no interceptors: GetTask, ListTasks and CreateTask answer a canned
+  server with the replicas' `--workers`, no interceptors: GetTask, ListTasks and CreateTask answer a canned
   message), the same edge configuration.
 
 Rows (wrk, keep-alive HTTP/1.1, one request in flight per connection, `--connections`)
@@ -60,6 +60,7 @@ import support  # noqa: E402
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # noqa: E402
 
 from taskapi.server.app import App  # noqa: E402
+from taskapi.server.config import Settings  # noqa: E402
 from taskapi.server.edge import CLUSTER, Envoy  # noqa: E402
 from taskapi.v1 import auth_pb2, auth_pb2_grpc, task_pb2, task_pb2_grpc  # noqa: E402
 from tests.support.edge import edge_config  # noqa: E402
@@ -98,8 +99,8 @@ class _NoOpTasks(task_pb2_grpc.TaskServiceServicer):
         return request.task
 
 
-def start_noop() -> tuple[grpc.Server, int]:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+def start_noop(workers: int) -> tuple[grpc.Server, int]:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
     # The stubs mark every RPC abstract; the real base class answers UNIMPLEMENTED for the rest.
     task_pb2_grpc.add_TaskServiceServicer_to_server(_NoOpTasks(), server)  # type: ignore[abstract]
     checks = health.HealthServicer()
@@ -205,6 +206,7 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=1000, help="simultaneous connections, one call each (0: none)")
     parser.add_argument("--bcrypt-rounds", type=int, default=12)
     parser.add_argument("--envoy-workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=Settings.workers, help="TASKAPI_WORKERS of each replica")
     parser.add_argument(
         "--rows",
         default="all",
@@ -223,9 +225,9 @@ def main() -> None:
     support.log_like_production()
     with support.redis_url() as url, tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        settings = support.bench_settings(url, bcrypt_rounds=args.bcrypt_rounds)
+        settings = support.bench_settings(url, bcrypt_rounds=args.bcrypt_rounds, workers=args.workers)
         app = App(settings)
-        noop, noop_port = start_noop()
+        noop, noop_port = start_noop(args.workers)
         try:
             replicas = [app.start_replica(0) for _ in range(args.replicas)]
             accounts = support.seed(replicas[0].address)
@@ -257,7 +259,12 @@ def main() -> None:
 
             def envoy_for(name: str, upstreams: list[tuple[str, int]], expect: int) -> Envoy:
                 access_log = workdir / f"{name}-access.log" if args.explain_errors else Path(os.devnull)
-                config = edge_config(upstreams, access_log=str(access_log), health_check_interval_seconds=2.0)
+                config = edge_config(
+                    upstreams,
+                    access_log=str(access_log),
+                    health_check_interval_seconds=2.0,
+                    replica_concurrency=args.workers,
+                )
                 logs[config.admin_port] = access_log
                 (workdir / name).mkdir()
                 log = open(workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the run's directory

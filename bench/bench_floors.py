@@ -1,7 +1,7 @@
 """grpcio's own floor: a no-op TaskService on the sync server vs grpc.aio, through Envoy and direct.
 
 What runs (all in this process, one model loaded at a time)
-  sync   grpc.server on a ThreadPoolExecutor of 16 threads, no interceptors:
+  sync   grpc.server on a ThreadPoolExecutor of `--workers` threads (16), no interceptors:
          GetTask/ListTasks answer a canned message (bench_all.py's floor-noop server).
   aio    grpc.aio.server on an event loop in a thread of this process, the same canned
          answers from `async def` handlers, no interceptors.
@@ -106,12 +106,13 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--envoy-workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=16, help="the sync server's threads")
     args = parser.parse_args()
     support.require_wrk()
     support.quiet_logging()
     # Canned servers ignore tokens and ids: any will do.
     accounts = [support.Account("t", tuple(f"{n:024x}" for n in range(20)))]
-    sync_server, sync_port = bench_all.start_noop()
+    sync_server, sync_port = bench_all.start_noop(args.workers)
     aio = AioNoOp()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -133,7 +134,7 @@ def main() -> None:
                 edges[name] = envoy
                 envoy.wait_healthy(replicas=1)
             ports = {"sync": sync_port, "aio": aio.port}
-            print(f"seconds={args.seconds} conns={args.connections} sync workers=16 cores={os.cpu_count()}")
+            print(f"seconds={args.seconds} conns={args.connections} sync workers={args.workers} cores={os.cpu_count()}")
             print(
                 f"{'model':<6} {'load':<7} {'req/s':>7} {'p99 ms':>7} "
                 f"{'srv us/call':>11} {'envoy us/call':>13} {'box':>5}"

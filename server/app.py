@@ -46,7 +46,7 @@ from taskapi.server.config import Settings
 from taskapi.server.domain.accounts import Accounts
 from taskapi.server.domain.changes import Changes
 from taskapi.server.domain.page_tokens import PageTokens
-from taskapi.server.domain.passwords import PasswordHasher
+from taskapi.server.domain.passwords import PasswordHasher, waiting_allowed
 from taskapi.server.domain.sessions import PublishedSessions, Sessions
 from taskapi.server.domain.tasks import Tasks
 from taskapi.server.domain.tokens import Tokens
@@ -193,8 +193,7 @@ class App:
         hasher = PasswordHasher(
             rounds=settings.bcrypt_rounds,
             concurrency=settings.bcrypt_concurrency,
-            # Password checks may hold at most half the workers; the rest serve everything else.
-            max_waiting=max(1, settings.workers // 2 - settings.bcrypt_concurrency),
+            max_waiting=waiting_allowed(settings.workers, settings.bcrypt_concurrency),
         )
         self.metrics.measure_password_hashing(hasher.load, settings.bcrypt_concurrency)
         self._accounts = Accounts(

@@ -107,9 +107,11 @@ class Settings:
     grpc_host: str = "127.0.0.1"
     grpc_port: int = 50051
     metrics_port: int = 9464  # 0: any free port (tests)
-    workers: int = (
-        8  # thread-pool size of the sync gRPC server (measured: 4-8 serve as much as 16 on 2 cores, with a lower p99)
-    )
+    # Thread-pool size of the sync gRPC server, and so the calls Envoy sends a replica at once.
+    # Measured on 2 cores (bench/README.md "Worker threads"): 4 serve the cached mix ~15 % faster
+    # than 8 at less CPU a call (fewer threads contending for the GIL), and as many reads during
+    # a login storm once password checks are held to half the workers.
+    workers: int = 4
     max_message_bytes: int = 1 << 20
     shutdown_grace_seconds: float = 10.0
     # NOT_SERVING this long before refusing calls, so balancers' health checks notice first.

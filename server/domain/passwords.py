@@ -22,6 +22,12 @@ MIN_PASSWORD_BYTES = 8  # the proto rule for requests; the CLI checks it too
 MAX_PASSWORD_BYTES = 72  # bcrypt ignores what follows; we reject instead of truncating
 
 
+def waiting_allowed(workers: int, concurrency: int) -> int:
+    """How many password checks may queue for a slot so that, running and waiting together,
+    they hold at most half of a server's `workers` threads: the rest serve every other call."""
+    return max(0, workers // 2 - concurrency)
+
+
 class PasswordHasher:
     def __init__(self, *, rounds: int, concurrency: int, max_waiting: int = 8) -> None:
         self._rounds = rounds
