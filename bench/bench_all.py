@@ -60,7 +60,7 @@ import support  # noqa: E402
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # noqa: E402
 
 from taskapi.server.app import App  # noqa: E402
-from taskapi.server.config import Settings  # noqa: E402
+from taskapi.server.config import Settings, replica_concurrency  # noqa: E402
 from taskapi.server.edge import CLUSTER, Envoy  # noqa: E402
 from taskapi.v1 import auth_pb2, auth_pb2_grpc, task_pb2, task_pb2_grpc  # noqa: E402
 from tests.support.edge import edge_config  # noqa: E402
@@ -208,6 +208,12 @@ def main() -> None:
     parser.add_argument("--envoy-workers", type=int, default=2)
     parser.add_argument("--workers", type=int, default=Settings.workers, help="TASKAPI_WORKERS of each replica")
     parser.add_argument(
+        "--replica-concurrency",
+        type=int,
+        default=0,
+        help="calls Envoy sends a replica at once (0: as taskapi does, 2 per worker)",
+    )
+    parser.add_argument(
         "--rows",
         default="all",
         help="comma-separated rows to run (floor-envoy,floor-noop,mix,get-cold,list20,create,storm); all: every row",
@@ -263,7 +269,7 @@ def main() -> None:
                     upstreams,
                     access_log=str(access_log),
                     health_check_interval_seconds=2.0,
-                    replica_concurrency=args.workers,
+                    replica_concurrency=args.replica_concurrency or replica_concurrency(args.workers),
                 )
                 logs[config.admin_port] = access_log
                 (workdir / name).mkdir()

@@ -101,16 +101,29 @@ class TracingSettings:
         return url.hostname or "127.0.0.1", url.port or 4317
 
 
+# Calls in flight per worker thread. Two: while a thread runs a call, the replica already holds
+# the next one, so no thread idles between its response and Envoy's next stream. Measured
+# (bench/README.md "Worker threads"): 4 threads with 8 calls in flight served the cached mix
+# ~1.2x the req/s of 4 in flight, at ~0.85x the server CPU per call; 16 in flight no better.
+CALLS_PER_WORKER = 2
+
+
+def replica_concurrency(workers: int) -> int:
+    """Calls Envoy sends a replica of `workers` threads at once; more wait at the edge."""
+    return workers * CALLS_PER_WORKER
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     # Serving
     grpc_host: str = "127.0.0.1"
     grpc_port: int = 50051
     metrics_port: int = 9464  # 0: any free port (tests)
-    # Thread-pool size of the sync gRPC server, and so the calls Envoy sends a replica at once.
-    # Measured on 2 cores (bench/README.md "Worker threads"): 4 serve the cached mix ~15 % faster
-    # than 8 at less CPU a call (fewer threads contending for the GIL), and as many reads during
-    # a login storm once password checks are held to half the workers.
+    # Thread-pool size of the sync gRPC server; Envoy sends a replica twice as many calls at
+    # once (replica_concurrency). Measured on 2 cores (bench/README.md "Worker threads"): 4
+    # threads serve the cached mix faster than 8 at less CPU a call (fewer threads contending
+    # for one GIL), and as many reads during a login storm once password checks are held to
+    # half the threads.
     workers: int = 4
     max_message_bytes: int = 1 << 20
     shutdown_grace_seconds: float = 10.0
@@ -190,6 +203,11 @@ class Settings:
     worker_metrics_port: int = 9465  # `taskapi worker`'s /metrics (0: any free port)
     # OpenTelemetry tracing (OTEL_*); None: off, and the request path pays nothing for it.
     tracing: TracingSettings | None = None
+
+    @property
+    def replica_concurrency(self) -> int:
+        """Calls Envoy sends this replica at once (the rest wait in Envoy's bounded queue)."""
+        return replica_concurrency(self.workers)
 
     @property
     def queue_redis_url(self) -> str:

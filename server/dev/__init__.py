@@ -178,7 +178,7 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
             cors_origins=tuple(args.cors_origin or EdgeConfig.cors_origins),
             # A file, not the console: the server already prints a line per call there.
             access_log=str(workdir / "envoy-access.log"),
-            replica_concurrency=settings.workers,
+            replica_concurrency=settings.replica_concurrency,
             # Envoy's spans go where the server's go (OTEL_EXPORTER_OTLP_ENDPOINT), if anywhere.
             otlp_endpoint=settings.tracing.host_port if settings.tracing is not None else None,
             **upstreams,

@@ -142,9 +142,9 @@ class EdgeConfig:
     max_connections: int = 10_000
     # "stdout", or a file path for the JSON access log.
     access_log: str = "stdout"
-    # Calls in flight per replica (its worker threads, TASKAPI_WORKERS, whose default this is:
-    # a test keeps the two equal); more wait at the edge.
-    replica_concurrency: int = 4
+    # Calls in flight per replica, twice its worker threads (server.config.replica_concurrency
+    # of TASKAPI_WORKERS's default; a test keeps the two equal); more wait at the edge.
+    replica_concurrency: int = 8
     # Calls waiting at the edge for a replica, all replicas together; more are shed (503).
     queue_size: int = 2048
     overload_retry_seconds: int = 1

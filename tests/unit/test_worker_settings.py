@@ -6,14 +6,18 @@ import dataclasses
 
 import pytest
 
-from taskapi.server.config import Settings
+from taskapi.server.config import Settings, replica_concurrency
 from taskapi.server.domain.passwords import waiting_allowed
 from taskapi.server.edge.config import EdgeConfig
 
 
-def test_envoy_sends_a_replica_as_many_calls_as_it_has_workers_by_default() -> None:
+def test_envoy_sends_a_replica_two_calls_per_worker_thread_by_default() -> None:
+    settings = Settings.from_env({"JWT_SECRET": "x" * 32})
     (field,) = [f for f in dataclasses.fields(EdgeConfig) if f.name == "replica_concurrency"]
-    assert field.default == Settings.workers == Settings.from_env({"JWT_SECRET": "x" * 32}).workers
+    assert (
+        field.default == settings.replica_concurrency == replica_concurrency(Settings.workers) == 2 * settings.workers
+    )
+    assert Settings.from_env({"JWT_SECRET": "x" * 32, "TASKAPI_WORKERS": "6"}).replica_concurrency == 12
 
 
 @pytest.mark.parametrize(
