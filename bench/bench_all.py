@@ -205,7 +205,7 @@ def main() -> None:
     parser.add_argument("--storm", type=int, default=16, help="Login connections during the storm row")
     parser.add_argument("--burst", type=int, default=1000, help="simultaneous connections, one call each (0: none)")
     parser.add_argument("--bcrypt-rounds", type=int, default=12)
-    parser.add_argument("--envoy-workers", type=int, default=2)
+    parser.add_argument("--envoy-workers", type=int, default=1, help="Envoy --concurrency (taskapi dev: 1)")
     parser.add_argument("--workers", type=int, default=Settings.workers, help="TASKAPI_WORKERS of each replica")
     parser.add_argument(
         "--replica-concurrency",

@@ -30,7 +30,7 @@ Columns
                 wrk stops with requests in flight; 0 for the floor)
 
     .venv/bin/python bench/bench_rest.py [--replicas 2] [--seconds 3] [--connections 1,8,32]
-        [--envoy-workers 2] [--get-share 0.8] [--no-floor] [--burst 1000] [--edge-sse-ids none]
+        [--envoy-workers 1] [--get-share 0.8] [--no-floor] [--burst 1000] [--edge-sse-ids none]
 
   burst   (--burst N) N connections opened at once, then one GetTask on each at the same
           instant: the count per status (only 200s and 503s with Retry-After expected; Envoy
@@ -240,7 +240,7 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=2)
     parser.add_argument("--seconds", type=int, default=3, help="per row (wrk takes whole seconds)")
     parser.add_argument("--connections", default="1,8,32")
-    parser.add_argument("--envoy-workers", type=int, default=2, help="Envoy --concurrency (taskapi dev uses 2)")
+    parser.add_argument("--envoy-workers", type=int, default=1, help="Envoy --concurrency (taskapi dev: 1)")
     parser.add_argument("--get-share", type=float, default=0.8, help="GetTask share of the mix; the rest ListTasks")
     parser.add_argument("--no-floor", action="store_true", help="skip the Envoy-only 404 rows")
     parser.add_argument("--burst", type=int, default=0, help="then this many simultaneous connections, one call each")

@@ -183,7 +183,12 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
             otlp_endpoint=settings.tracing.host_port if settings.tracing is not None else None,
             **upstreams,
         )
-        envoy = Envoy(config, workdir, concurrency=2, stdout=None, stderr=None, start_new_session=True)
+        # One Envoy worker beside the replicas, which share one process and its GIL (about a
+        # core): measured on 2 cores, it served the cached mix ~1.13x the req/s of two workers
+        # at ~0.88x Envoy's CPU per call (bench/README.md "Envoy workers"). The split layout
+        # runs two server processes, which can use both cores: two workers there.
+        envoy_workers = 2 if args.split else 1
+        envoy = Envoy(config, workdir, concurrency=envoy_workers, stdout=None, stderr=None, start_new_session=True)
         for flag in ("--rest-port", "--grpc-port", "--admin-port"):
             held[flag].close()
         stack.enter_context(envoy)
