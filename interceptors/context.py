@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 
+from taskapi.interceptors.initial_metadata import defer as defer_initial_metadata
 from taskapi.server.domain.caller import Caller
 from taskapi.server.domain.errors import Unauthenticated
 
@@ -32,7 +33,7 @@ class CallState:
     caller: Caller | None = None
     # Why the token was refused; raised by the access check, after the rate limiter counted the call.
     auth_error: Exception | None = None
-    # Sent as initial metadata before the response (or the error): Envoy turns it
+    # Sent as initial metadata, with the response (or the error): Envoy turns it
     # into HTTP headers, which trailing metadata on an error never becomes.
     response_metadata: list[tuple[str, str]] = field(default_factory=list)
     response_metadata_sent: bool = False
@@ -41,10 +42,11 @@ class CallState:
     outcome: tuple[BaseException | None, grpc.StatusCode] | None = None
 
     def send_response_metadata(self, context: Any) -> None:
-        """Send `response_metadata` as initial metadata, once (a second send is an error in grpc)."""
+        """Send `response_metadata` as initial metadata, once (a second send is an error in grpc),
+        with the response or the error rather than in a batch of its own (initial_metadata.py)."""
         if not self.response_metadata_sent:
             self.response_metadata_sent = True
-            context.send_initial_metadata(tuple(self.response_metadata))
+            defer_initial_metadata(context, tuple(self.response_metadata))
 
 
 # What an interceptor's `intercept` calls to run the rest of the chain and the handler.
