@@ -185,7 +185,7 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
         )
         # One Envoy worker beside the replicas, which share one process and its GIL (about a
         # core): measured on 2 cores, it served the cached mix ~1.13x the req/s of two workers
-        # at ~0.88x Envoy's CPU per call (bench/README.md "Envoy workers"). The split layout
+        # at ~0.88x Envoy's CPU per call (bench/README.md "One Envoy worker"). The split layout
         # runs two server processes, which can use both cores: two workers there.
         envoy_workers = 2 if args.split else 1
         envoy = Envoy(config, workdir, concurrency=envoy_workers, stdout=None, stderr=None, start_new_session=True)
