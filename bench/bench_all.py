@@ -60,7 +60,7 @@ import support  # noqa: E402
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # noqa: E402
 
 from taskapi.server.app import App  # noqa: E402
-from taskapi.server.config import Settings, replica_concurrency  # noqa: E402
+from taskapi.server.config import Settings  # noqa: E402
 from taskapi.server.edge import CLUSTER, Envoy  # noqa: E402
 from taskapi.v1 import auth_pb2, auth_pb2_grpc, task_pb2, task_pb2_grpc  # noqa: E402
 from tests.support.edge import edge_config  # noqa: E402
@@ -269,7 +269,7 @@ def main() -> None:
                     upstreams,
                     access_log=str(access_log),
                     health_check_interval_seconds=2.0,
-                    replica_concurrency=args.replica_concurrency or replica_concurrency(args.workers),
+                    replica_concurrency=args.replica_concurrency or settings.replica_concurrency,
                 )
                 logs[config.admin_port] = access_log
                 (workdir / name).mkdir()

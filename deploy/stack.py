@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from taskapi.server.config import Settings, replica_concurrency
+from taskapi.server.config import Settings
 from taskapi.server.edge import EdgeConfig
 
 Manifest = dict[str, Any]
@@ -172,7 +172,7 @@ def edge_config(upstreams: Sequence[tuple[str, int]], watch: Sequence[tuple[str,
         descriptor_at=IMAGE_DESCRIPTOR,
         # Calls Envoy sends each pod at once: twice the pods' worker threads (TASKAPI_WORKERS
         # is left at its default above); more wait in Envoy's queue.
-        replica_concurrency=replica_concurrency(Settings.workers),
+        replica_concurrency=Settings().replica_concurrency,
     )
 
 

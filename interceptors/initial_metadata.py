@@ -23,24 +23,25 @@ from typing import Any
 
 _grpc_server: Any = importlib.import_module("grpc._server")  # private: see the module docstring
 _DEFERRED = "taskapi_deferred_initial_metadata"  # the attribute on grpcio's per-call _RPCState
-_original: Callable[[Any, Any], Any] | None = getattr(_grpc_server, "_get_initial_metadata", None)
 
 
-def _initial_metadata(state: Any, metadata: Any) -> Any:
-    """grpcio's `_get_initial_metadata`, with the call's deferred headers when none were given."""
-    if metadata is None:
-        metadata = getattr(state, _DEFERRED, None)
-    assert _original is not None  # installed only when it exists
-    return _original(state, metadata)
+def _with_deferred(original: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    def initial_metadata(state: Any, metadata: Any) -> Any:
+        """grpcio's `_get_initial_metadata`, with the call's deferred headers when none were given."""
+        return original(state, getattr(state, _DEFERRED, None) if metadata is None else metadata)
+
+    return initial_metadata
 
 
-if _original is not None:
+_original = getattr(_grpc_server, "_get_initial_metadata", None)
+_initial_metadata = _with_deferred(_original) if _original is not None else None
+if _initial_metadata is not None:
     _grpc_server._get_initial_metadata = _initial_metadata
 
 
 def active() -> bool:
     """True when grpcio sends deferred headers with the response (the hook is in place)."""
-    return getattr(_grpc_server, "_get_initial_metadata", None) is _initial_metadata
+    return _initial_metadata is not None and getattr(_grpc_server, "_get_initial_metadata", None) is _initial_metadata
 
 
 def defer(context: Any, metadata: tuple[tuple[str, str], ...]) -> None:

@@ -108,11 +108,6 @@ class TracingSettings:
 CALLS_PER_WORKER = 2
 
 
-def replica_concurrency(workers: int) -> int:
-    """Calls Envoy sends a replica of `workers` threads at once; more wait at the edge."""
-    return workers * CALLS_PER_WORKER
-
-
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     # Serving
@@ -207,7 +202,7 @@ class Settings:
     @property
     def replica_concurrency(self) -> int:
         """Calls Envoy sends this replica at once (the rest wait in Envoy's bounded queue)."""
-        return replica_concurrency(self.workers)
+        return self.workers * CALLS_PER_WORKER
 
     @property
     def queue_redis_url(self) -> str:

@@ -142,7 +142,7 @@ class EdgeConfig:
     max_connections: int = 10_000
     # "stdout", or a file path for the JSON access log.
     access_log: str = "stdout"
-    # Calls in flight per replica, twice its worker threads (server.config.replica_concurrency
+    # Calls in flight per replica, twice its worker threads (Settings.replica_concurrency
     # of TASKAPI_WORKERS's default; a test keeps the two equal); more wait at the edge.
     replica_concurrency: int = 8
     # Calls waiting at the edge for a replica, all replicas together; more are shed (503).

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from taskapi.server.config import Settings, replica_concurrency
+from taskapi.server.config import Settings
 from taskapi.server.domain.passwords import waiting_allowed
 from taskapi.server.edge.config import EdgeConfig
 
@@ -14,9 +14,7 @@ from taskapi.server.edge.config import EdgeConfig
 def test_envoy_sends_a_replica_two_calls_per_worker_thread_by_default() -> None:
     settings = Settings.from_env({"JWT_SECRET": "x" * 32})
     (field,) = [f for f in dataclasses.fields(EdgeConfig) if f.name == "replica_concurrency"]
-    assert (
-        field.default == settings.replica_concurrency == replica_concurrency(Settings.workers) == 2 * settings.workers
-    )
+    assert field.default == settings.replica_concurrency == Settings().replica_concurrency == 2 * settings.workers
     assert Settings.from_env({"JWT_SECRET": "x" * 32, "TASKAPI_WORKERS": "6"}).replica_concurrency == 12
 
 
