@@ -106,6 +106,7 @@ class TracingSettings:
 # (bench/README.md "Worker threads"): 4 threads with 8 calls in flight served the cached mix
 # ~1.2x the req/s of 4 in flight, at ~0.85x the server CPU per call; 16 in flight no better.
 CALLS_PER_WORKER = 2
+MAX_WORKERS = 1024
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -238,7 +239,9 @@ class Settings:
             grpc_host=reader.text("TASKAPI_GRPC_HOST", cls.grpc_host),
             grpc_port=reader.port("TASKAPI_GRPC_PORT", cls.grpc_port),
             metrics_port=reader.port("TASKAPI_METRICS_PORT", cls.metrics_port),
-            workers=reader.integer("TASKAPI_WORKERS", cls.workers, minimum=1),
+            # At most MAX_WORKERS: threads of one process share one GIL, and grpc's and Envoy's
+            # stream limits derived from it are 32-bit (a huge value failed start-up with a trace).
+            workers=reader.integer("TASKAPI_WORKERS", cls.workers, minimum=1, maximum=MAX_WORKERS),
             max_message_bytes=reader.integer("TASKAPI_MAX_MESSAGE_BYTES", cls.max_message_bytes, minimum=1024),
             shutdown_grace_seconds=reader.seconds("TASKAPI_SHUTDOWN_GRACE_SECONDS", cls.shutdown_grace_seconds),
             drain_seconds=reader.seconds("TASKAPI_DRAIN_SECONDS", cls.drain_seconds),

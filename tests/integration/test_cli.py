@@ -22,8 +22,9 @@ SETTINGS_PREFIXES += ("TRUSTED_", "SMTP_", "MAIL_", "JOBS_", "OUTBOX_", "TASKS_"
 
 
 CASES = [
-    ("serve", "TASKAPI_WORKERS", "abc", "TASKAPI_WORKERS must be an integer ≥ 1, got 'abc'"),
-    ("dev", "TASKAPI_WORKERS", "0", "TASKAPI_WORKERS must be an integer ≥ 1, got '0'"),
+    ("serve", "TASKAPI_WORKERS", "abc", "TASKAPI_WORKERS must be an integer from 1 to 1024, got 'abc'"),
+    ("dev", "TASKAPI_WORKERS", "0", "TASKAPI_WORKERS must be an integer from 1 to 1024, got '0'"),
+    ("serve", "TASKAPI_WORKERS", "2000000000", "TASKAPI_WORKERS must be an integer from 1 to 1024, got '2000000000'"),
     ("serve", "TASKAPI_GRPC_PORT", "70000", "TASKAPI_GRPC_PORT must be a port number from 0 to 65535, got '70000'"),
     ("dev", "TASKAPI_DRAIN_SECONDS", "soon", "TASKAPI_DRAIN_SECONDS must be a number ≥ 0, got 'soon'"),
     ("serve", "TASKAPI_SHUTDOWN_GRACE_SECONDS", "-1", "TASKAPI_SHUTDOWN_GRACE_SECONDS must be a number ≥ 0, got '-1'"),
