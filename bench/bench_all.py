@@ -59,6 +59,7 @@ import grpc  # noqa: E402
 import support  # noqa: E402
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # noqa: E402
 
+from taskapi.server import affinity  # noqa: E402
 from taskapi.server.app import App  # noqa: E402
 from taskapi.server.config import Settings  # noqa: E402
 from taskapi.server.edge import CLUSTER, Envoy  # noqa: E402
@@ -224,9 +225,11 @@ def main() -> None:
         help="the edge writes its JSON access log to a file: after each row, its non-2xx by "
         "(rpc, status, response flags, details, attempts) and the replicas' cluster counters that moved",
     )
+    support.add_cpus_option(parser)
     args = parser.parse_args()
     support.require_wrk()
     conns, secs = args.connections, args.seconds
+    placement = support.place_threads(args.cpus)
 
     support.log_like_production()
     with support.redis_url() as url, tempfile.TemporaryDirectory() as tmp:
@@ -292,7 +295,7 @@ def main() -> None:
                 noop_rest = noop_edge.rest_url.rstrip("/").removesuffix("/api/v1")
                 print(
                     f"replicas={args.replicas} envoy workers={args.envoy_workers} seconds={secs} conns={conns} "
-                    f"bcrypt rounds={args.bcrypt_rounds} cores={os.cpu_count()}",
+                    f"bcrypt rounds={args.bcrypt_rounds} cores={os.cpu_count()} {placement}",
                     flush=True,
                 )
                 bench_rest.run_wrk("warmup", edge, pids, rest, paths["mix"], 8, 1)
@@ -337,7 +340,8 @@ def main() -> None:
                     storm_secs, login_lua = f"{secs + 1}s", str(paths["login"])
                     storm_cmd = ["wrk", "-t", "1", "-c", str(args.storm), "-d", storm_secs, "-s", login_lua]
                     before = errors.mark(edge)
-                    storm = subprocess.Popen([*storm_cmd, rest], stdout=subprocess.PIPE, text=True)
+                    with affinity.off_serving():
+                        storm = subprocess.Popen([*storm_cmd, rest], stdout=subprocess.PIPE, text=True)
                     time.sleep(0.5)  # the storm under way before the mix starts
                     mixed = bench_rest.run_wrk("storm", edge, pids, rest, paths["mix"], conns, secs)
                     out, _ = storm.communicate()

@@ -57,6 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import support  # noqa: E402
 
+from taskapi.server import affinity  # noqa: E402
 from taskapi.server.app import App  # noqa: E402
 from taskapi.server.edge import CLUSTER, Envoy  # noqa: E402
 from tests.support.edge import edge_config  # noqa: E402
@@ -136,7 +137,8 @@ def run_wrk(name: str, envoy: Envoy, pids: dict[str, int], url: str, lua: Path |
     if lua is not None:
         cmd[1:1] = ["-s", str(lua)]
     cpu0, up0, wall0 = _cpu(pids), upstream_total(envoy), time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    with affinity.off_serving():  # off the server's CPU when it is pinned, like Envoy
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - wall0
     cpu = {k: v - cpu0[k] for k, v in _cpu(pids).items()}
     up = upstream_total(envoy) - up0
@@ -258,9 +260,11 @@ def main() -> None:
         help="default: the SSE id filter in the chain as deployed (it runs only on the watch route); "
         "none: no such filter, to show the REST routes do not pay for it",
     )
+    support.add_cpus_option(parser)
     args = parser.parse_args()
     support.require_wrk()
     levels = [int(c) for c in args.connections.split(",")]
+    placement = support.place_threads(args.cpus)
 
     support.log_like_production()
     with support.redis_url() as url, tempfile.TemporaryDirectory() as tmp:
@@ -290,7 +294,7 @@ def main() -> None:
                     print(
                         f"replicas={args.replicas} envoy workers={args.envoy_workers} seconds={args.seconds} "
                         f"get share={args.get_share} edge tracing={args.edge_tracing} sse ids={args.edge_sse_ids} "
-                        f"cores={os.cpu_count()} tasks={sum(len(a.task_ids) for a in accounts)}",
+                        f"cores={os.cpu_count()} {placement} tasks={sum(len(a.task_ids) for a in accounts)}",
                         flush=True,
                     )
                     assert envoy.process is not None and app.redis is not None  # both running by now

@@ -7,6 +7,7 @@ the server's GIL; `time.process_time()` deltas of the server process give its CP
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import io
 import logging
@@ -28,12 +29,34 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # the repo root: server, interceptors, tests' helpers
 
 from taskapi.interceptors.logging import JsonFormatter  # noqa: E402
+from taskapi.server import affinity  # noqa: E402
 from taskapi.server.config import Settings  # noqa: E402
 from taskapi.server.domain.limits import RateLimit  # noqa: E402
 from tests.conftest import RedisProcess, make_settings  # noqa: E402
 
 # The limiter still runs its Redis decision on every call, but never rejects.
 HUGE = RateLimit(requests=10**9, window_seconds=900)
+
+
+def add_cpus_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cpus",
+        choices=("dev", "any"),
+        default="dev",
+        help="dev: this process (the replicas, any no-op server) on one CPU, and Envoy, Redis and wrk on "
+        "the others, as `taskapi dev` runs (server/affinity.py); any: wherever the OS puts them",
+    )
+
+
+def place_threads(cpus: str) -> str:
+    """Pin this process as `taskapi dev` pins itself (`--cpus dev`), before any thread or child
+    starts; returns what it did, for the banner."""
+    serving = affinity.dev_serving() if cpus == "dev" else None
+    if serving is None:
+        return "cpus=any"
+    affinity.pin_process(serving)
+    here, rest, _ = affinity.described()
+    return f"cpus=server on {here}, envoy/redis/wrk on {rest}"
 
 
 @contextmanager

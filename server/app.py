@@ -28,7 +28,7 @@ from taskapi.interceptors.chain import build_chain
 from taskapi.interceptors.logging import LoggingInterceptor
 from taskapi.interceptors.metrics import Metrics, MetricsInterceptor, serve_metrics
 from taskapi.interceptors.ratelimit import RateLimitInterceptor
-from taskapi.server import store, worker
+from taskapi.server import affinity, store, worker
 from taskapi.server.api import task_service
 from taskapi.server.api.auth_service import AuthServicer
 from taskapi.server.api.task_service import TaskServicer
@@ -194,6 +194,7 @@ class App:
             rounds=settings.bcrypt_rounds,
             concurrency=settings.bcrypt_concurrency,
             max_waiting=waiting_allowed(settings.workers, settings.bcrypt_concurrency),
+            hashing_context=affinity.unpinned,
         )
         self.metrics.measure_password_hashing(hasher.load, settings.bcrypt_concurrency)
         self._accounts = Accounts(

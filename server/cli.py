@@ -41,6 +41,7 @@ def configure_logging(level: str, log_format: str = "json") -> None:
 
 
 def serve(settings: Settings, admin_email: str | None = None) -> int:
+    from taskapi.server import affinity
     from taskapi.server.app import App
     from taskapi.server.domain.errors import ApiError
 
@@ -50,6 +51,10 @@ def serve(settings: Settings, admin_email: str | None = None) -> int:
         except ValueError as error:
             print(f"error: --admin-email: {error}", file=sys.stderr)
             return 2
+    if settings.cpus is not None:  # before the App starts a thread: they all inherit it
+        affinity.pin_process(settings.cpus)
+        serving, _, every = affinity.described()
+        log.info("threads on CPU %s; password hashing on any of CPU %s", serving, every)
     app = App(settings)
     if admin_email:  # into this process's store (the embedded one lives only here)
         try:

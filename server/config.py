@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from email.utils import parseaddr
 from typing import TypeVar
 
+from taskapi.server import affinity
 from taskapi.server.domain.limits import DEFAULT_AUTH, DEFAULT_IP, DEFAULT_LOGIN, DEFAULT_USER, LoginThrottle, RateLimit
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,9 @@ class Settings:
     # for one GIL), and as many reads during a login storm once password checks are held to
     # half the threads.
     workers: int = 4
+    # TASKAPI_CPUS: the CPUs a replica's threads run on (server/affinity.py); None: wherever the
+    # OS puts them. `taskapi dev` picks one itself on a machine with two or more.
+    cpus: frozenset[int] | None = None
     max_message_bytes: int = 1 << 20
     shutdown_grace_seconds: float = 10.0
     # NOT_SERVING this long before refusing calls, so balancers' health checks notice first.
@@ -242,6 +246,7 @@ class Settings:
             # At most MAX_WORKERS: threads of one process share one GIL, and grpc's and Envoy's
             # stream limits derived from it are 32-bit (a huge value failed start-up with a trace).
             workers=reader.integer("TASKAPI_WORKERS", cls.workers, minimum=1, maximum=MAX_WORKERS),
+            cpus=reader.cpus("TASKAPI_CPUS"),
             max_message_bytes=reader.integer("TASKAPI_MAX_MESSAGE_BYTES", cls.max_message_bytes, minimum=1024),
             shutdown_grace_seconds=reader.seconds("TASKAPI_SHUTDOWN_GRACE_SECONDS", cls.shutdown_grace_seconds),
             drain_seconds=reader.seconds("TASKAPI_DRAIN_SECONDS", cls.drain_seconds),
@@ -422,6 +427,25 @@ class _Reader:
                 raise ConfigError(f"{name} must be host:port pairs separated by commas, got {raw!r}")
             found.append((host, port))
         return tuple(found)
+
+    def cpus(self, name: str) -> frozenset[int] | None:
+        """A CPU list (`1`, `0,2`, `0-3`) naming only CPUs this process may run on; unset or empty: None."""
+        raw = self._env.get(name, "").strip()
+        if not raw:
+            return None
+        if not affinity.supported():
+            raise ConfigError(f"{name} needs Linux CPU affinity (sched_setaffinity), which this platform lacks")
+        try:
+            chosen = affinity.parse_cpu_list(raw)
+        except ValueError as error:
+            raise ConfigError(f"{name} must be a CPU list like 1, 0,2 or 0-3: {error}") from None
+        usable = affinity.allowed()
+        if not chosen <= usable:
+            outside = affinity.text(frozenset(sorted(chosen - usable)[:8]))
+            raise ConfigError(
+                f"{name} names CPUs this process may not use ({outside}); it may use {affinity.text(usable)}"
+            )
+        return chosen
 
     def services(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
         raw = self._env.get(name)

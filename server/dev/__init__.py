@@ -17,6 +17,9 @@ Starts, in order:
 With --split, step 3 is two processes instead (dev/split.py): `taskapi serve --services
 auth,users` and `taskapi serve --services tasks`, each with its own embedded store, and
 Envoy routes each service to a cluster of its own; the worker still runs here.
+On a machine with two or more CPUs (and without --split) this process, the replicas and the
+worker, runs on the last CPU, Envoy and Redis on the others, password hashing on any
+(server/affinity.py; TASKAPI_CPUS names the replicas' CPUs instead).
 Waits until Envoy's health checks pass for every replica, prints where to reach
 the stack, and on Ctrl-C or SIGTERM stops Envoy, the worker (after the jobs in
 hand), drains the replicas, closes the app and stops the sink and its Redis, in
@@ -52,6 +55,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, TextIO
 
+from taskapi.server import affinity
 from taskapi.server.dev.split import ChildExited, SplitServices, split_services
 from taskapi.server.edge import EdgeConfig, Envoy
 
@@ -108,6 +112,11 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
     if args.split and args.replicas is not None:
         # Each embedded store lives in one process: a second account process would hold other accounts.
         raise DevError("--replicas does not apply with --split: one process per side, each with its own embedded store")
+    if args.split and settings.cpus is not None:
+        raise DevError("TASKAPI_CPUS does not apply with --split: both server processes would share those CPUs")
+    # The replicas' threads on one CPU, Envoy and Redis on the others: server/affinity.py.
+    # Before anything starts, so every thread inherits it.
+    serving = settings.cpus if settings.cpus is not None else None if args.split else affinity.dev_serving()
     # --metrics-port 0 (or TASKAPI_METRICS_PORT=0) means any free port.
     metrics_port = settings.metrics_port if args.metrics_port is None else args.metrics_port
     wanted = {
@@ -119,6 +128,8 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
     if metrics_port or args.metrics_port == 0:
         wanted["--metrics-port"] = (settings.grpc_host, metrics_port)
     with ExitStack() as stack:
+        if serving is not None:  # first in, last out: undone once everything has stopped
+            stack.enter_context(affinity.pinned(serving))
         # Each held bound until just before its server listens (closing twice is harmless): the
         # mail sink, replicas and watch servers bind port 0 meanwhile, and the OS would hand
         # them a port chosen and let go.
@@ -200,6 +211,11 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
         held["--web-port"].close()
         pages = stack.enter_context(serve_pages(args.listen, ports["--web-port"]))
         api_origin = envoy.rest_url.split("/api/")[0]
+        served, rest, every = affinity.described()
+        placement = [
+            f"  cpus     replicas on CPU {served}, Envoy and Redis on {rest}, password hashing on any of {every}"
+        ]
+        placement = placement if serving is not None else []
         print(
             "\n".join(
                 [
@@ -213,6 +229,7 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
                     f"  access   {config.access_log}  (Envoy's JSON access log)",
                     f"  redis    {_redact(redis_url) if settings.redis_url else settings.redis_shown}",
                     f"  mail     {mail}",
+                    *placement,
                     "Press Ctrl-C to stop.",
                 ]
             ),
@@ -298,27 +315,28 @@ class LocalRedis:
         if binary is None:
             raise DevError("redis-server is not installed: run scripts/setup.sh, or set REDIS_URL")
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.directory),
-                "--loglevel",
-                "warning",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            # Its own session: Ctrl-C reaches only us, and we stop it last.
-            start_new_session=True,
-        )
+        with affinity.off_serving():  # Redis never on a pinned replica's CPU
+            self.process = subprocess.Popen(
+                [
+                    binary,
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(self.directory),
+                    "--loglevel",
+                    "warning",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                # Its own session: Ctrl-C reaches only us, and we stop it last.
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         while not _answers_ping(self.port):
             if self.process.poll() is not None:

@@ -12,7 +12,10 @@ start, for /metrics (the wiring turns them into taskapi_password_hashing_* metri
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 import bcrypt
 
@@ -29,8 +32,18 @@ def waiting_allowed(workers: int, concurrency: int) -> int:
 
 
 class PasswordHasher:
-    def __init__(self, *, rounds: int, concurrency: int, max_waiting: int = 8) -> None:
+    def __init__(
+        self,
+        *,
+        rounds: int,
+        concurrency: int,
+        max_waiting: int = 8,
+        hashing_context: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext,
+    ) -> None:
         self._rounds = rounds
+        # Entered around each hash, on the thread doing it (the wiring keeps it off the CPUs
+        # that serve calls when the process is pinned: server/affinity.py).
+        self._hashing_context = hashing_context
         self._slots = threading.BoundedSemaphore(concurrency)
         self._waiting = threading.BoundedSemaphore(concurrency + max_waiting)
         # For load(): holders of a waiting permit (running or queued), running, refused.
@@ -43,7 +56,7 @@ class PasswordHasher:
         secret = password.encode()
         if len(secret) > MAX_PASSWORD_BYTES:
             raise InvalidArgument.field("password", f"must be at most {MAX_PASSWORD_BYTES} bytes")
-        with self._slot():
+        with self._slot(), self._hashing_context():
             return bcrypt.hashpw(secret, bcrypt.gensalt(self._rounds)).decode()
 
     def verify(self, password: str, password_hash: str | None) -> bool:
@@ -51,7 +64,7 @@ class PasswordHasher:
         secret = password.encode()
         acceptable = password_hash is not None and len(secret) <= MAX_PASSWORD_BYTES
         stored = password_hash.encode() if password_hash is not None and acceptable else self._dummy_hash
-        with self._slot():
+        with self._slot(), self._hashing_context():
             matches = bcrypt.checkpw(secret[:MAX_PASSWORD_BYTES], stored)
         return matches and acceptable
 

@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 from typing import IO, Any, Self
 
+from taskapi.server import affinity
 from taskapi.server.edge.config import EdgeConfig, clusters, write
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,12 @@ class Envoy:
         return f"http://127.0.0.1:{self.config.admin_port}"
 
     def start(self) -> Self:
-        self.process = subprocess.Popen(
+        with affinity.off_serving():  # Envoy's threads never on a pinned replica's CPU
+            self.process = self._spawn()
+        return self
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             [
                 envoy_binary(),
                 "-c",
@@ -103,7 +109,6 @@ class Envoy:
             stderr=self._stderr,
             start_new_session=self._new_session,
         )
-        return self
 
     def wait_healthy(self, *, replicas: int, timeout: float = 30.0) -> None:
         """Block until Envoy serves and sees `replicas` healthy upstreams; raise if it cannot."""

@@ -11,15 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from taskapi.server import dev
+from taskapi.server import affinity, dev
 from taskapi.server.dev import free_port
 from tests.support.dev_process import running_dev
 from tests.support.edge import RestClient
+from tests.support.threads import children, thread_cpus
 
 TCP_STATES_HOLDING_A_PORT = {"05": "FIN_WAIT2", "06": "TIME_WAIT"}  # /proc/net/tcp `st` column
 
 
 def test_port_in_use_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    cpus = affinity.allowed()
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -28,6 +30,7 @@ def test_port_in_use_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> Non
     assert status == 1
     error = capsys.readouterr().err
     assert f"port {port}" in error and "--rest-port" in error
+    assert affinity.allowed() == cpus  # the stack pins its process (server/affinity.py) and undoes it on the way out
 
 
 def test_split_refuses_replicas(capsys: pytest.CaptureFixture[str]) -> None:
@@ -125,6 +128,34 @@ def test_dev_console_shows_one_readable_line_per_request_and_no_health_checks(tm
     ), lines[0]
     assert not [line for line in stack.output.lines if line.startswith("{")], console  # no JSON on the console
     assert request_id in access_log, console  # the REST view (path, HTTP status) is in the file the banner names
+
+
+@pytest.mark.skipif(not affinity.supported() or len(affinity.allowed()) < 2, reason="needs Linux and two CPUs")
+def test_dev_runs_its_replicas_on_one_cpu_and_envoy_and_redis_on_the_others(tmp_path: Path) -> None:
+    cpus = sorted(affinity.allowed())
+    serving, rest = frozenset(cpus[-1:]), frozenset(cpus[:-1])
+    free = ["--rest-port", "0", "--grpc-port", "0", "--admin-port", "0", "--metrics-port", "0", "--web-port", "0"]
+    with running_dev(free, tmp_path) as stack:
+        stack.wait_for(r"REST\s+(http://\S+/api/v1/)")
+        mine = thread_cpus(stack.process.pid)
+        started = {name: thread_cpus(pid) for pid, name in children(stack.process.pid).items()}
+        banner = stack.wait_for(r"cpus\s+(.+)")
+        assert stack.stop() == 0, stack.text()
+    assert len(mine) > 4 and set(mine.values()) == {serving}, mine  # gRPC's, the worker's, the sink's threads too
+    assert {"envoy", "redis-server"} <= started.keys(), started
+    for name, threads in started.items():
+        assert set(threads.values()) == {rest}, (name, threads)
+    text, every = affinity.text, serving | rest
+    expected = (
+        f"replicas on CPU {text(serving)}, Envoy and Redis on {text(rest)}, password hashing on any of {text(every)}"
+    )
+    assert banner == expected, banner
+
+
+def test_split_refuses_cpus(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TASKAPI_CPUS", affinity.text(affinity.allowed()))
+    assert dev.main(["--split", "--rest-port", "0", "--grpc-port", "0", "--admin-port", "0"]) == 1
+    assert "TASKAPI_CPUS does not apply with --split" in capsys.readouterr().err
 
 
 def _read_access_log(banner_line: re.Match[str] | None, request_id: str) -> str:

@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from taskapi.server import affinity
+
 COMMANDS = {
     "serve": ["serve"],
     "dev": ["dev", "--rest-port", "0", "--grpc-port", "0", "--admin-port", "0", "--web-port", "0"],
@@ -65,6 +67,24 @@ CASES = [
         "TASKAPI_SERVICES must be 'all' or services from auth, tasks, users separated by commas, got 'billing'",
     ),
     ("serve", "TASKS_SESSION_FALLBACK", "maybe", "TASKS_SESSION_FALLBACK must be one of token, refuse, got 'maybe'"),
+    (
+        "serve",
+        "TASKAPI_CPUS",
+        "0-x",
+        "TASKAPI_CPUS must be a CPU list like 1, 0,2 or 0-3: '0-x' is not a CPU number or range like 0-3",
+    ),
+    (
+        "dev",
+        "TASKAPI_CPUS",
+        "0-9000",
+        "TASKAPI_CPUS must be a CPU list like 1, 0,2 or 0-3: '0-9000' is not a range of CPUs from 0 to 8191",
+    ),
+    (
+        "serve",
+        "TASKAPI_CPUS",
+        "8191",
+        f"TASKAPI_CPUS names CPUs this process may not use (8191); it may use {affinity.text(affinity.allowed())}",
+    ),
 ]
 
 
