@@ -5,7 +5,7 @@ to the scheduler, each handoff of the GIL between two threads often wakes a thre
 other core (on a VM: an interprocessor interrupt and an idle vCPU waking up), whose cache is
 cold. With all of them on one CPU a handoff is an ordinary switch on that CPU. Measured on 2
 cores, 64 connections, 1 replica (bench/README.md "Serving threads on one CPU"): the cached
-mix at ~0.85x the server CPU per call and ~1.15x the req/s, cache misses at ~0.7x the CPU.
+mix at 0.8-0.9x the server CPU per call and 1.1-1.2x the req/s, cache misses at 0.5-0.8x.
 
 `pin_process` puts every thread of this process on the serving CPUs (threads started later
 inherit them). Two kinds of work leave them:
