@@ -68,6 +68,9 @@ SETTINGS = (
     Setting("TASKAPI_GRPC_PORT", str(GRPC_PORT)),
     Setting("TASKAPI_METRICS_PORT", str(METRICS_PORT)),
     Setting("TASKAPI_WORKERS"),
+    # Left unset here: one ConfigMap value would put every pod on a node on the same CPUs. The
+    # kubelet's static CPU manager policy gives a pod a CPU of its own instead (docs/scaling.md).
+    Setting("TASKAPI_CPUS"),
     Setting("TASKAPI_MAX_MESSAGE_BYTES"),
     Setting("TASKAPI_SHUTDOWN_GRACE_SECONDS", str(SHUTDOWN_GRACE_SECONDS)),
     Setting("TASKAPI_DRAIN_SECONDS", str(DRAIN_SECONDS)),
