@@ -280,6 +280,8 @@ class App:
             # No cap on what the server sends: page sizes bound every response, and a cap below
             # the largest valid page (100 of the largest tasks: ~1.1 MB) refused it with grpc's
             # own RESOURCE_EXHAUSTED ("Sent message larger than max") instead of answering.
+            # A port in use fails the start; with SO_REUSEPORT a second server on the same port
+            # would share its calls silently.
             ("grpc.so_reuseport", 0),
             # Streams a client may open on one connection. Envoy sends at most its
             # `replica_concurrency` (the workers) and queues the rest itself, so this is not
