@@ -19,11 +19,14 @@ inherit them). Two kinds of work leave them:
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 # Linux numbers CPUs below its build's NR_CPUS (at most 8192); this bounds what a list may name.
 MAX_CPU = 8191
+# One item of a list: ASCII digits only (str.isdigit also takes "²" and "١"), at most 4 of them.
+_ITEM = re.compile(r"([0-9]{1,4})(?:-([0-9]{1,4}))?")
 
 # Set while the process is pinned: the CPUs it could use before, and those the pin left over.
 _before: frozenset[int] | None = None
@@ -44,13 +47,13 @@ def allowed() -> frozenset[int]:
 def parse_cpu_list(text: str) -> frozenset[int]:
     """A Linux CPU list, as taskset -c and cpusets write it: `1`, `0,2`, `0-3,8`."""
     cpus: set[int] = set()
-    for part in text.split(","):
-        first, dash, last = part.strip().partition("-")
-        if not first.isdigit() or (dash and not last.isdigit()):
-            raise ValueError(f"{part.strip()!r} is not a CPU number or range like 0-3")
-        low, high = int(first), int(last) if dash else int(first)
+    for part in (p.strip() for p in text.split(",")):
+        item = _ITEM.fullmatch(part)
+        if item is None:
+            raise ValueError(f"{part[:20]!r} is not a CPU number or range like 0-3")
+        low, high = int(item[1]), int(item[2] or item[1])
         if low > high or high > MAX_CPU:
-            raise ValueError(f"{part.strip()!r} is not a range of CPUs from 0 to {MAX_CPU}")
+            raise ValueError(f"{part!r} is not a range of CPUs from 0 to {MAX_CPU}")
         cpus.update(range(low, high + 1))
     return frozenset(cpus)
 

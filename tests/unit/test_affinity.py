@@ -18,7 +18,10 @@ def test_cpu_lists(text: str, cpus: set[int]) -> None:
     assert affinity.parse_cpu_list(text) == cpus
 
 
-@pytest.mark.parametrize("text", ["", "a", "1,", "-1", "3-1", "1-", "0-8192", "99999999999", "1.5", "0x1"])
+@pytest.mark.parametrize(
+    "text",
+    ["", "a", "1,", "-1", "3-1", "1-", "0-8192", "99999999999", "1.5", "0x1", "²", "١", "1-٣", "9" * 5000, "1 - 3"],
+)
 def test_bad_cpu_lists(text: str) -> None:
     with pytest.raises(ValueError, match="CPU"):
         affinity.parse_cpu_list(text)
