@@ -85,13 +85,13 @@ def pinned(serving: frozenset[int]) -> Iterator[None]:
     """`pin_process` for the block; then every thread of the process may run where it could
     before (for a caller that goes on running: `taskapi dev` called in process, by tests)."""
     global _before, _left_over
-    before = allowed()
     pin_process(serving)
     try:
         yield
     finally:
+        assert _before is not None  # set by pin_process
+        _set_all_threads(_before)
         _before = _left_over = None
-        _set_all_threads(before)
 
 
 def described() -> tuple[str, str, str]:

@@ -116,7 +116,7 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
         raise DevError("TASKAPI_CPUS does not apply with --split: both server processes would share those CPUs")
     # The replicas' threads on one CPU, Envoy and Redis on the others: server/affinity.py.
     # Before anything starts, so every thread inherits it.
-    serving = settings.cpus if settings.cpus is not None else None if args.split else affinity.dev_serving()
+    serving = None if args.split else settings.cpus or affinity.dev_serving()
     # --metrics-port 0 (or TASKAPI_METRICS_PORT=0) means any free port.
     metrics_port = settings.metrics_port if args.metrics_port is None else args.metrics_port
     wanted = {
@@ -212,10 +212,9 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
         pages = stack.enter_context(serve_pages(args.listen, ports["--web-port"]))
         api_origin = envoy.rest_url.split("/api/")[0]
         served, rest, every = affinity.described()
-        placement = [
+        placement = (
             f"  cpus     replicas on CPU {served}, Envoy and Redis on {rest}, password hashing on any of {every}"
-        ]
-        placement = placement if serving is not None else []
+        )
         print(
             "\n".join(
                 [
@@ -229,7 +228,7 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
                     f"  access   {config.access_log}  (Envoy's JSON access log)",
                     f"  redis    {_redact(redis_url) if settings.redis_url else settings.redis_shown}",
                     f"  mail     {mail}",
-                    *placement,
+                    *([placement] if serving is not None else []),
                     "Press Ctrl-C to stop.",
                 ]
             ),
