@@ -41,7 +41,7 @@ def configure_logging(level: str, log_format: str = "json") -> None:
 
 
 def serve(settings: Settings, admin_email: str | None = None) -> int:
-    from taskapi.server import affinity
+    from taskapi.server import affinity, readiness
     from taskapi.server.app import App
     from taskapi.server.domain.errors import ApiError
 
@@ -65,8 +65,14 @@ def serve(settings: Settings, admin_email: str | None = None) -> int:
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
-    log.info("serving gRPC on %s (%s)", replica.address, ", ".join(settings.services))
+    status = f"serving gRPC on {replica.address} ({', '.join(settings.services)})"
+    log.info("%s", status)
+    ports = {readiness.GRPC_PORT: replica.port, readiness.METRICS_PORT: app.metrics_port}
+    if replica.watch is not None:
+        ports[readiness.WATCH_PORT] = replica.watch.port
+    readiness.notify({"READY": "1", "STATUS": status} | {key: str(port) for key, port in ports.items()})
     stopping.wait()
+    readiness.notify({"STOPPING": "1"})
     log.info("draining (up to %ss)", settings.shutdown_grace_seconds)
     app.close()
     log.info("stopped")
