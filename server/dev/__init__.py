@@ -56,7 +56,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, TextIO
 
 from taskapi.server import affinity
-from taskapi.server.dev.split import ChildExited, SplitServices, split_services
+from taskapi.server.dev.split import ChildFailed, SplitServices, split_services
 from taskapi.server.edge import EdgeConfig, Envoy
 
 if TYPE_CHECKING:
@@ -155,8 +155,11 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
         if "--metrics-port" in held:
             held["--metrics-port"].close()
         if args.split:
-            split = _start_split(stack, settings, metrics_port, args.admin_email or "", admin_password)
-            upstreams: dict[str, Any] = {"service_upstreams": split.service_upstreams()}
+            split = _start_split(stack, settings, workdir, metrics_port, args.admin_email or "", admin_password)
+            upstreams: dict[str, Any] = {
+                "service_upstreams": split.service_upstreams(),
+                "watch_upstreams": split.watch_upstreams(),
+            }
             endpoints = ", ".join(child.label for child in split.children)
             metrics = f"http://{settings.grpc_host}:{split.accounts.metrics_port}/metrics"
             metrics += f"  (tasks: http://{settings.grpc_host}:{split.tasks.metrics_port}/metrics)"
@@ -205,7 +208,7 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
         stack.enter_context(envoy)
         try:
             _wait_healthy(envoy, check)
-        except (RuntimeError, TimeoutError, ChildExited) as exc:
+        except (RuntimeError, TimeoutError, ChildFailed) as exc:
             raise DevError(f"the stack did not become healthy: {exc}") from exc
 
         held["--web-port"].close()
@@ -240,29 +243,32 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
                 raise DevError(f"envoy exited unexpectedly with status {envoy.process.returncode}")
             try:
                 check()
-            except ChildExited as exc:
+            except ChildFailed as exc:
                 raise DevError(f"{exc} (unexpectedly)") from exc
         print("Stopping: envoy, the worker, replicas (draining), then mail and redis.", file=out, flush=True)
 
 
 def _start_split(
-    stack: ExitStack, settings: Settings, metrics_port: int, admin_email: str, admin_password: str
+    stack: ExitStack, settings: Settings, workdir: Path, metrics_port: int, admin_email: str, admin_password: str
 ) -> SplitServices:
-    """The two service processes, and the worker here (its relay off: theirs run)."""
+    """The two service processes, serving, and the worker here (its relay off: theirs run)."""
     from prometheus_client import CollectorRegistry
 
     from taskapi.server import worker
 
-    task_metrics_port = free_port(settings.grpc_host) if metrics_port else 0
-    split = stack.enter_context(
-        split_services(
-            settings,
-            [free_port(settings.grpc_host), free_port(settings.grpc_host)],
-            [metrics_port, task_metrics_port],
-            admin_email=admin_email,
-            admin_password=admin_password,
+    try:
+        split = stack.enter_context(
+            split_services(
+                settings,
+                workdir,
+                metrics_port,
+                admin_email=admin_email,
+                admin_password=admin_password,
+                ready_timeout=READY_TIMEOUT_SECONDS,
+            )
         )
-    )
+    except (ChildFailed, OSError) as exc:  # OSError: no readiness socket in the stack's folder
+        raise DevError(f"the stack did not start: {exc}") from exc
     registry = CollectorRegistry()
     stack.enter_context(worker.running_worker(settings, worker.job_metrics(registry), relay=False))
     return split

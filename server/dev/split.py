@@ -3,8 +3,10 @@
     taskapi serve --services auth,users   the account services: its own embedded store
     taskapi serve --services tasks        the task service: its own embedded store
 
-Each child is the `taskapi serve` a deployment runs, on a port chosen here, sharing this
-stack's Redis and JWT secret; Envoy routes each service to its own cluster. The children
+Each child is the `taskapi serve` a deployment runs, sharing this stack's Redis and JWT
+secret. It binds free ports itself and reports them when it serves (server/readiness.py);
+Envoy routes each service to its own cluster, and WatchTasks to the task process's watch
+server. The children
 print to this console (their call lines, text by default) and run in sessions of their own,
 so Ctrl-C reaches only `taskapi dev`, which stops them after Envoy, in order.
 """
@@ -20,25 +22,28 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from taskapi.server import readiness
 from taskapi.server.config import Settings, child_environment
 
 ACCOUNT_SERVICES = ("auth", "users")
 TASK_SERVICES = ("tasks",)
+SIDES = ("accounts", "tasks")
 
 
-class ChildExited(Exception):
-    """A service process exited before the stack was up (a port taken meanwhile, a bad setting)."""
+class ChildFailed(Exception):
+    """A service process exited (a bad setting, say), or did not report serving in time."""
 
 
 @dataclass
 class ServiceProcess:
-    """One `taskapi serve --services ...` child."""
+    """One `taskapi serve --services ...` child, serving on the ports it reported bound."""
 
     services: Sequence[str]
     host: str
-    port: int
-    metrics_port: int
     process: subprocess.Popen[bytes]
+    port: int = 0
+    metrics_port: int = 0
+    watch_port: int = 0  # 0: no watch server (the account services stream nothing)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -50,9 +55,19 @@ class ServiceProcess:
 
     def check(self) -> None:
         if self.process.poll() is not None:
-            raise ChildExited(
+            raise ChildFailed(
                 f"taskapi serve --services {','.join(self.services)} exited with {self.process.returncode}"
             )
+
+    def ready(self, notifications: readiness.ReadinessSocket, timeout: float) -> None:
+        """Wait for the child's READY notification and take the ports it bound from it."""
+        try:
+            fields = notifications.wait_for(self.check, timeout)
+        except TimeoutError as exc:
+            raise ChildFailed(f"taskapi serve --services {','.join(self.services)}: {exc}") from None
+        self.port = int(fields[readiness.GRPC_PORT])
+        self.metrics_port = int(fields[readiness.METRICS_PORT])
+        self.watch_port = int(fields.get(readiness.WATCH_PORT, 0))
 
     def stop(self, timeout: float = 30.0) -> None:
         if self.process.poll() is None:
@@ -77,6 +92,10 @@ class SplitServices:
         """EdgeConfig.service_upstreams: each service to the process serving it."""
         return {"auth": [self.accounts.address], "users": [self.accounts.address], "tasks": [self.tasks.address]}
 
+    def watch_upstreams(self) -> list[tuple[str, int]]:
+        """EdgeConfig.watch_upstreams: the task process's watch server (WatchTasks), if it has one."""
+        return [(child.host, child.watch_port) for child in self.children if child.watch_port]
+
     def check(self) -> None:
         for child in self.children:
             child.check()
@@ -91,15 +110,23 @@ def _taskapi() -> str:
 
 
 def _start(
-    settings: Settings, services: Sequence[str], port: int, metrics_port: int, extra: dict[str, str], args: list[str]
+    settings: Settings,
+    services: Sequence[str],
+    metrics_port: int,
+    notifications: readiness.ReadinessSocket,
+    extra: dict[str, str],
+    args: list[str],
 ) -> ServiceProcess:
     env = child_environment(
         {
             "TASKAPI_SERVICES": ",".join(services),
             "TASKAPI_GRPC_HOST": settings.grpc_host,
-            "TASKAPI_GRPC_PORT": str(port),
-            "TASKAPI_WATCH_PORT": "0",  # any free one: a fixed port would collide between processes
+            # Any free ports, bound by the child itself and reported (server/readiness.py):
+            # none is chosen here and released for it, for another process to take meanwhile.
+            "TASKAPI_GRPC_PORT": "0",
+            "TASKAPI_WATCH_PORT": "0",
             "TASKAPI_METRICS_PORT": str(metrics_port),
+            readiness.ENVIRONMENT: str(notifications.path),
             "TASKAPI_DRAIN_SECONDS": "0",  # Envoy, the only balancer, is gone before they stop
             "JWT_SECRET": settings.jwt_secret,  # one secret: tokens of the one verify at the other
             "REDIS_URL": settings.redis_url,
@@ -108,25 +135,32 @@ def _start(
         | extra
     )
     process = subprocess.Popen([_taskapi(), "serve", *args], stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-    return ServiceProcess(services, settings.grpc_host, port, metrics_port, process)
+    return ServiceProcess(services, settings.grpc_host, process)
 
 
 @contextmanager
 def split_services(
     settings: Settings,
-    ports: Sequence[int],
-    metrics_ports: Sequence[int],
+    directory: Path,
+    metrics_port: int,
     *,
     admin_email: str = "",
     admin_password: str = "",
+    ready_timeout: float = 60.0,
 ) -> Iterator[SplitServices]:
-    """The account and task service processes on `ports`; stopped (SIGTERM) on exit."""
+    """The account and task service processes, serving once this is entered (the account
+    process's metrics on `metrics_port`, everything else on free ports; their readiness
+    sockets in the private `directory`); stopped (SIGTERM) on exit."""
     with ExitStack() as stack:
+        # Entered first, closed last: a child stopping still has its socket to say so.
+        sockets = [stack.enter_context(readiness.ReadinessSocket(directory / f"ready-{side}")) for side in SIDES]
         admin = ["--admin-email", admin_email] if admin_email else []
         accounts = _start(
-            settings, ACCOUNT_SERVICES, ports[0], metrics_ports[0], {"TASKAPI_ADMIN_PASSWORD": admin_password}, admin
+            settings, ACCOUNT_SERVICES, metrics_port, sockets[0], {"TASKAPI_ADMIN_PASSWORD": admin_password}, admin
         )
         stack.callback(accounts.stop)
-        tasks = _start(settings, TASK_SERVICES, ports[1], metrics_ports[1], {}, [])
+        tasks = _start(settings, TASK_SERVICES, 0, sockets[1], {}, [])
         stack.callback(tasks.stop)
+        for child, notifications in zip((accounts, tasks), sockets, strict=True):
+            child.ready(notifications, ready_timeout)
         yield SplitServices(accounts, tasks)

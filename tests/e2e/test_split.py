@@ -22,6 +22,7 @@ from taskapi.server import edge
 from taskapi.server.edge import Envoy
 from tests.conftest import GENEROUS, TEST_SECRET
 from tests.e2e.conftest import Account, Stack, assert_error, login, register, resource
+from tests.e2e.test_watch_sse import Curl
 from tests.support.edge import RestClient, edge_config, running_edge
 from tests.support.jobs import Process, namespace, running
 
@@ -158,9 +159,25 @@ def test_the_split_edge_routes_each_service_to_its_own_health_checked_cluster(st
     if stack.layout == "single":
         assert ours == {"taskapi_replicas", "taskapi_watch"}  # WatchTasks: the replicas' watch servers
     else:
-        assert ours == {"taskapi_auth", "taskapi_users", "taskapi_tasks"}
+        # WatchTasks: the task process's watch server, on the port it reported bound.
+        assert ours == {"taskapi_auth", "taskapi_users", "taskapi_tasks", "taskapi_watch"}
         for name in ours:
             assert f"{name}::127.0.0.1" in clusters and "health_flags::healthy" in clusters
+
+
+def test_a_watcher_sees_its_changes_in_both_layouts(stack: Stack) -> None:
+    """WatchTasks over REST (SSE) on the session's stacks; split, it reaches the task process's
+    watch server, whose port the process bound itself and reported (server/readiness.py)."""
+    client = stack.client
+    account = register(client)
+    follower = Curl(stack, account)
+    try:
+        assert follower.heartbeat()["resumeToken"]  # at once: a token before any change
+        task = resource(client.post("tasks", {"title": "watched"}, token=account.token))
+        (created,) = follower.changes(1)
+    finally:
+        follower.close()
+    assert created["kind"] == "CREATED" and created["task"]["id"] == task["id"]
 
 
 SPLIT_UPSTREAMS = {
