@@ -85,6 +85,10 @@ class DevError(Exception):
     """A problem the user can fix (a port in use, a missing binary): printed, exit status 1."""
 
 
+class _RedisExited(Exception):
+    """The local redis-server exited before answering (its port taken meanwhile, say)."""
+
+
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
     """Run the dev stack until Ctrl-C/SIGTERM; returns the process exit status."""
     out = out or sys.stdout
@@ -309,17 +313,37 @@ def _create_admin(app: App, email: str, password: str, out: TextIO) -> None:
 class LocalRedis:
     """A throw-away `redis-server` (no persistence) on a free loopback port."""
 
+    # A free port picked here can be taken before redis-server binds it: then another one
+    # (only before it first served: a restart keeps the port its clients know).
+    PORT_ATTEMPTS = 3
+
     def __init__(self, directory: Path, *, port: int = 0) -> None:
         self.directory = directory
+        self._fixed_port = port
         self.port = port or free_port("127.0.0.1")
-        self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> LocalRedis:
         binary = shutil.which("redis-server")
         if binary is None:
             raise DevError("redis-server is not installed: run scripts/setup.sh, or set REDIS_URL")
         self.directory.mkdir(parents=True, exist_ok=True)
+        for attempt in range(1, self.PORT_ATTEMPTS + 1):
+            try:
+                self._start(binary, timeout)
+                self._fixed_port = self.port  # its clients know it now: a restart keeps it
+                return self
+            except _RedisExited as exc:
+                if self._fixed_port or attempt == self.PORT_ATTEMPTS:
+                    raise DevError(str(exc)) from None
+                self.port = free_port("127.0.0.1")
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    def _start(self, binary: str, timeout: float) -> None:
         with affinity.off_serving():  # Redis never on a pinned replica's CPU
             self.process = subprocess.Popen(
                 [
@@ -345,12 +369,11 @@ class LocalRedis:
         deadline = time.monotonic() + timeout
         while not _answers_ping(self.port):
             if self.process.poll() is not None:
-                raise DevError(f"redis-server exited with status {self.process.returncode}")
+                raise _RedisExited(f"redis-server on port {self.port} exited with status {self.process.returncode}")
             if time.monotonic() > deadline:
                 self.stop()
                 raise DevError(f"redis-server did not answer on port {self.port} within {timeout}s")
             time.sleep(0.02)
-        return self
 
     def stop(self, timeout: float = 10.0) -> None:
         process, self.process = self.process, None

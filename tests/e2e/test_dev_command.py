@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 
 from taskapi.server import affinity, dev
 from taskapi.server.dev import free_port
@@ -73,6 +74,43 @@ def test_a_port_held_for_envoy_is_never_handed_to_a_server_binding_port_0() -> N
     finally:
         for sock in held:
             sock.close()
+
+
+def test_local_redis_moves_to_another_port_when_its_pick_is_taken_meanwhile_and_keeps_it_after(
+    tmp_path: Path,
+) -> None:
+    """LocalRedis picks a free port and redis-server binds it a moment later; another process
+    can take it in between. Then it starts on another port, once, before anyone knew the first;
+    a restart (the tests stop and start it) stays on the port its clients have."""
+    local = dev.LocalRedis(tmp_path / "redis")
+    picked = local.port
+    with socket.socket() as thief:
+        thief.bind(("127.0.0.1", picked))
+        thief.listen()
+        local.start()
+        try:
+            assert local.port != picked and local.url == f"redis://127.0.0.1:{local.port}/0"
+            assert _pings(local.url)
+            local.stop()
+            local.start()
+            assert _pings(local.url)
+            served = local.port
+        finally:
+            local.stop()
+        with socket.socket() as second_thief:
+            second_thief.bind(("127.0.0.1", served))
+            second_thief.listen()
+            with pytest.raises(dev.DevError, match=f"redis-server on port {served} exited"):
+                local.start()
+    assert local.port == served
+
+
+def _pings(url: str) -> bool:
+    client = redis.Redis.from_url(url, socket_timeout=5)
+    try:
+        return bool(client.ping())
+    finally:
+        client.close()
 
 
 def test_bad_flags_exit_with_usage(capsys: pytest.CaptureFixture[str]) -> None:
