@@ -39,14 +39,17 @@ for i = 1, n do
   if tat < now then tat = now end
   local new_tat = tat + interval
   local allow_at = new_tat - window
-  local remaining, reset, retry = 0, tat - now, 0
-  if allow_at <= now then
-    -- the epsilon keeps 5.9999999 from flooring to 5 when window/limit is not exact
-    remaining = math.floor((now + window - new_tat) / interval + 1e-9)
-    reset = new_tat - now
+  -- SLACK_MS (ratelimit.py): a call less than 1 ms (at most half an interval) early is on
+  -- time, and the figures count from that instant; sums of fractional intervals otherwise land
+  -- a hair past a turn that should fit, refusing a burst's last call and under-counting remaining
+  local ahead = now + math.min(1, interval / 2)
+  local remaining, reset, retry = 0, tat - ahead, 0
+  if allow_at <= ahead then
+    remaining = math.max(0, math.floor((ahead + window - new_tat) / interval))
+    reset = new_tat - ahead
   else
     allowed = 0
-    retry = allow_at - now
+    retry = allow_at - ahead
   end
   new_tats[i] = new_tat
   out[#out + 1] = remaining
@@ -72,7 +75,7 @@ if gate then
   interval = window / limit
   email_tat = math.max(tonumber(redis.call('GET', email)) or now, now)
   local cell_at = email_tat + interval - window -- when the email can take one more failure
-  if failures > 0 and cell_at > now then
+  if failures > 0 and cell_at > now + math.min(1, interval / 2) then
     -- The email's bound is spent. An address that failed waits for a free cell, or until
     -- its own failures are forgotten; a clean address is not held back (the owner's).
     wait_until = math.max(wait_until, math.min(cell_at, last + window))
@@ -89,14 +92,15 @@ end
 if allowed == 1 then
   for i = 1, n do
     -- The key lives exactly until the subject's budget is full again.
-    redis.call('SET', KEYS[i], string.format('%.3f', new_tats[i]), 'PX', math.max(1, math.ceil(new_tats[i] - now)))
+    -- %.17g: the exact double, so stored sums of fractional intervals gather no rounding
+    redis.call('SET', KEYS[i], string.format('%.17g', new_tats[i]), 'PX', math.max(1, math.ceil(new_tats[i] - now)))
   end
   if gate then
     redis.call('HSET', pair, 'f', failures + 1, 't', now)
     redis.call('PEXPIRE', pair, window)
     -- Capped at a full window: guesses past the bound do not keep failing addresses out longer.
     local charged = math.min(email_tat + interval, now + window)
-    redis.call('SET', email, string.format('%.3f', charged), 'PX', math.max(1, math.ceil(charged - now)))
+    redis.call('SET', email, string.format('%.17g', charged), 'PX', math.max(1, math.ceil(charged - now)))
     out[#out] = tostring(charged - email_tat) -- a string: an integer reply would truncate it
   end
 end

@@ -111,6 +111,14 @@ class ReadPlanner(Protocol):
         """`epochs[i]`: the cache epoch of the node `replies[i]` was read on."""
 
 
+# A call less than this early for its turn (at most half an interval) is on time, and
+# `remaining`, `reset` and `retry-after` count from the same instant. The times are floating-point
+# ms and a TAT is a sum of fractional intervals, so without it a burst that should just fit can
+# land a fraction of a µs past its turn, be refused "for 1 s" and hear one call fewer remains:
+# (now + window) - window is not always now. Mirrored in ratelimit.lua.
+SLACK_MS = 1.0
+
+
 class LocalLimiter:
     """The GCRA of ratelimit.lua, per process, for when Redis cannot be reached."""
 
@@ -139,12 +147,13 @@ class LocalLimiter:
                 tat = max(self._tats.get(budget.key, now), now)
                 new_tat = tat + interval
                 allow_at = new_tat - window
-                if allow_at <= now:
-                    remaining = math.floor((now + window - new_tat) / interval + 1e-9)
-                    outcomes.append(Outcome(budget, remaining, ceil_s(new_tat - now), 0))
+                ahead = now + min(SLACK_MS, interval / 2)  # the instant this decision counts as
+                if allow_at <= ahead:
+                    remaining = max(0, math.floor((ahead + window - new_tat) / interval))
+                    outcomes.append(Outcome(budget, remaining, ceil_s(new_tat - ahead), 0))
                 else:
                     allowed = False
-                    outcomes.append(Outcome(budget, 0, ceil_s(tat - now), max(1, ceil_s(allow_at - now))))
+                    outcomes.append(Outcome(budget, 0, ceil_s(tat - ahead), max(1, ceil_s(allow_at - ahead))))
                 new_tats.append(new_tat)
             if gate is not None:
                 failures, last = self._pair(gate.pair_key, now)
@@ -207,7 +216,7 @@ def login_wait_until(throttle: LoginThrottle, failures: int, last: float, email_
         doublings = min(failures - throttle.free_failures, 40)  # past 2^40 s the window caps it anyway
         wait_until = last + min(window, throttle.backoff_seconds * 1000.0 * 2**doublings)
     cell_at = email_tat + throttle.interval_ms - window  # when the email can take one more failure
-    if failures > 0 and cell_at > now:
+    if failures > 0 and cell_at > now + min(SLACK_MS, throttle.interval_ms / 2):
         wait_until = max(wait_until, min(cell_at, last + window))
     return wait_until
 

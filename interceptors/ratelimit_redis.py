@@ -48,7 +48,7 @@ if tat then
   if refunded <= now then
     redis.call('DEL', KEYS[2])
   else
-    redis.call('SET', KEYS[2], string.format('%.3f', refunded), 'PX', math.ceil(refunded - now))
+    redis.call('SET', KEYS[2], string.format('%.17g', refunded), 'PX', math.ceil(refunded - now))
   end
 end
 return 1
@@ -66,7 +66,7 @@ for i = 1, #KEYS do
     if refunded <= now then
       redis.call('DEL', KEYS[i])
     else
-      redis.call('SET', KEYS[i], string.format('%.3f', refunded), 'PX', math.ceil(refunded - now))
+      redis.call('SET', KEYS[i], string.format('%.17g', refunded), 'PX', math.ceil(refunded - now))
     end
   end
 end

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import math
 import socket
 import time
+from importlib import resources
 from typing import Any
 
 import grpc
@@ -15,7 +17,8 @@ from grpc_status import rpc_status
 from prometheus_client import CollectorRegistry
 
 from taskapi.interceptors.metrics import Metrics
-from taskapi.interceptors.ratelimit import RateLimitInterceptor
+from taskapi.interceptors.ratelimit import LocalLimiter, RateLimitInterceptor
+from taskapi.interceptors.ratelimit_redis import Budget
 from taskapi.server.cache.client import connect_redis
 from taskapi.server.cache.reads import ReadPlan, delivered_read
 from taskapi.server.cache.shared import SharedCache
@@ -300,6 +303,37 @@ def test_without_redis_limits_locally() -> None:
             with pytest.raises(grpc.RpcError) as err:
                 get_task(tasks)
             assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+# 1 a minute: (now + window) - window is not now on this clock (one ulp over). 9 a minute: the
+# interval 6666.666... ms, its sums stored rounded to the µs, lands the 9th call 2.7 µs late.
+EXACT_BURSTS = [RateLimit(requests=1, window_seconds=60), RateLimit(requests=9, window_seconds=60)]
+
+
+@pytest.mark.parametrize("limit", EXACT_BURSTS, ids=lambda limit: f"{limit.requests}-per-minute")
+def test_a_burst_of_exactly_the_limit_fits_locally(limit: RateLimit) -> None:
+    """All at one instant: every call of the budget passes, the next is refused for the interval."""
+    local = LocalLimiter(clock=lambda: 33499.844414)
+    budget = Budget("{ip:192.0.2.1}:ratelimit", "ip:192.0.2.1", limit, "per client IP")
+    assert [local.decide([budget])[0] for _ in range(limit.requests)] == [True] * limit.requests
+    allowed, outcomes, _ = local.decide([budget])
+    assert not allowed
+    assert outcomes[0].retry_after_seconds == math.ceil(limit.window_seconds / limit.requests)
+
+
+@pytest.mark.parametrize("limit", EXACT_BURSTS, ids=lambda limit: f"{limit.requests}-per-minute")
+def test_a_burst_of_exactly_the_limit_fits_in_redis(redis_url: str, limit: RateLimit) -> None:
+    """The script's calls back to back (one pipeline: most runs within one Redis millisecond)."""
+    client = connect_redis(redis_url, 500)
+    script = resources.files("taskapi.interceptors").joinpath("ratelimit.lua").read_text(encoding="utf-8")
+    key = unique_prefix() + "{ip:192.0.2.1}:ratelimit"
+    pipe = client.pipeline(transaction=False)
+    for _ in range(limit.requests + 1):
+        pipe.eval(script, 1, key, 1, 0, 0, limit.requests, limit.window_seconds * 1000)
+    replies = pipe.execute()
+    client.close()
+    assert [reply[0] for reply in replies] == [1] * limit.requests + [0]
+    assert [reply[1] for reply in replies[:-1]] == list(range(limit.requests - 1, -1, -1))  # remaining
 
 
 def test_calls_with_a_bad_token_are_counted_by_ip(redis_url: str) -> None:
