@@ -325,6 +325,7 @@ def test_a_burst_of_exactly_the_limit_fits_locally(limit: RateLimit) -> None:
 def test_a_burst_of_exactly_the_limit_fits_in_redis(redis_url: str, limit: RateLimit) -> None:
     """The script's calls back to back (one pipeline: most runs within one Redis millisecond)."""
     client = connect_redis(redis_url, 500)
+    assert client is not None
     script = resources.files("taskapi.interceptors").joinpath("ratelimit.lua").read_text(encoding="utf-8")
     key = unique_prefix() + "{ip:192.0.2.1}:ratelimit"
     pipe = client.pipeline(transaction=False)
