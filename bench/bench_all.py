@@ -48,7 +48,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent import futures
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +56,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_rest  # noqa: E402
 import grpc  # noqa: E402
 import support  # noqa: E402
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # noqa: E402
 
 from taskapi.server import affinity  # noqa: E402
 from taskapi.server.app import App  # noqa: E402
@@ -101,15 +99,8 @@ class _NoOpTasks(task_pb2_grpc.TaskServiceServicer):
 
 
 def start_noop(workers: int) -> tuple[grpc.Server, int]:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
     # The stubs mark every RPC abstract; the real base class answers UNIMPLEMENTED for the rest.
-    task_pb2_grpc.add_TaskServiceServicer_to_server(_NoOpTasks(), server)  # type: ignore[abstract]
-    checks = health.HealthServicer()
-    checks.set("", health_pb2.HealthCheckResponse.SERVING)
-    health_pb2_grpc.add_HealthServicer_to_server(checks, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    return server, port
+    return support.start_tasks_server(_NoOpTasks(), workers)  # type: ignore[abstract]
 
 
 def register(address: str, email: str, password: str) -> str:

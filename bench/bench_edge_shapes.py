@@ -30,7 +30,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent import futures
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_rest  # noqa: E402
 import grpc  # noqa: E402
 import support  # noqa: E402
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # noqa: E402
 
 from taskapi.server.app import App  # noqa: E402
 from taskapi.server.edge import Envoy  # noqa: E402
@@ -67,17 +65,6 @@ class _Replay(task_pb2_grpc.TaskServiceServicer):
 def replay_of(task: Any | None, headers: tuple[tuple[str, str], ...]) -> _Replay:
     # The stubs mark every RPC abstract; the real base class answers UNIMPLEMENTED for the rest.
     return _Replay(task, headers)  # type: ignore[abstract]
-
-
-def start_replay(replay: _Replay, workers: int) -> tuple[grpc.Server, int]:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
-    task_pb2_grpc.add_TaskServiceServicer_to_server(replay, server)
-    checks = health.HealthServicer()
-    checks.set("", health_pb2.HealthCheckResponse.SERVING)
-    health_pb2_grpc.add_HealthServicer_to_server(checks, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    return server, port
 
 
 def capture(address: str, account: support.Account) -> tuple[Any, tuple[tuple[str, str], ...]]:
@@ -130,7 +117,7 @@ def main() -> None:
                 "paced": replay_of(None, ()),
             }
             for shape, replay in replays.items():
-                server, ports[shape] = start_replay(replay, args.workers)
+                server, ports[shape] = support.start_tasks_server(replay, args.workers)
                 servers.append(server)
             for shape in SHAPES:
                 config = edge_config(

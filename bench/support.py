@@ -18,20 +18,25 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Iterator
+from concurrent import futures
 from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # the repo root: server, interceptors, tests' helpers
 
+import grpc  # noqa: E402
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # noqa: E402
+
 from taskapi.interceptors.logging import JsonFormatter  # noqa: E402
 from taskapi.server import affinity  # noqa: E402
 from taskapi.server.config import Settings  # noqa: E402
 from taskapi.server.domain.limits import RateLimit  # noqa: E402
+from taskapi.v1 import task_pb2_grpc  # noqa: E402
 from tests.conftest import RedisProcess, make_settings  # noqa: E402
 
 # The limiter still runs its Redis decision on every call, but never rejects.
@@ -90,6 +95,19 @@ def log_like_production() -> None:
 def quiet_logging() -> None:
     handler = logging.StreamHandler(io.StringIO())
     logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
+
+
+def start_tasks_server(servicer: Any, workers: int) -> tuple[grpc.Server, int]:
+    """A bare grpcio sync server (no interceptors) with `servicer` as its TaskService and a
+    health service answering SERVING (Envoy's health checks), on a free loopback port."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
+    task_pb2_grpc.add_TaskServiceServicer_to_server(servicer, server)
+    checks = health.HealthServicer()
+    checks.set("", health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(checks, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, port
 
 
 @dataclass(frozen=True)
