@@ -8,6 +8,7 @@ INTERNAL with a fixed message; the traceback goes to the log only.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -25,6 +26,7 @@ from taskapi.server.domain.errors import (
     InvalidArgument,
     ResourceExhausted,
     Retryable,
+    Unavailable,
 )
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 # On a refusal that changed nothing (Unavailable(nothing_done=True)): a balancer or client
 # may retry any call, a write included. Sent as initial metadata, so Envoy sees a header.
 RETRY_SAFE_HEADER = "x-retry-safe"
+RETRY_AFTER_HEADER = "retry-after"
 INTERNAL_MESSAGE = "internal error; the request id identifies it in the server log"
 # Turns a library's exception (say, a database driver's) into an ApiError, or None to pass.
 Translator = Callable[[BaseException], ApiError | None]
@@ -86,7 +89,13 @@ class ErrorInterceptor(ServerInterceptor):
             self._abort_plain(context, grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
 
     def _abort(self, context: grpc.ServicerContext, error: ApiError) -> None:
-        extra = ((RETRY_SAFE_HEADER, "true"),) if getattr(error, "nothing_done", False) else ()
+        extra: tuple[tuple[str, str], ...] = ()
+        if isinstance(error, Retryable):
+            # The RetryInfo delay as HTTP's Retry-After too (whole seconds, at least 1), as on
+            # Envoy's own 503s. The rate limiter sets its own first; that one stands.
+            extra = ((RETRY_AFTER_HEADER, str(max(1, math.ceil(error.retry_after_seconds)))),)
+        if isinstance(error, Unavailable) and error.nothing_done:
+            extra += ((RETRY_SAFE_HEADER, "true"),)
         _send_metadata(context, extra)
         context.abort_with_status(rpc_status.to_status(to_status(error)))
 
@@ -104,5 +113,6 @@ def _send_metadata(context: grpc.ServicerContext, extra: tuple[tuple[str, str], 
         if extra:
             context.send_initial_metadata(extra)
         return
-    state.response_metadata.extend(extra)
+    present = {key for key, _ in state.response_metadata}
+    state.response_metadata.extend(item for item in extra if item[0] not in present)
     state.send_response_metadata(context)

@@ -18,6 +18,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from taskapi.v1 import task_pb2
 from taskapi_client import TaskApiClient
+from tests.conftest import make_settings
+from tests.e2e.conftest import running_stack
 from tests.support.edge import RestClient, cluster_stats, running_edge
 
 CALL_SECONDS = 0.6
@@ -244,3 +246,30 @@ def test_a_login_storm_does_not_take_the_retries_other_calls_need(tmp_path: Path
         assert stats["upstream_rq_retry_overflow"] == 0, stats
     finally:
         replica.server.stop(0)
+
+
+def test_a_sign_in_shed_by_the_server_carries_retry_after_through_the_edge(redis_url: str, tmp_path: Path) -> None:
+    """The real server refusing a Login while every password-hashing place is taken (held by
+    the test): over REST, 503 with the RetryInfo delay as `Retry-After` too, and x-retry-safe,
+    like the edge's own 503s, so a plain HTTP client knows when to come back."""
+    with running_stack(make_settings(redis_url), tmp_path, replicas=1) as stack:
+        assert stack.app is not None  # an App in this process (the single layout)
+        waiting = stack.app.accounts._hasher._waiting
+        held = 0
+        while waiting.acquire(blocking=False):
+            held += 1
+        try:
+            response = stack.client.post("auth/login", {"email": "shed@example.com", "password": "a long password"})
+        finally:
+            for _ in range(held):
+                waiting.release()
+        body = response.json()
+        assert response.status == 503, body
+        assert response.headers["retry-after"] == "1"
+        assert response.headers["x-retry-safe"] == "true"
+        assert _reason(body) == "PASSWORD_HASHING_BUSY"
+        assert {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1s"} in body["details"]
+        # And once a place is free again, the same call is served (here: an unknown account).
+        assert (
+            stack.client.post("auth/login", {"email": "shed@example.com", "password": "a long password"}).status == 401
+        )

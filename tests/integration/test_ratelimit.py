@@ -25,6 +25,7 @@ from taskapi.server.cache.shared import SharedCache
 from taskapi.server.domain.limits import RateLimit
 from taskapi.v1 import auth_pb2, auth_pb2_grpc, task_pb2, task_pb2_grpc
 from tests.conftest import RedisProcess, private_database
+from tests.integration.api import as_call
 from tests.integration.api import headers as api_headers
 from tests.integration.chain_server import TASK_ID, make_chain, run_server, stubs, unique_prefix
 
@@ -88,6 +89,7 @@ def test_rejection_carries_details_and_headers(redis_url: str) -> None:
     assert rejected.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
     headers = api_headers(rejected)
     assert headers["retry-after"] == "30"
+    assert [key for key, _ in as_call(rejected).initial_metadata()].count("retry-after") == 1  # the limiter's only
     assert headers["ratelimit-policy"] == "2;w=60, 1000;w=60"
     assert headers["ratelimit"] == "limit=2, remaining=0, reset=60"
     status = rpc_status.from_call(rejected)

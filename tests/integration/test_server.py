@@ -186,7 +186,8 @@ def test_an_ipv6_proxy_is_trusted_for_the_client_address(redis_url: str) -> None
 
 def test_a_login_shed_under_load_says_it_changed_nothing(app: App, channel: grpc.Channel) -> None:
     """With every password-hashing queue place taken (held by the test), Login is refused
-    at once with UNAVAILABLE, RetryInfo and `x-retry-safe: true` (so balancers may retry it)."""
+    at once with UNAVAILABLE, RetryInfo, `retry-after` and `x-retry-safe: true` (so balancers
+    may retry it)."""
     waiting = app.accounts._hasher._waiting
     held = 0
     while waiting.acquire(blocking=False):
@@ -199,4 +200,6 @@ def test_a_login_shed_under_load_says_it_changed_nothing(app: App, channel: grpc
             waiting.release()
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     assert error_details(info.value)["ErrorInfo"].reason == "PASSWORD_HASHING_BUSY"
-    assert ("x-retry-safe", "true") in tuple(as_call(info.value).initial_metadata())
+    headers = tuple(as_call(info.value).initial_metadata())
+    assert ("x-retry-safe", "true") in headers
+    assert [value for key, value in headers if key == "retry-after"] == ["1"]  # RetryInfo's 1 s
