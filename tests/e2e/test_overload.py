@@ -273,3 +273,37 @@ def test_a_sign_in_shed_by_the_server_carries_retry_after_through_the_edge(redis
         assert (
             stack.client.post("auth/login", {"email": "shed@example.com", "password": "a long password"}).status == 401
         )
+
+
+def test_a_shed_sign_in_is_retried_by_the_edge_once_the_delay_it_names_has_passed(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """Three sign-ins at once on one replica: the third finds every password-hashing place
+    taken and is shed with Retry-After: 1. The edge waits that long before its retry (not
+    25 ms), by when a place is free again: the client sees its answer, not a 503. Here the
+    places are held by the test and freed 0.3 s after the call."""
+    with running_stack(make_settings(redis_url), tmp_path, replicas=1) as stack:
+        assert stack.app is not None  # an App in this process (the single layout)
+        waiting = stack.app.accounts._hasher._waiting
+        held = 0
+        while waiting.acquire(blocking=False):
+            held += 1
+        try:
+            with futures.ThreadPoolExecutor(1) as pool:
+                started = time.monotonic()
+                login = pool.submit(
+                    stack.client.post, "auth/login", {"email": "later@example.com", "password": "a long password"}
+                )
+                time.sleep(0.3)
+                for _ in range(held):
+                    waiting.release()
+                held = 0
+                response = login.result(timeout=10)
+                elapsed = time.monotonic() - started
+        finally:
+            for _ in range(held):
+                waiting.release()
+        assert response.status == 401, response.json()  # served: an unknown account
+        assert 0.9 < elapsed < 3.0, elapsed  # one retry, after the 1 s (1-1.5 s jittered) it was told
+        stats = cluster_stats(stack.envoy, "")
+        assert stats.get("upstream_rq_retry", 0) >= 1, stats
