@@ -16,6 +16,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from taskapi.server.app import App
 from taskapi.v1 import task_pb2
 from taskapi_client import TaskApiClient
 from tests.conftest import make_settings
@@ -248,31 +249,46 @@ def test_a_login_storm_does_not_take_the_retries_other_calls_need(tmp_path: Path
         replica.server.stop(0)
 
 
+class HashingPlacesTaken:
+    """Every password-hashing place of `app` taken by the test (as a crowd of sign-ins would),
+    until `free()` or the end of the block: a Login in between is shed."""
+
+    def __init__(self, app: App | None) -> None:
+        assert app is not None  # an App in this process (the single layout)
+        self._waiting = app.accounts._hasher._waiting
+        self._held = 0
+
+    def __enter__(self) -> HashingPlacesTaken:
+        while self._waiting.acquire(blocking=False):
+            self._held += 1
+        return self
+
+    def free(self) -> None:
+        for _ in range(self._held):
+            self._waiting.release()
+        self._held = 0
+
+    def __exit__(self, *exc: object) -> None:
+        self.free()
+
+
+SIGN_IN = {"email": "shed@example.com", "password": "a long password"}  # no such account: 401 when served
+
+
 def test_a_sign_in_shed_by_the_server_carries_retry_after_through_the_edge(redis_url: str, tmp_path: Path) -> None:
     """The real server refusing a Login while every password-hashing place is taken (held by
     the test): over REST, 503 with the RetryInfo delay as `Retry-After` too, and x-retry-safe,
     like the edge's own 503s, so a plain HTTP client knows when to come back."""
     with running_stack(make_settings(redis_url), tmp_path, replicas=1) as stack:
-        assert stack.app is not None  # an App in this process (the single layout)
-        waiting = stack.app.accounts._hasher._waiting
-        held = 0
-        while waiting.acquire(blocking=False):
-            held += 1
-        try:
-            response = stack.client.post("auth/login", {"email": "shed@example.com", "password": "a long password"})
-        finally:
-            for _ in range(held):
-                waiting.release()
+        with HashingPlacesTaken(stack.app):
+            response = stack.client.post("auth/login", SIGN_IN)
         body = response.json()
         assert response.status == 503, body
         assert response.headers["retry-after"] == "1"
         assert response.headers["x-retry-safe"] == "true"
         assert _reason(body) == "PASSWORD_HASHING_BUSY"
         assert {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1s"} in body["details"]
-        # And once a place is free again, the same call is served (here: an unknown account).
-        assert (
-            stack.client.post("auth/login", {"email": "shed@example.com", "password": "a long password"}).status == 401
-        )
+        assert stack.client.post("auth/login", SIGN_IN).status == 401  # a place free again: served
 
 
 def test_a_shed_sign_in_is_retried_by_the_edge_once_the_delay_it_names_has_passed(
@@ -283,26 +299,13 @@ def test_a_shed_sign_in_is_retried_by_the_edge_once_the_delay_it_names_has_passe
     25 ms), by when a place is free again: the client sees its answer, not a 503. Here the
     places are held by the test and freed 0.3 s after the call."""
     with running_stack(make_settings(redis_url), tmp_path, replicas=1) as stack:
-        assert stack.app is not None  # an App in this process (the single layout)
-        waiting = stack.app.accounts._hasher._waiting
-        held = 0
-        while waiting.acquire(blocking=False):
-            held += 1
-        try:
-            with futures.ThreadPoolExecutor(1) as pool:
-                started = time.monotonic()
-                login = pool.submit(
-                    stack.client.post, "auth/login", {"email": "later@example.com", "password": "a long password"}
-                )
-                time.sleep(0.3)
-                for _ in range(held):
-                    waiting.release()
-                held = 0
-                response = login.result(timeout=10)
-                elapsed = time.monotonic() - started
-        finally:
-            for _ in range(held):
-                waiting.release()
+        with HashingPlacesTaken(stack.app) as places, futures.ThreadPoolExecutor(1) as pool:
+            started = time.monotonic()
+            login = pool.submit(stack.client.post, "auth/login", SIGN_IN)
+            time.sleep(0.3)
+            places.free()
+            response = login.result(timeout=10)
+            elapsed = time.monotonic() - started
         assert response.status == 401, response.json()  # served: an unknown account
         assert 0.9 < elapsed < 3.0, elapsed  # one retry, after the 1 s (1-1.5 s jittered) it was told
         stats = cluster_stats(stack.envoy, "")
