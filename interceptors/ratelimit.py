@@ -225,8 +225,9 @@ class RateLimitInterceptor(ServerInterceptor):
     """Decides every call's budgets at once; rejects with RESOURCE_EXHAUSTED.
 
     Sits after Auth (so the caller is known) and before Validation. Adds the IETF
-    `ratelimit-policy` and `ratelimit` response headers on every call it decides, and
-    `retry-after` on rejections, through `current_call().response_metadata`.
+    `ratelimit-policy` and `ratelimit` response headers on every call it decides, through
+    `current_call().response_metadata`; a rejection's `retry-after` is the Errors layer's, as
+    for every retryable error (interceptors/status.py).
     """
 
     def __init__(
@@ -294,7 +295,6 @@ class RateLimitInterceptor(ServerInterceptor):
         tightest = max(violated, key=lambda o: o.retry_after_seconds)
         retry_after = tightest.retry_after_seconds
         state.response_metadata.extend(_headers(outcomes, tightest))
-        state.response_metadata.append(("retry-after", str(retry_after)))
         raise ResourceExhausted(
             f"Too many requests: retry in {retry_after} s.",
             retry_after_seconds=retry_after,

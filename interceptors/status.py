@@ -91,8 +91,8 @@ class ErrorInterceptor(ServerInterceptor):
     def _abort(self, context: grpc.ServicerContext, error: ApiError) -> None:
         extra: tuple[tuple[str, str], ...] = ()
         if isinstance(error, Retryable):
-            # The RetryInfo delay as HTTP's Retry-After too (whole seconds, at least 1), as on
-            # Envoy's own 503s. The rate limiter sets its own first; that one stands.
+            # The RetryInfo delay as HTTP's Retry-After too (whole seconds, at least 1): a rate
+            # limit's 429 and a shed call's 503, as on Envoy's own 503s.
             extra = ((RETRY_AFTER_HEADER, str(max(1, math.ceil(error.retry_after_seconds)))),)
         if isinstance(error, Unavailable) and error.nothing_done:
             extra += ((RETRY_SAFE_HEADER, "true"),)
@@ -113,6 +113,5 @@ def _send_metadata(context: grpc.ServicerContext, extra: tuple[tuple[str, str], 
         if extra:
             context.send_initial_metadata(extra)
         return
-    present = {key for key, _ in state.response_metadata}
-    state.response_metadata.extend(item for item in extra if item[0] not in present)
+    state.response_metadata.extend(extra)
     state.send_response_metadata(context)
