@@ -65,9 +65,16 @@ class ServiceProcess:
             fields = notifications.wait_for(self.check, timeout)
         except TimeoutError as exc:
             raise ChildFailed(f"taskapi serve --services {','.join(self.services)}: {exc}") from None
-        self.port = int(fields[readiness.GRPC_PORT])
-        self.metrics_port = int(fields[readiness.METRICS_PORT])
-        self.watch_port = int(fields.get(readiness.WATCH_PORT, 0))
+        self.port = self._port(fields, readiness.GRPC_PORT)
+        self.metrics_port = self._port(fields, readiness.METRICS_PORT)
+        self.watch_port = self._port(fields, readiness.WATCH_PORT) if readiness.WATCH_PORT in fields else 0
+
+    def _port(self, fields: dict[str, str], key: str) -> int:
+        """A port the READY notification reports: a clear failure when it is missing or not one."""
+        value = fields.get(key, "")
+        if not (value.isascii() and value.isdigit() and 0 < int(value) < 65536):
+            raise ChildFailed(f"taskapi serve --services {','.join(self.services)} reported {key}={value!r}")
+        return int(value)
 
     def stop(self, timeout: float = 30.0) -> None:
         if self.process.poll() is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import subprocess
 import urllib.request
 import uuid
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from taskapi.server import readiness
+from taskapi.server.dev.split import ChildFailed, ServiceProcess
 from tests.support.jobs import job_env, job_settings, running
 
 
@@ -87,3 +89,28 @@ def test_waiting_stops_when_the_child_is_gone_or_the_time_is_up(tmp_path: Path) 
         with pytest.raises(TimeoutError, match="no READY=1 notification within 0.5s"):
             notifications.wait_for(lambda: None, timeout=0.5)
     assert not (tmp_path / "ready").exists()
+
+
+@pytest.mark.parametrize(
+    "datagram",
+    [
+        b"READY=1\nX_TASKAPI_METRICS_PORT=9464\n",  # no gRPC port
+        b"READY=1\nX_TASKAPI_GRPC_PORT=abc\nX_TASKAPI_METRICS_PORT=9464\n",
+        b"READY=1\nX_TASKAPI_GRPC_PORT=99999\nX_TASKAPI_METRICS_PORT=9464\n",
+        b"READY=1\nX_TASKAPI_GRPC_PORT=50051\nX_TASKAPI_METRICS_PORT=-1\n",
+        b"READY=1\nX_TASKAPI_GRPC_PORT=\xd9\xa5\nX_TASKAPI_METRICS_PORT=9464\n",  # a non-ASCII digit
+    ],
+    ids=["missing", "not-a-number", "too-big", "negative", "arabic-indic-digit"],
+)
+def test_a_ready_notice_without_usable_ports_is_a_clear_child_failure(tmp_path: Path, datagram: bytes) -> None:
+    """What `taskapi dev --split` reads from its children's socket: a READY=1 whose ports are
+    missing or not ports stops the stack with a message naming the field, not a traceback."""
+    with readiness.ReadinessSocket(tmp_path / "ready") as notifications, subprocess.Popen(["sleep", "30"]) as process:
+        child = ServiceProcess(("tasks",), "127.0.0.1", process)
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+                sender.sendto(datagram, str(notifications.path))
+            with pytest.raises(ChildFailed, match="reported X_TASKAPI_"):
+                child.ready(notifications, timeout=10)
+        finally:
+            process.kill()
