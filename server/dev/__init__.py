@@ -332,16 +332,17 @@ class LocalRedis:
         if binary is None:
             raise DevError("redis-server is not installed: run scripts/setup.sh, or set REDIS_URL")
         self.directory.mkdir(parents=True, exist_ok=True)
-        for attempt in range(1, self.PORT_ATTEMPTS + 1):
+        attempts = 1 if self._fixed_port else self.PORT_ATTEMPTS
+        for attempt in range(1, attempts + 1):
             try:
                 self._start(binary, timeout)
-                self._fixed_port = self.port  # its clients know it now: a restart keeps it
-                return self
+                break
             except _RedisExited as exc:
-                if self._fixed_port or attempt == self.PORT_ATTEMPTS:
+                if attempt == attempts:
                     raise DevError(str(exc)) from None
                 self.port = free_port("127.0.0.1")
-        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+        self._fixed_port = self.port  # its clients know it now: a restart keeps it
+        return self
 
     def _start(self, binary: str, timeout: float) -> None:
         with affinity.off_serving():  # Redis never on a pinned replica's CPU
