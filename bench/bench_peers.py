@@ -2,7 +2,7 @@
 
 Issue 14 asks for Task API "at least as fast as the FastAPI peer despite the extra Envoy hop",
 with figures for that peer measured on another machine. Absolute figures move with the box
-(the same commit's mix ran 1,800-2,400 req/s one day and 3,500 another), so this bench runs
+(the same commit's mix ran 1,800-2,400 req/s on one machine and 3,500 on another), so this bench runs
 both on this box and quotes them side by side, rounds alternated.
 
 What runs
