@@ -148,7 +148,7 @@ def run(args: argparse.Namespace, stop: threading.Event, out: TextIO) -> None:
             redis_url = stack.enter_context(local_redis(workdir / "redis")).url
         smtp, mail = settings.smtp, f"{settings.smtp.url}  (SMTP_URL)" if settings.smtp else ""
         if smtp is None:
-            sink_port = stack.enter_context(mail_sink(workdir / "mail", free_port(), out))
+            sink_port = stack.enter_context(mail_sink(workdir / "mail", out))
             smtp = SmtpSettings(host="127.0.0.1", port=sink_port)
             mail = f"{smtp.url}  (a local sink: messages shown here, saved in {workdir / 'mail'})"
         # No drain delay: Envoy, the only balancer, is stopped before the replicas.

@@ -1,5 +1,5 @@
 """The local SMTP sink of `taskapi dev` (when SMTP_URL is unset): a real SMTP server
-(aiosmtpd) on a free loopback port that delivers nowhere. Each message is shown on the
+(aiosmtpd) on a loopback port of the kernel's choosing that delivers nowhere. Each message is shown on the
 console in one line and kept as an .eml file, so a developer sees what a user would get.
 
     12:01:03.120 mail to Ada <ada@example.com>: "Welcome to Task API" (saved /tmp/taskapi-dev-x/mail/0001.eml)
@@ -7,6 +7,7 @@ console in one line and kept as an .eml file, so a developer sees what a user wo
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import itertools
@@ -56,16 +57,28 @@ def _printable(text: str, limit: int = 200) -> str:
     return shown if len(shown) <= limit else shown[: limit - 1] + "…"
 
 
+class _BoundController(Controller):
+    """aiosmtpd's Controller on port 0. Once bound, start() connects to `self.port` to check
+    the server answers; this sets it to the port the kernel gave first, so no port is picked
+    free beforehand and released for anything else to take before the sink binds it."""
+
+    def _trigger_server(self) -> None:
+        # Bound before start() gets here (its ready event); loop.create_server's asyncio.Server.
+        assert isinstance(self.server, asyncio.Server)
+        self.port = self.server.sockets[0].getsockname()[1]
+        super()._trigger_server()  # type: ignore[no-untyped-call]  # aiosmtpd leaves it unannotated
+
+
 @contextmanager
-def mail_sink(folder: Path, port: int, out: TextIO) -> Iterator[int]:
-    """Run the sink on 127.0.0.1:`port` (a free one: aiosmtpd checks it by connecting to
-    itself), keeping messages in `folder`; yields the port."""
+def mail_sink(folder: Path, out: TextIO, port: int = 0) -> Iterator[int]:
+    """Run the sink on 127.0.0.1:`port` (0: one the kernel picks), keeping messages in
+    `folder`; yields the port it listens on."""
     folder.mkdir(parents=True, exist_ok=True)
     # aiosmtpd logs every connection at INFO: the message line above says what matters.
     logging.getLogger("mail.log").setLevel(logging.WARNING)
-    controller = Controller(_Keep(folder, out), hostname="127.0.0.1", port=port)
+    controller = _BoundController(_Keep(folder, out), hostname="127.0.0.1", port=port)
     controller.start()
     try:
-        yield port
+        yield int(controller.port)
     finally:
         controller.stop()

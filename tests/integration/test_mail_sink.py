@@ -7,7 +7,6 @@ import io
 import smtplib
 from pathlib import Path
 
-from taskapi.server.dev import free_port
 from taskapi.server.dev.mailsink import mail_sink
 
 HOSTILE = [
@@ -23,7 +22,7 @@ HOSTILE = [
 
 def test_malformed_mail_is_kept_and_shown_as_one_safe_line(tmp_path: Path) -> None:
     out = io.StringIO()
-    with mail_sink(tmp_path, free_port(), out) as port, smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+    with mail_sink(tmp_path, out) as port, smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
         for content in HOSTILE:
             client.sendmail("a@example.com", ["dev@example.com"], content)
         client.sendmail("a@example.com", ["dev@example.com"], b"To: Ada <ada@example.com>\r\nSubject: Hi\r\n\r\nok\r\n")
@@ -35,3 +34,16 @@ def test_malformed_mail_is_kept_and_shown_as_one_safe_line(tmp_path: Path) -> No
     kept = sorted(tmp_path.glob("*.eml"))
     assert len(kept) == len(HOSTILE) + 1
     assert b"\x1b[2J" in kept[0].read_bytes()  # kept as sent: the file is the evidence
+
+
+def test_each_sink_listens_on_the_port_the_kernel_gave_it(tmp_path: Path) -> None:
+    """No port is picked free and released first: each sink binds port 0 and says where it is."""
+    out = io.StringIO()
+    with mail_sink(tmp_path / "a", out) as first, mail_sink(tmp_path / "b", out) as second:
+        assert 0 not in (first, second) and first != second
+        for port in (first, second):
+            with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+                client.sendmail("a@example.com", ["dev@example.com"], b"Subject: to %d\r\n\r\nok\r\n" % port)
+    assert [p.name for p in sorted((tmp_path / "a").glob("*.eml"))] == ["0001.eml"]
+    assert [p.name for p in sorted((tmp_path / "b").glob("*.eml"))] == ["0001.eml"]
+    assert f'"to {first}"' in out.getvalue() and f'"to {second}"' in out.getvalue()
