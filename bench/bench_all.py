@@ -46,7 +46,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -216,16 +215,9 @@ def main() -> None:
         help="the edge writes its JSON access log to a file: after each row, its non-2xx by "
         "(rpc, status, response flags, details, attempts) and the replicas' cluster counters that moved",
     )
-    support.add_cpus_option(parser)
-    args = parser.parse_args()
-    support.require_wrk()
+    args, placement = support.start_wrk_bench(parser)
     conns, secs = args.connections, args.seconds
-    placement = support.place_threads(args.cpus)
-
-    support.log_like_production()
-    with support.redis_url() as url, tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        settings = support.bench_settings(url, bcrypt_rounds=args.bcrypt_rounds, workers=args.workers)
+    with support.bench_workspace(bcrypt_rounds=args.bcrypt_rounds, workers=args.workers) as (settings, workdir):
         app = App(settings)
         noop, noop_port = start_noop(args.workers)
         try:

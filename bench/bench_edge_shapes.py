@@ -28,7 +28,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -91,15 +90,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=4, help="TASKAPI_WORKERS of the replica and each replay")
-    support.add_cpus_option(parser)
-    args = parser.parse_args()
-    support.require_wrk()
-    placement = support.place_threads(args.cpus)
-
-    support.log_like_production()
-    with support.redis_url() as url, tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        settings = support.bench_settings(url, workers=args.workers)
+    args, placement = support.start_wrk_bench(parser)
+    with support.bench_workspace(workers=args.workers) as (settings, workdir):
         app = App(settings)
         servers: list[grpc.Server] = []
         envoys: dict[str, Envoy] = {}

@@ -36,7 +36,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -175,15 +174,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=5, help="per row (wrk takes whole seconds)")
     parser.add_argument("--connections", type=int, default=64)
-    support.add_cpus_option(parser)
-    args = parser.parse_args()
-    support.require_wrk()
-    placement = support.place_threads(args.cpus)
-
-    support.log_like_production()
-    with support.redis_url() as url, tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        settings = support.bench_settings(url)
+    args, placement = support.start_wrk_bench(parser)
+    with support.bench_workspace() as (settings, workdir):
         app = App(settings)
         peer: subprocess.Popen[bytes] | None = None
         try:
@@ -195,7 +187,7 @@ def main() -> None:
                 with envoy:
                     envoy.wait_healthy(replicas=1)
                     users = peer_data(envoy.rest_url, accounts)
-                    peer, peer_url, secret = start_peer(workdir, url, users)
+                    peer, peer_url, secret = start_peer(workdir, settings.redis_url, users)
                     theirs = peer_accounts(users, accounts, secret)
                     first = get_json(f"{peer_url}/api/v1/tasks/{accounts[0].task_ids[0]}", theirs[0].token)
                     print(

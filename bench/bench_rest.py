@@ -48,7 +48,6 @@ import re
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -264,16 +263,9 @@ def main() -> None:
         help="default: the SSE id filter in the chain as deployed (it runs only on the watch route); "
         "none: no such filter, to show the REST routes do not pay for it",
     )
-    support.add_cpus_option(parser)
-    args = parser.parse_args()
-    support.require_wrk()
+    args, placement = support.start_wrk_bench(parser)
     levels = [int(c) for c in args.connections.split(",")]
-    placement = support.place_threads(args.cpus)
-
-    support.log_like_production()
-    with support.redis_url() as url, tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        settings = support.bench_settings(url)
+    with support.bench_workspace() as (settings, workdir):
         app = App(settings)
         try:
             replicas = [app.start_replica(0) for _ in range(args.replicas)]

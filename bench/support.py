@@ -85,6 +85,26 @@ def bench_settings(url: str, **overrides: object) -> Settings:
     return make_settings(url, **(limits | overrides))
 
 
+@contextmanager
+def bench_workspace(**overrides: object) -> Iterator[tuple[Settings, Path]]:
+    """bench_settings(overrides) on REDIS_URL or a private redis-server, and a scratch folder:
+    both gone after the run."""
+    with redis_url() as url, tempfile.TemporaryDirectory() as tmp:
+        yield bench_settings(url, **overrides), Path(tmp)
+
+
+def start_wrk_bench(parser: argparse.ArgumentParser) -> tuple[argparse.Namespace, str]:
+    """How every wrk bench starts: `--cpus` added and the arguments parsed, wrk required, this
+    process placed before any thread starts (place_threads: its banner text is returned with
+    the arguments) and call logs formatted and written as in production."""
+    add_cpus_option(parser)
+    args = parser.parse_args()
+    require_wrk()
+    placement = place_threads(args.cpus)
+    log_like_production()
+    return args, placement
+
+
 def log_like_production() -> None:
     """Every call's JSON line is formatted and written, as `taskapi serve` does, but to /dev/null."""
     handler = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the process
