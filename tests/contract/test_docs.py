@@ -1,5 +1,5 @@
 """The README and the docs, as a reader meets them: the two commands first, and every link
-pointing at something inside the repository that exists."""
+pointing at something inside the repository that exists, the heading of an anchor included."""
 
 from __future__ import annotations
 
@@ -36,3 +36,41 @@ def test_links_stay_inside_the_repository_and_resolve(doc: Path) -> None:
         path = (doc.parent / target.split("#")[0]).resolve()
         assert path.is_relative_to(ROOT), f"{doc}: {target} leaves the repository"
         assert path.exists(), f"{doc}: {target} does not exist"
+
+
+def _heading_anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives a page's headings: lower-cased, punctuation dropped (letters,
+    digits, spaces, '-' and '_' kept), spaces to '-'; a repeated one gets -1, -2, ..."""
+    anchors: set[str] = set()
+    in_code = False
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        if in_code or not re.match(r"#{1,6} ", line):
+            continue
+        text = re.sub(r"`|\*\*", "", line.lstrip("#").strip())
+        text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", text)  # a link in a heading: its text
+        slug = re.sub(r"[^\w\- ]", "", text.lower()).replace(" ", "-")
+        anchor, n = slug, 0
+        while anchor in anchors:
+            n += 1
+            anchor = f"{slug}-{n}"
+        anchors.add(anchor)
+    return anchors
+
+
+LINKED_MARKDOWN = sorted({*DOCS, ROOT / "bench" / "README.md"})
+
+
+@pytest.mark.parametrize("doc", LINKED_MARKDOWN, ids=lambda path: str(path.relative_to(ROOT)))
+def test_every_link_to_a_heading_finds_it(doc: Path) -> None:
+    """A link with #anchor into a Markdown page names a heading that page has (headings get
+    reworded; the link then silently lands at the top)."""
+    for target in LINK.findall(doc.read_text()):
+        if re.match(r"[a-z]+:", target) or "#" not in target:
+            continue
+        page, _, anchor = target.partition("#")
+        path = (doc.parent / page).resolve() if page else doc
+        if path.suffix != ".md" or not path.exists():
+            continue  # not a Markdown page (a file's line, say), or the other test's failure
+        assert anchor in _heading_anchors(path.read_text()), f"{doc.relative_to(ROOT)}: {target} names no heading"
