@@ -39,6 +39,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -105,29 +106,28 @@ def service_us(name: str, row: bench_rest.Row) -> float:
     return cpu["server"] + cpu["envoy"] if name == "taskapi" else cpu["peer"]
 
 
+# The figures compared, each read off a row of the named service, with its unit.
+FIGURES: dict[str, tuple[Callable[[str, bench_rest.Row], float], str]] = {
+    "req/s": (lambda _, row: row.req_per_s, ""),
+    "p99": (lambda _, row: row.p99_ms, " ms"),
+    "service": (service_us, " us/call"),
+    "all": (lambda name, row: service_us(name, row) + row.us_per_call["redis"], " us/call"),
+}
+
+
 def print_row(name: str, n: int, row: bench_rest.Row) -> None:
-    service = service_us(name, row)
+    service, everything = FIGURES["service"][0](name, row), FIGURES["all"][0](name, row)
     print(
         f"{name:<8} {n:>5} {row.req_per_s:>7.0f} {row.p50_ms:>7.2f} {row.p99_ms:>7.2f} {row.non_2xx:>7}"
-        f"  {'':12} {service:>7.0f} {row.us_per_call['redis']:>6.0f} {service + row.us_per_call['redis']:>6.0f}"
-        f"  {row.box_cores:>9.2f}",
+        f"  {'':12} {service:>7.0f} {row.us_per_call['redis']:>6.0f} {everything:>6.0f}  {row.box_cores:>9.2f}",
         flush=True,
     )
 
 
 def summary(rows: dict[str, list[bench_rest.Row]]) -> None:
-    def median(name: str, figure: str) -> float:
-        values = {
-            "req/s": [r.req_per_s for r in rows[name]],
-            "p99": [r.p99_ms for r in rows[name]],
-            "service": [service_us(name, r) for r in rows[name]],
-            "all": [service_us(name, r) + r.us_per_call["redis"] for r in rows[name]],
-        }[figure]
-        return statistics.median(values)
-
     print(f"medians of {len(rows['taskapi'])} rounds, and Task API over the peer:")
-    for figure, unit in (("req/s", ""), ("p99", " ms"), ("service", " us/call"), ("all", " us/call")):
-        ours, theirs = median("taskapi", figure), median("fastapi", figure)
+    for figure, (read, unit) in FIGURES.items():
+        ours, theirs = (statistics.median(read(name, row) for row in rows[name]) for name in ("taskapi", "fastapi"))
         print(f"  {figure:<8} taskapi {ours:>8.1f}{unit}  fastapi {theirs:>8.1f}{unit}  ratio {ours / theirs:.2f}")
 
 
