@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -51,7 +52,6 @@ import peer_fastapi  # noqa: E402
 import support  # noqa: E402
 
 from taskapi.server.app import App  # noqa: E402
-from taskapi.server.dev import free_port  # noqa: E402
 from taskapi.server.edge import Envoy  # noqa: E402
 from tests.support.edge import edge_config  # noqa: E402
 
@@ -138,11 +138,14 @@ def start_peer(
     the process, its URL and the secret its tokens are signed with."""
     data = workdir / "peer.json"
     data.write_text(json.dumps(users))
-    secret, port = os.urandom(32).hex(), free_port()
-    command = [sys.executable, str(Path(peer_fastapi.__file__)), "--port", str(port), "--data", str(data)]
-    env = {**os.environ, "REDIS_URL": redis, "PEER_JWT_SECRET": secret}
-    peer = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    secret = os.urandom(32).hex()
+    # Bound here on port 0 and handed over: no port is picked free and released meanwhile.
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        fd = listener.fileno()
+        command = [sys.executable, str(Path(peer_fastapi.__file__)), "--fd", str(fd), "--data", str(data)]
+        env = {**os.environ, "REDIS_URL": redis, "PEER_JWT_SECRET": secret}
+        peer = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(fd,))
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
     wait_up(f"{url}/healthz", peer)
     return peer, url, secret
 

@@ -17,8 +17,11 @@ competent FastAPI service would:
 Served by uvicorn with one worker, uvloop and httptools (`uvicorn[standard]`, what its docs
 recommend for production). Not part of the product: nothing outside bench/ imports it.
 
-    .venv/bin/python bench/peer_fastapi.py --port 8090 --data tasks.json
+    .venv/bin/python bench/peer_fastapi.py --fd 3 --data tasks.json
         (REDIS_URL and PEER_JWT_SECRET in the environment)
+
+`--fd` is a listening TCP socket inherited from the caller (bench_peers.py binds port 0 and
+passes it on), so no port is picked free and released for the peer to bind.
 
 `--data` is a JSON object {user id: [task, ...]}: the tasks, as Task API's REST answers them.
 """
@@ -28,6 +31,7 @@ recommend for production). Not part of the product: nothing outside bench/ impor
 import argparse
 import json
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -115,12 +119,14 @@ def build(users: dict[str, list[dict[str, Any]]], secret: str, redis_url: str) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--fd", type=int, required=True, help="an inherited listening TCP socket")
     parser.add_argument("--data", type=Path, required=True)
     args = parser.parse_args()
     users = json.loads(args.data.read_text())
     app = build(users, os.environ["PEER_JWT_SECRET"], os.environ["REDIS_URL"])
-    uvicorn.run(app, host="127.0.0.1", port=args.port, workers=1, loop="uvloop", http="httptools", access_log=True)
+    listener = socket.socket(fileno=args.fd)  # family and type read from the descriptor
+    config = uvicorn.Config(app, workers=1, loop="uvloop", http="httptools", access_log=True)
+    uvicorn.Server(config).run(sockets=[listener])
 
 
 if __name__ == "__main__":
