@@ -1,6 +1,7 @@
 """The local SMTP sink of `taskapi dev` (when SMTP_URL is unset): a real SMTP server
-(aiosmtpd) on a loopback port of the kernel's choosing that delivers nowhere. Each message is shown on the
-console in one line and kept as an .eml file, so a developer sees what a user would get.
+(aiosmtpd) on a loopback port of the kernel's choosing that delivers nowhere. Each message
+is shown on the console in one line and kept as an .eml file, so a developer sees what a
+user would get.
 
     12:01:03.120 mail to Ada <ada@example.com>: "Welcome to Task API" (saved /tmp/taskapi-dev-x/mail/0001.eml)
 """
