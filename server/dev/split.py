@@ -6,9 +6,9 @@
 Each child is the `taskapi serve` a deployment runs, sharing this stack's Redis and JWT
 secret. It binds free ports itself and reports them when it serves (server/readiness.py);
 Envoy routes each service to its own cluster, and WatchTasks to the task process's watch
-server. The children
-print to this console (their call lines, text by default) and run in sessions of their own,
-so Ctrl-C reaches only `taskapi dev`, which stops them after Envoy, in order.
+server. The children print to this console (their call lines, text by default) and run in
+sessions of their own, so Ctrl-C reaches only `taskapi dev`, which stops them after Envoy,
+in order.
 """
 
 from __future__ import annotations
